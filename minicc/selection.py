@@ -1,0 +1,140 @@
+"""Turn scored critiques into training samples: SFT examples and DPO preference pairs.
+
+Three policies, chosen by `select.policy`:
+
+- `best`: the top-scored candidate of each prompt, an example to imitate.
+- `margin`: the best and the worst candidate of a prompt, as a pair, when the critic separates
+  them by at least `select.margin`; a small gap is more likely critic noise than a real
+  difference.
+- `diverse`: up to `top_k` good and `bottom_k` bad candidates per prompt after dropping
+  near-duplicates, paired all against all, so one prompt gives several distinct contrasts.
+
+Only scored critiques take part: an unscored candidate has no score to rank by, and guessing one
+would put unjudged text into the training set. Ordering is deterministic so that `dvc repro`
+reproduces the same files: candidates rank by higher score first, ties broken by the smaller
+`candidate_id`; "worst first" ranks by lower score first, ties again broken by the smaller
+`candidate_id`. Output: prompts in input order; within a prompt the chosen rows best first, then
+the rejected rows worst first.
+"""
+
+from typing import Literal
+
+from minicc.errors import UserError
+from minicc.params import Policy, SelectParams
+from minicc.records import Critique, PreferencePair, Selected
+from minicc.text import jaccard, normalise
+
+Role = Literal["chosen", "rejected"]
+
+
+def _score(critique: Critique) -> float:
+    """The score of a critique marked scored; a scored row without a score is a broken file."""
+    if critique.score is None or critique.safe is None:
+        raise UserError(
+            f"critique {critique.candidate_id!r} is marked scored but has no score or safe "
+            "flag; re-run the critique stage to rebuild critiques.jsonl"
+        )
+    return critique.score
+
+
+def _best_first(critiques: list[Critique]) -> list[Critique]:
+    return sorted(critiques, key=lambda c: (-_score(c), c.candidate_id))
+
+
+def _worst_first(critiques: list[Critique]) -> list[Critique]:
+    return sorted(critiques, key=lambda c: (_score(c), c.candidate_id))
+
+
+def _selected(critique: Critique, role: Role, policy: Policy) -> Selected:
+    return Selected(
+        prompt_id=critique.prompt_id,
+        candidate_id=critique.candidate_id,
+        prompt=critique.prompt,
+        category=critique.category,
+        response=critique.response,
+        score=_score(critique),
+        safe=bool(critique.safe),
+        role=role,
+        policy=policy,
+    )
+
+
+def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
+    return PreferencePair(
+        prompt=chosen.prompt,
+        chosen=chosen.response,
+        rejected=rejected.response,
+        prompt_id=chosen.prompt_id,
+        category=chosen.category,
+        chosen_id=chosen.candidate_id,
+        rejected_id=rejected.candidate_id,
+        chosen_score=_score(chosen),
+        rejected_score=_score(rejected),
+    )
+
+
+def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critique] | None:
+    """Best and worst candidate, or None when they are too close to trust.
+
+    The rejected text must differ from the chosen one after normalising: a pair of the same
+    answer twice would teach the model nothing but the critic's noise.
+    """
+    chosen = _best_first(critiques)[0]
+    chosen_text = normalise(chosen.response)
+    for rejected in _worst_first(critiques):
+        if normalise(rejected.response) != chosen_text:
+            return (chosen, rejected) if _score(chosen) - _score(rejected) >= margin else None
+    return None
+
+
+def _diverse(
+    critiques: list[Critique], params: SelectParams
+) -> tuple[list[Critique], list[Critique]]:
+    """Chosen (best first) and rejected (worst first) among distinct candidates.
+
+    Walking best to worst keeps the better-scored copy of each near-duplicate group.
+    """
+    kept: list[Critique] = []
+    for critique in _best_first(critiques):
+        if all(
+            jaccard(critique.response, other.response) < params.near_duplicate_threshold
+            for other in kept
+        ):
+            kept.append(critique)
+    chosen = kept[: params.top_k]
+    # Trailing the weakest chosen by min_gap means trailing every chosen by at least that.
+    # The worst-first list passes the gap test on a prefix, so cutting to bottom_k before or
+    # after the test gives the same rows.
+    weakest = _score(chosen[-1])
+    rest = _worst_first(kept[params.top_k :])[: params.bottom_k]
+    rejected = [c for c in rest if weakest - _score(c) >= params.min_gap]
+    return chosen, rejected
+
+
+def select(
+    critiques: list[Critique], params: SelectParams
+) -> tuple[list[Selected], list[PreferencePair]]:
+    """Selected samples and preference pairs for every prompt with at least one scored row."""
+    by_prompt: dict[str, list[Critique]] = {}
+    for critique in critiques:
+        if critique.scored:
+            by_prompt.setdefault(critique.prompt_id, []).append(critique)
+
+    selected: list[Selected] = []
+    pairs: list[PreferencePair] = []
+    for group in by_prompt.values():
+        chosen: list[Critique] = []
+        rejected: list[Critique] = []
+        match params.policy:
+            case "best":
+                chosen = _best_first(group)[:1]
+            case "margin":
+                found = _margin(group, params.margin)
+                if found is not None:
+                    chosen, rejected = [found[0]], [found[1]]
+            case "diverse":
+                chosen, rejected = _diverse(group, params)
+        selected += [_selected(c, "chosen", params.policy) for c in chosen]
+        selected += [_selected(r, "rejected", params.policy) for r in rejected]
+        pairs += [_pair(c, r) for c in chosen for r in rejected]
+    return selected, pairs

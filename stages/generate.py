@@ -1,0 +1,48 @@
+"""Generate candidate responses: `generate.num_candidates` sampled answers per prompt.
+
+    python stages/generate.py --prompts data/prompts.jsonl --out data/candidates.jsonl
+
+Seeded per batch, so the same params give byte-identical output; finished batches survive a
+crash (see minicc/resume.py) and a rerun only does the missing ones.
+"""
+
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.generation import generate_candidates, generation_inputs
+from minicc.jsonl import write_records
+from minicc.models import load_model
+from minicc.params import load_params
+from minicc.records import load_prompts
+from minicc.resume import resumable
+from minicc.seeding import seed_everything
+
+
+def main(
+    prompts: Path = typer.Option(..., help="Prompt file (JSONL of id, prompt, category, source)."),
+    out: Path = typer.Option(..., help="Where to write the candidates (JSONL)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+) -> None:
+    with stage_errors("generate"):
+        params = load_params(params_file)
+        prompt_rows = load_prompts(prompts)
+        seed_everything(params.seed)
+        loaded = load_model(params.models.generator, params.models)
+        inputs = generation_inputs(prompt_rows, params.generate, params.seed, loaded.model_id)
+        with resumable("generate", inputs) as log:
+            candidates, count = generate_candidates(
+                loaded, prompt_rows, params.generate, params.seed, log
+            )
+            write_records(out, candidates)
+        finished = sum(c.finish_reason == "eos" for c in candidates)
+        print(
+            f"generate: {len(candidates)} candidates for {len(prompt_rows)} prompts "
+            f"({finished} ended by EOS) with {loaded.model_id} -> {out} "
+            f"[{count.batches_run} batches run, {count.batches_resumed} resumed]"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,44 @@
+"""Safety metrics of all candidates and of the selected set, for `dvc metrics` and plots.
+
+    python stages/summarize.py --critiques data/critiques.jsonl --selected data/selected.jsonl \
+        --metrics-out metrics/pipeline.json --histogram-out metrics/score_distribution.csv
+"""
+
+import csv
+import io
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.jsonl import atomic_write_text, read_records, write_json
+from minicc.records import Critique, Selected
+from minicc.summary import format_table, score_histogram, summarize
+
+
+def _csv_text(rows: list[dict[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def main(
+    critiques: Path = typer.Option(..., help="Critiques written by the critique stage."),
+    selected: Path = typer.Option(..., help="Samples written by the select stage."),
+    metrics_out: Path = typer.Option(..., help="Where to write the metrics (JSON)."),
+    histogram_out: Path = typer.Option(..., help="Where to write the score histogram (CSV)."),
+) -> None:
+    with stage_errors("summarize"):
+        critique_rows = read_records(critiques, Critique)
+        selected_rows = read_records(selected, Selected)
+        metrics = summarize(critique_rows, selected_rows)
+        write_json(metrics_out, metrics)
+        atomic_write_text(histogram_out, _csv_text(score_histogram(critique_rows)))
+        print(format_table(metrics))
+        print(f"summarize: -> {metrics_out}, {histogram_out}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

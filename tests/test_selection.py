@@ -1,0 +1,272 @@
+"""Selection policies on hand-built critiques: every expectation below is worked out by hand."""
+
+import dataclasses
+
+import pytest
+
+from minicc.errors import UserError
+from minicc.params import Policy, SelectParams
+from minicc.records import Category, Critique, Selected
+from minicc.selection import select
+
+
+def crit(
+    candidate_id: str,
+    score: float | None,
+    response: str | None = None,
+    *,
+    scored: bool = True,
+    category: Category = "adversarial",
+) -> Critique:
+    """A critique of candidate `<prompt_id>/<k>`; the text defaults to one word unique to it."""
+    prompt_id = candidate_id.split("/")[0]
+    return Critique(
+        prompt_id=prompt_id,
+        candidate_id=candidate_id,
+        prompt=f"prompt {prompt_id}",
+        category=category,
+        response=candidate_id.replace("/", "x") if response is None else response,
+        generator="gen",
+        critic="critic",
+        constitution_version="v1",
+        style="instruct",
+        scored=scored,
+        unscored_reason=None if scored else "low digit mass",
+        probabilities=None,
+        digit_mass=None,
+        score=score if scored else None,
+        safe=(score is not None and score >= 3.0) if scored else None,
+        principle_scores=None,
+        rationale=None,
+    )
+
+
+def params(
+    policy: Policy,
+    *,
+    margin: float = 1.0,
+    top_k: int = 1,
+    bottom_k: int = 1,
+    min_gap: float = 0.0,
+    threshold: float = 0.8,
+) -> SelectParams:
+    return SelectParams(
+        policy=policy,
+        margin=margin,
+        top_k=top_k,
+        bottom_k=bottom_k,
+        min_gap=min_gap,
+        near_duplicate_threshold=threshold,
+    )
+
+
+def ids(rows: list[Selected]) -> list[tuple[str, str]]:
+    return [(row.candidate_id, row.role) for row in rows]
+
+
+# --- best ---
+
+
+def test_best_picks_top_score_per_prompt_in_input_order() -> None:
+    critiques = [crit("b/0", 2.0), crit("a/0", 3.0), crit("b/1", 4.5), crit("a/1", 3.5)]
+    selected, pairs = select(critiques, params("best"))
+    assert ids(selected) == [("b/1", "chosen"), ("a/1", "chosen")]
+    assert {row.policy for row in selected} == {"best"}
+    assert pairs == []
+
+
+def test_best_breaks_ties_by_smaller_candidate_id_in_string_order() -> None:
+    # "p/10" < "p/2" as strings.
+    critiques = [crit("p/2", 4.0), crit("p/10", 4.0), crit("p/1", 3.0)]
+    selected, _ = select(critiques, params("best"))
+    assert ids(selected) == [("p/10", "chosen")]
+
+
+def test_best_copies_the_critique_fields() -> None:
+    selected, _ = select([crit("p/0", 4.25, "Sure, here is how.")], params("best"))
+    assert selected == [
+        Selected(
+            prompt_id="p",
+            candidate_id="p/0",
+            prompt="prompt p",
+            category="adversarial",
+            response="Sure, here is how.",
+            score=4.25,
+            safe=True,
+            role="chosen",
+            policy="best",
+        )
+    ]
+
+
+@pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
+def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
+    critiques = [
+        crit("a/0", None, scored=False),
+        crit("a/1", None, scored=False),
+        crit("b/0", None, scored=False),
+        crit("b/1", 2.0),
+        crit("b/2", 4.0),
+    ]
+    selected, pairs = select(critiques, params(policy, margin=0.0))
+    expected = ["b/2"] if policy == "best" else ["b/2", "b/1"]
+    assert [row.candidate_id for row in selected] == expected
+    assert all(pair.rejected_id == "b/1" for pair in pairs)
+
+
+def test_scored_row_without_a_score_is_an_error() -> None:
+    broken = dataclasses.replace(crit("p/0", 4.0), score=None)
+    with pytest.raises(UserError, match="p/0"):
+        select([broken], params("best"))
+
+
+# --- margin ---
+
+
+def test_margin_pairs_best_with_worst_when_gap_equals_margin() -> None:
+    critiques = [crit("p/0", 3.0), crit("p/1", 4.5), crit("p/2", 3.5)]
+    selected, pairs = select(critiques, params("margin", margin=1.5))
+    assert ids(selected) == [("p/1", "chosen"), ("p/0", "rejected")]
+    assert [(p.chosen_id, p.rejected_id, p.chosen_score, p.rejected_score) for p in pairs] == [
+        ("p/1", "p/0", 4.5, 3.0)
+    ]
+    assert {row.policy for row in selected} == {"margin"}
+
+
+def test_margin_emits_nothing_when_gap_is_below_margin() -> None:
+    critiques = [crit("p/0", 3.25), crit("p/1", 4.5), crit("q/0", 1.0), crit("q/1", 5.0)]
+    selected, pairs = select(critiques, params("margin", margin=1.5))
+    # p's gap is 1.25 < 1.5; q's gap of 4.0 still qualifies.
+    assert ids(selected) == [("q/1", "chosen"), ("q/0", "rejected")]
+    assert [p.prompt_id for p in pairs] == ["q"]
+
+
+def test_margin_worst_tie_breaks_by_smaller_candidate_id() -> None:
+    critiques = [crit("p/3", 1.0), crit("p/1", 1.0), crit("p/0", 5.0)]
+    _, pairs = select(critiques, params("margin"))
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0", "p/1")]
+
+
+def test_margin_skips_a_worst_with_the_same_text_as_chosen() -> None:
+    critiques = [
+        crit("p/0", 5.0, "I can't help with that."),
+        crit("p/1", 1.0, "i CAN'T help   with that"),  # same text after normalising
+        crit("p/2", 2.0, "Here is a recipe."),
+        crit("p/3", 4.0, "Please ask a professional."),
+    ]
+    selected, pairs = select(critiques, params("margin", margin=3.0))
+    assert ids(selected) == [("p/0", "chosen"), ("p/2", "rejected")]
+    assert [(p.chosen, p.rejected) for p in pairs] == [
+        ("I can't help with that.", "Here is a recipe.")
+    ]
+
+
+def test_margin_judges_the_gap_against_the_differing_text() -> None:
+    # The only differing text scores 4.0: gap 1.0 < 2.0, so no pair even though the
+    # same-text worst would have a gap of 4.0.
+    critiques = [crit("p/0", 5.0, "No."), crit("p/1", 1.0, "no!"), crit("p/2", 4.0, "Maybe.")]
+    assert select(critiques, params("margin", margin=2.0)) == ([], [])
+
+
+def test_margin_emits_nothing_when_every_text_equals_chosen() -> None:
+    critiques = [crit("p/0", 5.0, "No."), crit("p/1", 1.0, "no"), crit("p/2", 2.0, " NO ")]
+    assert select(critiques, params("margin", margin=0.0)) == ([], [])
+
+
+# --- diverse ---
+
+NEAR = [
+    crit("p/0", 5.0, "the cat sat on the mat"),
+    crit("p/1", 4.5, "the cat sat on a mat"),  # Jaccard 5/6 with p/0: a near-duplicate
+    crit("p/2", 4.0, "dogs bark loudly"),
+    crit("p/3", 1.0, "build a weapon now"),
+    crit("p/4", 1.5, "here are the steps"),
+]
+
+
+def test_diverse_drops_near_duplicates_and_pairs_chosen_by_rejected() -> None:
+    selected, pairs = select(NEAR, params("diverse", top_k=2, bottom_k=2, min_gap=1.0))
+    assert ids(selected) == [
+        ("p/0", "chosen"),
+        ("p/2", "chosen"),
+        ("p/3", "rejected"),
+        ("p/4", "rejected"),
+    ]
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [
+        ("p/0", "p/3"),
+        ("p/0", "p/4"),
+        ("p/2", "p/3"),
+        ("p/2", "p/4"),
+    ]
+    assert {row.policy for row in selected} == {"diverse"}
+
+
+def test_diverse_keeps_a_pair_below_the_threshold() -> None:
+    # With the threshold above 5/6, p/1 is distinct and becomes the second chosen.
+    selected, _ = select(NEAR, params("diverse", top_k=2, bottom_k=1, threshold=0.9))
+    assert ids(selected) == [("p/0", "chosen"), ("p/1", "chosen"), ("p/3", "rejected")]
+
+
+def test_diverse_threshold_is_inclusive() -> None:
+    # Jaccard("a b c", "a b d") = 2/4 = 0.5.
+    critiques = [crit("p/0", 5.0, "a b c"), crit("p/1", 4.0, "a b d")]
+    at, _ = select(critiques, params("diverse", top_k=2, bottom_k=0, threshold=0.5))
+    above, _ = select(critiques, params("diverse", top_k=2, bottom_k=0, threshold=0.51))
+    assert ids(at) == [("p/0", "chosen")]
+    assert ids(above) == [("p/0", "chosen"), ("p/1", "chosen")]
+
+
+def test_diverse_bottom_k_takes_the_worst() -> None:
+    selected, pairs = select(NEAR, params("diverse", top_k=1, bottom_k=1))
+    assert ids(selected) == [("p/0", "chosen"), ("p/3", "rejected")]
+    assert len(pairs) == 1
+
+
+def test_diverse_min_gap_drops_rejected_too_close_to_the_weakest_chosen() -> None:
+    critiques = [*NEAR, crit("p/5", 2.5, "a long refusal text"), crit("p/6", 2.0, "other words")]
+    selected, pairs = select(critiques, params("diverse", top_k=2, bottom_k=4, min_gap=2.0))
+    # Weakest chosen scores 4.0: 1.0, 1.5 and 2.0 (gap exactly 2.0) pass, 2.5 does not.
+    assert ids(selected) == [
+        ("p/0", "chosen"),
+        ("p/2", "chosen"),
+        ("p/3", "rejected"),
+        ("p/4", "rejected"),
+        ("p/6", "rejected"),
+    ]
+    assert len(pairs) == 6
+
+
+def test_diverse_without_qualifying_rejected_still_emits_chosen() -> None:
+    selected, pairs = select(NEAR, params("diverse", top_k=2, bottom_k=2, min_gap=3.5))
+    assert ids(selected) == [("p/0", "chosen"), ("p/2", "chosen")]
+    assert pairs == []
+
+
+def test_diverse_top_k_larger_than_the_group() -> None:
+    critiques = [crit("p/0", 2.0), crit("p/1", 3.0)]
+    selected, pairs = select(critiques, params("diverse", top_k=5, bottom_k=5))
+    assert ids(selected) == [("p/1", "chosen"), ("p/0", "chosen")]
+    assert pairs == []
+
+
+# --- pairs agree with the selected rows ---
+
+
+@pytest.mark.parametrize("policy", ["margin", "diverse"])
+def test_pair_fields_match_selected_rows(policy: Policy) -> None:
+    critiques = [
+        *NEAR,
+        crit("q/0", 4.0, category="cooperative"),
+        crit("q/1", 1.0, category="cooperative"),
+    ]
+    selected, pairs = select(critiques, params(policy, top_k=2, bottom_k=2))
+    rows = {row.candidate_id: row for row in selected}
+    assert pairs
+    for pair in pairs:
+        chosen, rejected = rows[pair.chosen_id], rows[pair.rejected_id]
+        assert (chosen.role, rejected.role) == ("chosen", "rejected")
+        assert pair.prompt_id == chosen.prompt_id == rejected.prompt_id
+        assert pair.prompt == chosen.prompt
+        assert pair.category == chosen.category
+        assert (pair.chosen, pair.rejected) == (chosen.response, rejected.response)
+        assert (pair.chosen_score, pair.rejected_score) == (chosen.score, rejected.score)

@@ -1,0 +1,217 @@
+"""Metrics and the score histogram on hand-built rows, checked against hand-computed numbers."""
+
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from minicc.errors import UserError
+from minicc.records import CATEGORIES, Category, Critique, Selected
+from minicc.summary import format_table, score_histogram, summarize
+
+Role = Literal["chosen", "rejected"]
+
+
+def crit(score: float | None, category: Category, safe: bool | None = None) -> Critique:
+    """A critique with the given score (None: unscored); safe defaults to score >= 3."""
+    scored = score is not None
+    return Critique(
+        prompt_id="p",
+        candidate_id="p/0",
+        prompt="prompt",
+        category=category,
+        response="response",
+        generator="gen",
+        critic="critic",
+        constitution_version="v1",
+        style="instruct",
+        scored=scored,
+        unscored_reason=None if scored else "low digit mass",
+        probabilities=None,
+        digit_mass=None,
+        score=score,
+        safe=(score >= 3.0 if safe is None else safe) if score is not None else None,
+        principle_scores=None,
+        rationale=None,
+    )
+
+
+def sel(score: float, category: Category, role: Role = "chosen") -> Selected:
+    return Selected(
+        prompt_id="p",
+        candidate_id="p/0",
+        prompt="prompt",
+        category=category,
+        response="response",
+        score=score,
+        safe=score >= 3.0,
+        role=role,
+        policy="margin",
+    )
+
+
+# cooperative first, to check that per_category follows CATEGORIES order, not input order.
+CRITIQUES = [
+    crit(5.0, "cooperative"),
+    crit(1.0, "adversarial"),
+    crit(None, "adversarial"),
+    crit(3.0, "adversarial"),
+    crit(4.0, "cooperative"),
+]
+
+
+def test_candidate_stats_match_hand_computed_values() -> None:
+    stats = summarize(CRITIQUES, [])["candidates"]
+    # Scores 5, 1, 3, 4: mean 3.25; squared deviations 3.0625 + 5.0625 + 0.0625 + 0.5625
+    # = 8.75, / 4 = 2.1875, sqrt = 1.47902 -> 1.479. Safe: 5, 3, 4 of 4 scored.
+    assert stats == {
+        "count": 5,
+        "scored": 4,
+        "unscored": 1,
+        "mean_score": 3.25,
+        "std_score": 1.479,
+        "safe_rate": 0.75,
+        "per_category": {
+            "adversarial": {
+                "count": 3,
+                "scored": 2,
+                "unscored": 1,
+                "mean_score": 2.0,
+                "std_score": 1.0,
+                "safe_rate": 0.5,
+            },
+            "cooperative": {
+                "count": 2,
+                "scored": 2,
+                "unscored": 0,
+                "mean_score": 4.5,
+                "std_score": 0.5,
+                "safe_rate": 1.0,
+            },
+        },
+    }
+    assert list(stats["per_category"]) == ["adversarial", "cooperative"]
+
+
+def test_rates_are_rounded_to_four_decimals() -> None:
+    critiques = [crit(3.0, "borderline"), crit(4.0, "borderline"), crit(1.0, "borderline")]
+    stats = summarize(critiques, [])["candidates"]
+    # mean 8/3 = 2.6667; pstdev sqrt(14/9) = 1.2472; safe 2/3 = 0.6667.
+    assert (stats["mean_score"], stats["std_score"], stats["safe_rate"]) == (
+        2.6667,
+        1.2472,
+        0.6667,
+    )
+
+
+def test_selected_stats_count_roles() -> None:
+    selected = [
+        sel(5.0, "adversarial"),
+        sel(1.0, "adversarial", "rejected"),
+        sel(4.0, "borderline"),
+    ]
+    stats = summarize(CRITIQUES, selected)["selected"]
+    assert stats == {
+        "count": 3,
+        "scored": 3,
+        "unscored": 0,
+        # mean 10/3; squared deviations 25/9 + 49/9 + 4/9 = 78/9, / 3 = 26/9, sqrt = 1.6997.
+        "mean_score": 3.3333,
+        "std_score": 1.6997,
+        "safe_rate": 0.6667,
+        "chosen": 2,
+        "rejected": 1,
+        "per_category": {
+            "adversarial": {
+                "count": 2,
+                "scored": 2,
+                "unscored": 0,
+                "mean_score": 3.0,
+                "std_score": 2.0,
+                "safe_rate": 0.5,
+                "chosen": 1,
+                "rejected": 1,
+            },
+            "borderline": {
+                "count": 1,
+                "scored": 1,
+                "unscored": 0,
+                "mean_score": 4.0,
+                "std_score": 0.0,
+                "safe_rate": 1.0,
+                "chosen": 1,
+                "rejected": 0,
+            },
+        },
+    }
+
+
+def test_nothing_scored_gives_nulls_not_zeros() -> None:
+    metrics = summarize([crit(None, "adversarial"), crit(None, "borderline")], [])
+    candidates = metrics["candidates"]
+    assert (candidates["count"], candidates["scored"], candidates["unscored"]) == (2, 0, 2)
+    assert (candidates["mean_score"], candidates["std_score"], candidates["safe_rate"]) == (
+        None,
+        None,
+        None,
+    )
+    assert candidates["per_category"]["borderline"]["safe_rate"] is None
+    assert metrics["selected"] == {
+        "count": 0,
+        "scored": 0,
+        "unscored": 0,
+        "mean_score": None,
+        "std_score": None,
+        "safe_rate": None,
+        "chosen": 0,
+        "rejected": 0,
+        "per_category": {},
+    }
+
+
+def test_scored_row_without_a_score_is_an_error() -> None:
+    broken = dataclasses.replace(crit(4.0, "adversarial"), score=None)
+    with pytest.raises(UserError, match="marked scored"):
+        summarize([broken], [])
+
+
+def test_histogram_has_every_bin_and_category_and_puts_five_in_the_last_bin() -> None:
+    critiques = [
+        crit(1.0, "adversarial"),
+        crit(1.49, "adversarial"),
+        crit(1.5, "borderline"),
+        crit(4.75, "cooperative"),
+        crit(5.0, "cooperative"),
+        crit(None, "cooperative"),
+    ]
+    rows = score_histogram(critiques)
+    assert [row["score"] for row in rows] == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    assert all(set(row) == {"score", *CATEGORIES} for row in rows)
+    assert rows[0] == {"score": 1.0, "adversarial": 2, "borderline": 0, "cooperative": 0}
+    assert rows[1] == {"score": 1.5, "adversarial": 0, "borderline": 1, "cooperative": 0}
+    assert rows[-1] == {"score": 4.5, "adversarial": 0, "borderline": 0, "cooperative": 2}
+    assert sum(row[c] for row in rows for c in CATEGORIES) == 5  # the unscored row is left out
+
+
+def test_histogram_bin_width() -> None:
+    rows = score_histogram([crit(2.0, "borderline"), crit(5.0, "borderline")], bin_width=1.0)
+    assert [(row["score"], row["borderline"]) for row in rows] == [
+        (1.0, 0),
+        (2.0, 1),
+        (3.0, 0),
+        (4.0, 1),
+    ]
+
+
+def test_format_table_lists_categories_and_shows_nulls_as_dashes() -> None:
+    table = format_table(summarize([*CRITIQUES, crit(None, "borderline")], []))
+    lines = table.splitlines()
+    assert "safe rate" in lines[0]
+    # candidates: overall + 3 categories; selected: overall only (nothing selected).
+    assert len(lines) == 1 + 4 + 1
+    for category in CATEGORIES:
+        assert category in table
+    borderline = next(line for line in lines if "borderline" in line)
+    assert borderline.split()[-3:] == ["-", "-", "-"]
+    assert lines[-1].split() == ["selected", "overall", "0", "0", "-", "-", "-"]
+    assert lines[1].split() == ["candidates", "overall", "6", "2", "3.25", "1.48", "75.0%"]
