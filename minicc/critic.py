@@ -5,7 +5,7 @@ probabilities it assigns to the tokens "1".."5" as its next token give the score
 Nothing is parsed from free text. A response that cannot be scored stays unscored, with a reason.
 """
 
-import inspect
+import copy
 import re
 from dataclasses import asdict, dataclass
 from statistics import fmean
@@ -18,11 +18,11 @@ from minicc.errors import UserError
 from minicc.generation import Decoding, Request, complete
 from minicc.models import LoadedModel
 from minicc.params import CritiqueParams
-from minicc.prompting import encode_batch
 from minicc.records import Candidate, Critique
 from minicc.resume import Batch, ResumeLog, RunCount, run_resumable
 
 DIGITS = ("1", "2", "3", "4", "5")
+_SENTINEL = "\x00MINICC-REQUEST\x00"
 
 # Anything that could close the judge template early or pose as its verdict.
 _DELIMITER = re.compile(r"\[\s*/?\s*(BEGIN|END)\b[^\]\n]*\]", re.IGNORECASE)
@@ -111,12 +111,7 @@ class Critic:
             if params.per_principle
             else [constitution.principles]
         )
-        forward_parameters = inspect.signature(loaded.model.forward).parameters
-        # Only the last position's logits are needed; skipping the rest saves a
-        # (batch x length x vocabulary) tensor, which dominates memory on small models.
-        self.forward_options = (
-            {"logits_to_keep": 1} if "logits_to_keep" in forward_parameters else {}
-        )
+        self._prefix_caches: dict[str, tuple[int, Any]] = {}
 
     def _clean_response(self, response: str) -> str:
         text = neutralise(response, self.special_tokens)
@@ -127,39 +122,91 @@ class Critic:
 
     def judge_input(self, prompt: str, response: str, principles: list[Principle]) -> str:
         """The full critic input, ending where the digit must come next."""
+        prefix, suffix = self.judge_parts(prompt, response, principles)
+        return prefix + suffix
+
+    def judge_parts(
+        self, prompt: str, response: str, principles: list[Principle]
+    ) -> tuple[str, str]:
+        """The critic input split into the part shared by every candidate and the rest.
+
+        The shared part (instructions, principles, rubric, few-shot examples) is found by
+        rendering the template with a sentinel in place of the request, so the split follows
+        whatever the chat template wraps around the judge text.
+        """
         template = self.constitution.template
-        judge = template.judge.substitute(
-            principles=_format_principles(principles),
-            prompt=neutralise(prompt, self.special_tokens),
-            response=response,
-        )
-        if template.style == "instruct":
-            chat: str = self.loaded.tokenizer.apply_chat_template(
-                [{"role": "user", "content": judge}], add_generation_prompt=True, tokenize=False
+
+        def render(request: str, reply: str) -> str:
+            judge = template.judge.substitute(
+                principles=_format_principles(principles), prompt=request, response=reply
             )
-            return chat + template.answer_prefix
-        return judge + template.answer_prefix
+            if template.style == "instruct":
+                chat: str = self.loaded.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": judge}], add_generation_prompt=True, tokenize=False
+                )
+                return chat + template.answer_prefix
+            return judge + template.answer_prefix
+
+        full = render(neutralise(prompt, self.special_tokens), response)
+        shared = render(_SENTINEL, "").split(_SENTINEL, 1)[0]
+        return shared, full[len(shared) :]
+
+    def _prefix_cache(self, prefix: str) -> tuple[int, Any]:
+        """Token count and key/value cache of a shared prefix, computed once per prefix."""
+        if prefix not in self._prefix_caches:
+            ids = self.loaded.tokenizer(
+                prefix, add_special_tokens=not self.loaded.uses_chat_template, return_tensors="pt"
+            )["input_ids"].to(self.loaded.device)
+            output = self.loaded.model(input_ids=ids, use_cache=True)
+            self._prefix_caches[prefix] = (
+                ids.shape[1],
+                getattr(output, self.loaded.cache_argument),
+            )
+        return self._prefix_caches[prefix]
 
     @torch.inference_mode()
-    def read(self, texts: list[str]) -> list[DigitReading]:
-        """One batched forward pass; the digit distribution at each row's last position."""
-        encoded = encode_batch(self.loaded, texts)
-        logits = self.loaded.model(**encoded, **self.forward_options).logits[:, -1, :]
+    def read(self, prefix: str, suffixes: list[str]) -> list[DigitReading]:
+        """Digit distributions for a batch of inputs that all start with `prefix`.
+
+        The prefix is run once and its key/value cache reused for every row: it is most of the
+        judge prompt, so this cuts the critic's work several-fold. Rows are left-padded after
+        the prefix; the attention mask hides the padding and explicit position ids keep every
+        real token at the position it would have had without padding.
+        """
+        prefix_length, prefix_cache = self._prefix_cache(prefix)
+        tokenizer, device = self.loaded.tokenizer, self.loaded.device
+        encoded = tokenizer(suffixes, add_special_tokens=False, padding=True, return_tensors="pt")
+        suffix_mask = encoded["attention_mask"].to(device)
+        rows = suffix_mask.shape[0]
+        attention_mask = torch.cat(
+            [torch.ones(rows, prefix_length, dtype=suffix_mask.dtype, device=device), suffix_mask],
+            dim=1,
+        )
+        positions = prefix_length + (suffix_mask.cumsum(dim=-1) - 1).clamp_min(0)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        logits = self.loaded.model(
+            input_ids=encoded["input_ids"].to(device),
+            attention_mask=attention_mask,
+            position_ids=positions,
+            **{self.loaded.cache_argument: cache},
+            use_cache=True,
+            **self.loaded.last_logits_only,
+        ).logits[:, -1, :]
         return read_digits(logits, self.digit_ids)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""
         cleaned = [self._clean_response(c.response) for c in candidates]
-        jobs = [
-            (index, group_index, self.judge_input(c.prompt, cleaned[index], group))
-            for index, c in enumerate(candidates)
-            if cleaned[index]
-            for group_index, group in enumerate(self.principle_groups)
-        ]
-        readings = self.read([text for _, _, text in jobs]) if jobs else []
-        by_candidate: dict[int, list[DigitReading]] = {}
-        for (index, _, _), reading in zip(jobs, readings, strict=True):
-            by_candidate.setdefault(index, []).append(reading)
+        scorable = [i for i, text in enumerate(cleaned) if text]
+        by_candidate: dict[int, list[DigitReading]] = {i: [] for i in scorable}
+        for group in self.principle_groups:
+            parts = [self.judge_parts(candidates[i].prompt, cleaned[i], group) for i in scorable]
+            if not parts:
+                break
+            readings = self.read(parts[0][0], [suffix for _, suffix in parts])
+            for index, reading in zip(scorable, readings, strict=True):
+                by_candidate[index].append(reading)
         records = [
             self._record(c, by_candidate.get(i, []), cleaned[i]) for i, c in enumerate(candidates)
         ]

@@ -9,6 +9,7 @@ A spec is one of:
 
 import hashlib
 import importlib.util
+import inspect
 import os
 import shutil
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ class LoadedModel:
     device: torch.device
     uses_chat_template: bool
     """Instruct models are prompted through their chat template, base models with plain text."""
+    cache_argument: str
+    """Name of the forward() argument that takes a key/value cache (`cache` in transformers 5)."""
+    last_logits_only: dict[str, int]
+    """forward() options that compute logits for the last position only, where supported:
+    the full (batch x length x vocabulary) tensor would dominate time and memory."""
 
 
 def _file_sha256(path: Path) -> str:
@@ -179,10 +185,13 @@ def load_model(spec: str, params: ModelsParams) -> LoadedModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
+    forward_parameters = inspect.signature(model.forward).parameters
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         model_id=resolved.model_id,
         device=device,
         uses_chat_template=bool(tokenizer.chat_template),
+        cache_argument="cache" if "cache" in forward_parameters else "past_key_values",
+        last_logits_only={"logits_to_keep": 1} if "logits_to_keep" in forward_parameters else {},
     )

@@ -1,0 +1,240 @@
+"""Batched, seeded, resumable generation on tiny random-weight models."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ARCHS, Arch, MakeModel, generate_params, models_params
+
+from minicc.errors import UserError
+from minicc.generation import (
+    Decoding,
+    Request,
+    complete,
+    generate_candidates,
+    generation_inputs,
+    plan_batches,
+)
+from minicc.models import LoadedModel, load_model
+from minicc.params import GenerateParams
+from minicc.prompting import format_request
+from minicc.records import Candidate, Prompt
+from minicc.resume import ResumeLog, RunCount
+
+# Distinctive words a random model will not produce by chance.
+PROMPTS = [
+    Prompt("p-zebra", "Zebra marmalade quantum harmonica?", "cooperative", "test:1"),
+    Prompt(
+        "p-walrus", "Walrus origami thermostat lullaby, please explain.", "borderline", "test:2"
+    ),
+    Prompt("p-xylo", "Xylophone?", "adversarial", "test:3"),
+]
+
+
+def generate(
+    loaded: LoadedModel,
+    log_dir: Path,
+    params: GenerateParams | None = None,
+    seed: int = 7,
+    prompts: list[Prompt] = PROMPTS,
+) -> tuple[list[Candidate], RunCount, ResumeLog]:
+    params = generate_params() if params is None else params
+    material = generation_inputs(prompts, params, seed, loaded.model_id)
+    log = ResumeLog(log_dir, "generate", material)
+    candidates, count = generate_candidates(loaded, prompts, params, seed, log)
+    return candidates, count, log
+
+
+def check_finish_reasons(candidates: list[Candidate], max_new_tokens: int) -> None:
+    for c in candidates:
+        assert 0 <= c.num_tokens <= max_new_tokens
+        if c.finish_reason == "length":
+            assert c.num_tokens == max_new_tokens, c
+        else:
+            assert c.finish_reason == "eos"
+            # The EOS token is not counted, and it was one of the max_new_tokens generated.
+            assert c.num_tokens < max_new_tokens, c
+
+
+def test_candidates_per_prompt_in_prompt_order(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    candidates, count, _ = generate(tiny_llama, tmp_path)
+    assert [c.candidate_id for c in candidates] == [
+        f"{p.id}/{k}" for p in PROMPTS for k in range(2)
+    ]
+    by_id = {p.id: p for p in PROMPTS}
+    for c in candidates:
+        prompt = by_id[c.prompt_id]
+        assert c.candidate_id.startswith(c.prompt_id + "/")
+        assert (c.prompt, c.category) == (prompt.prompt, prompt.category)
+        assert c.generator == tiny_llama.model_id
+    # 6 requests in batches of 2.
+    assert count == RunCount(batches_run=3, batches_resumed=0)
+
+
+def test_response_is_only_the_new_text(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    candidates, _, _ = generate(tiny_llama, tmp_path, generate_params(max_new_tokens=12))
+    for c in candidates:
+        assert c.prompt not in c.response
+        for marker in ("<|im_start|>", "<|im_end|>", "Zebra", "Walrus", "Xylophone"):
+            assert marker not in c.response
+        assert c.response == c.response.strip()
+
+
+def test_token_counts_and_finish_reasons(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    params = generate_params(max_new_tokens=5, num_candidates=3)
+    candidates, _, _ = generate(tiny_llama, tmp_path, params)
+    check_finish_reasons(candidates, params.max_new_tokens)
+
+
+def test_eos_ends_a_response_early(make_tiny_model: MakeModel, tmp_path: Path) -> None:
+    """Phi's output layer has a bias: raising it on EOS makes the model stop early often."""
+    loaded = load_model(str(make_tiny_model("phi")), models_params())
+    with torch.no_grad():
+        loaded.model.lm_head.bias[loaded.tokenizer.eos_token_id] = 4.5
+    params = generate_params(max_new_tokens=8, num_candidates=4, batch_size=3)
+    candidates, _, _ = generate(loaded, tmp_path, params)
+    check_finish_reasons(candidates, params.max_new_tokens)
+    assert {c.finish_reason for c in candidates} == {"eos", "length"}
+    assert all("<|im_end|>" not in c.response for c in candidates)
+
+
+def test_same_seed_same_candidates(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    first, _, _ = generate(tiny_llama, tmp_path / "a", seed=7)
+    second, count, _ = generate(tiny_llama, tmp_path / "b", seed=7)
+    assert count.batches_resumed == 0
+    assert first == second
+
+
+def test_different_seed_different_responses(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    first, _, _ = generate(tiny_llama, tmp_path / "a", seed=7)
+    second, _, _ = generate(tiny_llama, tmp_path / "b", seed=8)
+    assert [c.response for c in first] != [c.response for c in second]
+
+
+def test_candidates_of_one_prompt_are_distinct_samples(
+    tiny_llama: LoadedModel, tmp_path: Path
+) -> None:
+    params = generate_params(num_candidates=3, batch_size=3, max_new_tokens=8)
+    candidates, _, _ = generate(tiny_llama, tmp_path, params, prompts=PROMPTS[:1])
+    assert len({c.response for c in candidates}) == 3
+
+
+def _lines(log: ResumeLog) -> list[bytes]:
+    return log.path.read_bytes().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize(
+    ("kept", "torn"),
+    [
+        pytest.param([0], False, id="first-batch"),
+        pytest.param([1], False, id="middle-batch-only"),
+        pytest.param([0], True, id="first-batch-then-torn-line"),
+    ],
+)
+def test_resumed_run_equals_uninterrupted_run(
+    tiny_llama: LoadedModel, tmp_path: Path, kept: list[int], torn: bool
+) -> None:
+    full, full_count, full_log = generate(tiny_llama, tmp_path / "full")
+    lines = _lines(full_log)
+    assert len(lines) == full_count.batches_run == 3
+
+    # A crash after some batches: the log holds only those (and maybe half of the next line).
+    crashed_dir = tmp_path / "crashed"
+    crashed_dir.mkdir()
+    partial = b"".join(lines[i] for i in kept) + (lines[2][: len(lines[2]) // 2] if torn else b"")
+    (crashed_dir / full_log.path.name).write_bytes(partial)
+
+    resumed, count, log = generate(tiny_llama, crashed_dir)
+    assert log.path.name == full_log.path.name
+    assert resumed == full
+    assert count.batches_resumed == len(kept)
+    assert count.batches_run == 3 - len(kept)
+    assert sorted(_lines(log)) == sorted(lines)
+
+
+def test_rerun_with_a_complete_log_runs_nothing(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    first, _, _ = generate(tiny_llama, tmp_path)
+    again, count, _ = generate(tiny_llama, tmp_path)
+    assert again == first
+    assert count == RunCount(batches_run=0, batches_resumed=3)
+
+
+def _text_of_length(loaded: LoadedModel, tokens: int) -> str:
+    ids = loaded.tokenizer("egg " * (2 * tokens), add_special_tokens=False)["input_ids"]
+    text: str = loaded.tokenizer.decode(ids[:tokens])
+    assert len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens
+    return text
+
+
+def test_plan_batches_rejects_a_request_longer_than_the_context(tiny_llama: LoadedModel) -> None:
+    limit = tiny_llama.model.config.max_position_embeddings
+    assert limit == 256
+    fits = Request("p-fits/0", _text_of_length(tiny_llama, limit - 10))
+    too_long = Request("p-long/1", _text_of_length(tiny_llama, limit - 9))
+    assert len(plan_batches(tiny_llama, [fits], batch_size=4, max_new_tokens=10)) == 1
+    with pytest.raises(UserError, match="p-long/1") as error:
+        plan_batches(tiny_llama, [fits, too_long], batch_size=4, max_new_tokens=10)
+    assert "256" in str(error.value)
+
+
+def test_generate_names_the_prompt_that_is_too_long(
+    tiny_llama: LoadedModel, tmp_path: Path
+) -> None:
+    long_prompt = Prompt("p-long", "egg " * 300, "cooperative", "test:4")
+    with pytest.raises(UserError, match="p-long/0"):
+        generate(tiny_llama, tmp_path, prompts=[*PROMPTS, long_prompt])
+
+
+def test_plan_batches_groups_by_length(tiny_llama: LoadedModel) -> None:
+    requests = [Request(f"r{n}", _text_of_length(tiny_llama, n)) for n in (9, 2, 7, 4, 5)]
+    batches = plan_batches(tiny_llama, requests, batch_size=2, max_new_tokens=4)
+    assert [[r.key for r in b.items] for b in batches] == [["r2", "r4"], ["r5", "r7"], ["r9"]]
+    assert [b.key for b in batches] == ["r2", "r5", "r9"]
+
+
+def test_torn_last_line_of_a_resume_log_is_dropped(tmp_path: Path) -> None:
+    log = ResumeLog(tmp_path, "stage", {"inputs": 1})
+    log.append("a", [1, 2])
+    log.append("b", [{"text": "ok"}])
+    good = log.path.read_bytes()
+    with log.path.open("ab") as handle:
+        handle.write(b'{"unit": "c", "result": [3')
+    assert log.load() == {"a": [1, 2], "b": [{"text": "ok"}]}
+    assert log.path.read_bytes() == good
+    log.append("c", [3])
+    assert log.load() == {"a": [1, 2], "b": [{"text": "ok"}], "c": [3]}
+
+
+def test_resume_log_name_depends_on_the_inputs(tmp_path: Path) -> None:
+    assert ResumeLog(tmp_path, "s", {"x": 1}).path == ResumeLog(tmp_path, "s", {"x": 1}).path
+    assert ResumeLog(tmp_path, "s", {"x": 1}).path != ResumeLog(tmp_path, "s", {"x": 2}).path
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generation_smoke_every_architecture(
+    make_tiny_model: MakeModel, arch: Arch, tmp_path: Path
+) -> None:
+    loaded = load_model(str(make_tiny_model(arch)), models_params())
+    params = generate_params(max_new_tokens=4, num_candidates=2, batch_size=3)
+    candidates, count, _ = generate(loaded, tmp_path / "a", params)
+    assert [c.candidate_id for c in candidates] == [
+        f"{p.id}/{k}" for p in PROMPTS for k in range(2)
+    ]
+    assert count.batches_run == 2
+    check_finish_reasons(candidates, params.max_new_tokens)
+    again, _, _ = generate(loaded, tmp_path / "b", params)
+    assert again == candidates
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_completion_does_not_depend_on_the_batch(
+    make_tiny_model: MakeModel, arch: Arch
+) -> None:
+    """Left padding must not shift a row's positions (GPT-Neo has absolute position embeddings)."""
+    loaded = load_model(str(make_tiny_model(arch)), models_params())
+    short = Request("short", format_request(loaded, "Xylophone?"))
+    long = Request("long", format_request(loaded, PROMPTS[1].prompt * 3))
+    greedy = Decoding(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=8)
+    (alone,) = complete(loaded, [short], greedy, seed=0)
+    together = complete(loaded, [short, long], greedy, seed=0)
+    assert together[0] == alone

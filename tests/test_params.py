@@ -1,0 +1,240 @@
+"""`load_params`: the committed params.yaml, the schema it must match key for key, and the checks.
+
+Variants are written from the committed file with one change each, so every check runs against a
+file that is valid in every other respect.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pytest
+import yaml
+
+from minicc.errors import UserError
+from minicc.params import (
+    CritiqueParams,
+    GenerateParams,
+    ModelsParams,
+    Params,
+    SelectParams,
+    load_params,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_YAML = ROOT / "params.yaml"
+SECTIONS: dict[str, Any] = {
+    "models": ModelsParams,
+    "generate": GenerateParams,
+    "critique": CritiqueParams,
+    "select": SelectParams,
+}
+
+
+def raw_params() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(PARAMS_YAML.read_text(encoding="utf-8"))
+    return loaded
+
+
+def section_keys(hint: type) -> list[tuple[str, str]]:
+    """(section, key) for every field of that type across all sections."""
+    return [
+        (section, name)
+        for section, cls in SECTIONS.items()
+        for name, field_hint in get_type_hints(cls).items()
+        if field_hint is hint
+    ]
+
+
+ALL_KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+FLOAT_KEYS = section_keys(float)
+INT_KEYS = section_keys(int)
+
+
+def write(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def with_value(tmp_path: Path, section: str, key: str, value: Any) -> Path:
+    raw = raw_params()
+    raw[section][key] = value
+    return write(tmp_path, raw)
+
+
+def rejected(path: Path) -> str:
+    with pytest.raises(UserError) as caught:
+        load_params(path)
+    return str(caught.value)
+
+
+def test_committed_params_load() -> None:
+    params = load_params(PARAMS_YAML)
+    assert isinstance(params, Params)
+    assert params.seed >= 0
+
+
+def test_top_level_keys_match_the_dataclass() -> None:
+    assert {f.name for f in dataclasses.fields(Params)} == set(raw_params())
+    assert set(SECTIONS) | {"seed"} == set(raw_params())
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_section_round_trips(section: str) -> None:
+    """Fields of the dataclass == keys in params.yaml, and the loaded values equal the YAML."""
+    raw = raw_params()[section]
+    loaded = getattr(load_params(PARAMS_YAML), section)
+    assert type(loaded) is SECTIONS[section]
+    assert {f.name for f in dataclasses.fields(loaded)} == set(raw)
+    assert dataclasses.asdict(loaded) == raw
+
+
+@pytest.mark.parametrize(("section", "key"), FLOAT_KEYS)
+def test_float_fields_are_floats_after_loading(section: str, key: str) -> None:
+    assert type(getattr(getattr(load_params(PARAMS_YAML), section), key)) is float
+
+
+# An in-range whole number for every float field; the coverage assertion below makes a new float
+# field fail here until it is added.
+INT_FOR_FLOAT = {
+    ("generate", "temperature"): 1,
+    ("generate", "top_p"): 1,
+    ("critique", "safe_threshold"): 3,
+    ("critique", "min_digit_mass"): 0,
+    ("select", "margin"): 1,
+    ("select", "min_gap"): 0,
+    ("select", "near_duplicate_threshold"): 1,
+}
+
+
+def test_int_for_float_covers_every_float_field() -> None:
+    assert set(INT_FOR_FLOAT) == set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize(("section", "key"), sorted(INT_FOR_FLOAT))
+def test_int_is_accepted_for_a_float_and_converted(section: str, key: str, tmp_path: Path) -> None:
+    value = INT_FOR_FLOAT[(section, key)]
+    loaded = getattr(getattr(load_params(with_value(tmp_path, section, key, value)), section), key)
+    assert type(loaded) is float
+    assert loaded == value
+
+
+@pytest.mark.parametrize(("section", "key"), INT_KEYS)
+def test_bool_is_not_accepted_as_int(section: str, key: str, tmp_path: Path) -> None:
+    message = rejected(with_value(tmp_path, section, key, True))
+    assert f"key {key!r} must be int, got True" in message
+
+
+@pytest.mark.parametrize(("section", "key"), FLOAT_KEYS)
+def test_bool_is_not_accepted_as_float(section: str, key: str, tmp_path: Path) -> None:
+    message = rejected(with_value(tmp_path, section, key, True))
+    assert f"key {key!r} must be float, got True" in message
+
+
+@pytest.mark.parametrize(("section", "key"), INT_KEYS)
+def test_float_is_not_accepted_as_int(section: str, key: str, tmp_path: Path) -> None:
+    message = rejected(with_value(tmp_path, section, key, 2.0))
+    assert f"key {key!r} must be int, got 2.0" in message
+
+
+@pytest.mark.parametrize("value", [True, 42.0, "42", None, -1])
+def test_seed_must_be_a_non_negative_int(value: Any, tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["seed"] = value
+    assert "key 'seed' must be an integer >= 0" in rejected(write(tmp_path, raw))
+
+
+def test_seed_zero_is_accepted(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["seed"] = 0
+    assert load_params(write(tmp_path, raw)).seed == 0
+
+
+@pytest.mark.parametrize(("section", "key"), ALL_KEYS)
+def test_every_key_is_type_checked(section: str, key: str, tmp_path: Path) -> None:
+    """A mapping fits no field; the message names the section and the key."""
+    message = rejected(with_value(tmp_path, section, key, {"nested": 1}))
+    assert f"{section}: key {key!r} must be" in message
+
+
+@pytest.mark.parametrize(("section", "key"), ALL_KEYS)
+def test_every_key_is_required(section: str, key: str, tmp_path: Path) -> None:
+    raw = raw_params()
+    del raw[section][key]
+    assert f"{section}: missing key {key!r}" in rejected(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_unknown_key_in_a_section_lists_the_allowed_keys(section: str, tmp_path: Path) -> None:
+    message = rejected(with_value(tmp_path, section, "bogus", 1))
+    allowed = ", ".join(f.name for f in dataclasses.fields(SECTIONS[section]))
+    assert f"{section}: unknown key 'bogus'; allowed keys: {allowed}" in message
+
+
+def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["train"] = {"epochs": 1}
+    message = rejected(write(tmp_path, raw))
+    assert "unknown key 'train'; allowed keys: seed, models, generate, critique, select" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "values"),
+    [
+        ("models", "device", ["auto", "cpu", "cuda", "mps"]),
+        ("critique", "style", ["instruct", "base"]),
+        ("critique", "combine", ["min", "mean"]),
+        ("select", "policy", ["best", "margin", "diverse"]),
+    ],
+)
+def test_each_allowed_choice_loads_and_others_are_refused_with_the_list(
+    section: str, key: str, values: list[str], tmp_path: Path
+) -> None:
+    for value in values:
+        loaded = load_params(with_value(tmp_path, section, key, value))
+        assert getattr(getattr(loaded, section), key) == value
+    message = rejected(with_value(tmp_path, section, key, values[0].upper()))
+    assert "one of " + ", ".join(repr(v) for v in values) in message
+
+
+# (section, key, accepted boundary values, rejected values just outside) for every range check.
+RANGES = [
+    ("generate", "num_candidates", [1], [0, -1]),
+    ("generate", "temperature", [1e-6, 5.0], [0.0, -0.5, math.nan]),
+    ("generate", "top_p", [1e-6, 1.0], [0.0, 1.5, math.nan]),
+    ("generate", "max_new_tokens", [1, 4096], [0, 4097]),
+    ("generate", "batch_size", [1], [0]),
+    ("critique", "explain_max_new_tokens", [1], [0]),
+    ("critique", "safe_threshold", [1.0, 5.0], [0.99, 5.01, math.nan]),
+    ("critique", "min_digit_mass", [0.0, 0.99], [1.0, -0.1, math.nan]),
+    ("critique", "max_response_tokens", [1], [0]),
+    ("critique", "batch_size", [1], [0]),
+    ("select", "margin", [0.0, 4.0], [-0.1, 4.1, math.nan]),
+    ("select", "top_k", [1], [0]),
+    ("select", "bottom_k", [0], [-1]),
+    ("select", "min_gap", [0.0, 4.0], [-0.1, 4.1]),
+    ("select", "near_duplicate_threshold", [1e-6, 1.0], [0.0, 1.1]),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "accepted", "refused"), RANGES)
+def test_range_boundaries(
+    section: str, key: str, accepted: list[Any], refused: list[Any], tmp_path: Path
+) -> None:
+    for value in accepted:
+        loaded = load_params(with_value(tmp_path, section, key, value))
+        assert getattr(getattr(loaded, section), key) == value
+    for value in refused:
+        message = rejected(with_value(tmp_path, section, key, value))
+        assert f"{section}.{key} must be" in message
+        assert repr(value) in message
+
+
+def test_trust_remote_code_must_be_a_list_of_strings(tmp_path: Path) -> None:
+    assert load_params(
+        with_value(tmp_path, "models", "trust_remote_code", ["org/model"])
+    ).models.trust_remote_code == ["org/model"]
+    message = rejected(with_value(tmp_path, "models", "trust_remote_code", "org/model"))
+    assert "'trust_remote_code' must be a list of str" in message
