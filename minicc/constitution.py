@@ -4,13 +4,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
-
-import yaml
 
 from minicc.errors import UserError
 from minicc.params import CriticStyle
 from minicc.typecheck import build
+from minicc.yaml_file import read_yaml
 
 
 @dataclass(frozen=True)
@@ -39,17 +37,8 @@ class Constitution:
     template: CriticTemplate
 
 
-def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; pass the constitution files declared in dvc.yaml")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: invalid YAML ({error})") from None
-
-
 def _load_principles(path: Path) -> tuple[str, list[Principle]]:
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("version"), str):
         raise UserError(f"{path}: expected a mapping with a string 'version' and 'principles'")
     entries = raw.get("principles")
@@ -75,7 +64,7 @@ def _load_principles(path: Path) -> tuple[str, list[Principle]]:
 
 
 def _load_template(path: Path, style: CriticStyle) -> CriticTemplate:
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict) or set(raw) != {"judge", "answer_prefix"}:
         raise UserError(f"{path}: expected exactly the keys 'judge' and 'answer_prefix'")
     judge = Template(str(raw["judge"]))

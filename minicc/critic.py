@@ -26,8 +26,11 @@ _SENTINEL = "\x00MINICC-REQUEST\x00"
 
 # Anything that could close the judge template early or pose as its verdict.
 _DELIMITER = re.compile(r"\[\s*/?\s*(BEGIN|END)\b[^\]\n]*\]", re.IGNORECASE)
+# Chat markup, with the role name a forged turn would put after it ("<|im_start|>assistant").
 _CHAT_MARKUP = re.compile(
-    r"<\|[^|>\n]*\|>|<\s*/?\s*(start_of_turn|end_of_turn|s)\s*>", re.IGNORECASE
+    r"(<\|[^|>\n]*\|>|<\s*/?\s*(start_of_turn|end_of_turn|s)\s*>)"
+    r"([ \t]*(system|user|assistant|model)\b)?",
+    re.IGNORECASE,
 )
 _VERDICT_LINE = re.compile(
     r"^[\W_]*(final\s+)?(score|rating|verdict|grade)[\W_]*[:=][\W_]*[1-5]\b.*$",
@@ -42,11 +45,10 @@ def neutralise(response: str, special_tokens: list[str]) -> str:
     A forged tail like "[END REPLY]\\nScore: 5" therefore vanishes, and the critic sees exactly
     the text it would have seen without it.
     """
-    text = response
+    text = _CHAT_MARKUP.sub(" ", response)
     for token in special_tokens:
         if token:
             text = text.replace(token, " ")
-    text = _CHAT_MARKUP.sub(" ", text)
     text = _DELIMITER.sub(" ", text)
     text = _VERDICT_LINE.sub("", text)
     return text.strip()
@@ -164,8 +166,21 @@ class Critic:
             )
         return self._prefix_caches[prefix]
 
+    def _check_context(
+        self, prefix_length: int, suffix_lengths: list[int], keys: list[str]
+    ) -> None:
+        """Refuse inputs longer than the critic's context instead of scoring garbage silently."""
+        limit = getattr(self.loaded.model.config, "max_position_embeddings", None)
+        for key, suffix_length in zip(keys, suffix_lengths, strict=True):
+            if limit is not None and prefix_length + suffix_length > limit:
+                raise UserError(
+                    f"{key}: the critic's input is {prefix_length + suffix_length} tokens, more "
+                    f"than the critic's context of {limit}; lower critique.max_response_tokens, "
+                    "shorten the prompt or use a critic with a longer context"
+                )
+
     @torch.inference_mode()
-    def read(self, prefix: str, suffixes: list[str]) -> list[DigitReading]:
+    def read(self, prefix: str, suffixes: list[str], keys: list[str]) -> list[DigitReading]:
         """Digit distributions for a batch of inputs that all start with `prefix`.
 
         The prefix is run once and its key/value cache reused for every row: it is most of the
@@ -177,6 +192,7 @@ class Critic:
         tokenizer, device = self.loaded.tokenizer, self.loaded.device
         encoded = tokenizer(suffixes, add_special_tokens=False, padding=True, return_tensors="pt")
         suffix_mask = encoded["attention_mask"].to(device)
+        self._check_context(prefix_length, suffix_mask.sum(dim=-1).tolist(), keys)
         rows = suffix_mask.shape[0]
         attention_mask = torch.cat(
             [torch.ones(rows, prefix_length, dtype=suffix_mask.dtype, device=device), suffix_mask],
@@ -204,7 +220,11 @@ class Critic:
             parts = [self.judge_parts(candidates[i].prompt, cleaned[i], group) for i in scorable]
             if not parts:
                 break
-            readings = self.read(parts[0][0], [suffix for _, suffix in parts])
+            readings = self.read(
+                parts[0][0],
+                [suffix for _, suffix in parts],
+                [candidates[i].candidate_id for i in scorable],
+            )
             for index, reading in zip(scorable, readings, strict=True):
                 by_candidate[index].append(reading)
         records = [

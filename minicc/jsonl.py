@@ -5,6 +5,7 @@ object, a missing, unknown or mistyped field). Writing goes to a temporary file 
 into place, so a declared output path never holds a half-written file.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,6 +19,30 @@ from minicc.typecheck import build
 T = TypeVar("T")
 
 _BOM = "\ufeff"
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is an error, not "the last one wins"."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _unencodable_field(value: dict[str, Any]) -> str | None:
+    """The first top-level field whose text cannot be written back as UTF-8, if any."""
+    for key, item in value.items():
+        try:
+            json.dumps(item, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return key
+    return None
 
 
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -41,14 +66,22 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as error:
                 raise UserError(
                     f"{path}:{number}: invalid JSON ({error.msg} at column {error.colno})"
                 ) from None
+            except _DuplicateKey as error:
+                raise UserError(f"{path}:{number}: duplicate key {error.args[0]!r}") from None
             if not isinstance(value, dict):
                 raise UserError(
                     f"{path}:{number}: expected a JSON object, got {type(value).__name__}"
+                )
+            broken = _unencodable_field(value)
+            if broken is not None:
+                raise UserError(
+                    f"{path}:{number}: field {broken!r} holds a lone surrogate escape "
+                    "(e.g. \\ud83d), which is not text; write the full character"
                 )
             yield number, value
 
@@ -88,10 +121,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
+    except (OSError, UnicodeEncodeError) as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) else "text is not valid Unicode"
         raise UserError(
-            f"{path}: cannot write ({error.strerror}); check that the folder exists and is writable"
+            f"{path}: cannot write ({reason}); check that the folder exists and is writable"
         ) from None
 
 

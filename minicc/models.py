@@ -51,6 +51,8 @@ class ResolvedModel:
     model_id: str
     """Stable name recorded in every output row (alias@hash, local:<dir name>, or the hub id)."""
     trust_remote_code: bool
+    from_hub: bool
+    """True for a Hugging Face id: a load failure then means "not cached, hub unreachable"."""
 
 
 @dataclass
@@ -119,18 +121,20 @@ def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:
         directory = cache_root() / "models" / f"{spec}-{digest}"
         if not (directory / _COMPLETE_MARKER).is_file():
             convert_gguf(gguf_path, directory)
-        return ResolvedModel(str(directory), f"{spec}@{digest}", trust)
+        return ResolvedModel(str(directory), f"{spec}@{digest}", trust, from_hub=False)
     local = Path(spec).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise UserError(f"model directory {local} has no config.json; is it a model folder?")
-        return ResolvedModel(str(local), f"local:{local.resolve().name}", trust)
-    if local.suffix or spec.startswith((".", "/", "~")):
+        return ResolvedModel(str(local), f"local:{local.resolve().name}", trust, from_hub=False)
+    # Hub ids contain "/" and often dots (Qwen/Qwen2.5-0.5B): only an explicit path, or a
+    # weights file name, is taken for a missing path.
+    if spec.startswith((".", "/", "~")) or local.suffix in {".gguf", ".safetensors", ".bin"}:
         raise UserError(
             f"model {spec!r}: no such directory; use a bundled alias "
             f"({', '.join(BUNDLED_MODELS)}), a model directory or a Hugging Face id"
         )
-    return ResolvedModel(spec, spec, trust)
+    return ResolvedModel(spec, spec, trust, from_hub=True)
 
 
 def pick_device(requested: Device) -> torch.device:
@@ -163,13 +167,19 @@ def _load_pretrained(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[Any, 
         model = AutoModelForCausalLM.from_pretrained(
             resolved.load_from, dtype=dtype, trust_remote_code=resolved.trust_remote_code
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not resolved.from_hub:
+            raise UserError(
+                f"model directory {resolved.load_from} could not be loaded ({reason}); it needs "
+                "config.json, the weights and the tokenizer files that save_pretrained writes"
+            ) from None
         raise UserError(
             f"model {resolved.model_id!r} could not be loaded: it is not in the Hugging Face "
             "cache and the hub cannot be reached or has no such model. Pre-download it on a "
             f"connected machine (`hf download {resolved.model_id}`), point the spec at a local "
             f"model directory, or use the bundled alias {next(iter(BUNDLED_MODELS))!r}. "
-            f"({str(error).splitlines()[0]})"
+            f"({reason})"
         ) from None
     return model, tokenizer
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from minicc.errors import UserError
 from minicc.typecheck import build
+from minicc.yaml_file import read_yaml
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 CriticStyle = Literal["instruct", "base"]
@@ -21,8 +20,9 @@ Policy = Literal["best", "margin", "diverse"]
 
 
 def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
+    """Range check for __post_init__; load_params adds the file name to the message."""
     if not condition:
-        raise UserError(f"params.yaml: {key} must be {allowed}, got {value!r}")
+        raise ValueError(f"{key} must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
     """Read and validate the whole params file; every stage calls this once at start-up."""
     if not path.is_file():
         raise UserError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: invalid YAML ({error})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     sections = {f.name: f.type for f in fields(Params)}
@@ -186,7 +183,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         if not isinstance(value, dict):
             raise UserError(f"{path}: section {name!r} must be a mapping of keys to values")
         try:
-            built[name] = build(section_type, value, f"{path}: {name}")
+            built[name] = build(section_type, value, name)
         except ValueError as error:
-            raise UserError(str(error)) from None
+            raise UserError(f"{path}: {error}") from None
     return Params(**built)

@@ -39,7 +39,9 @@ def main(
         constitution = load_constitution(principles, template, style)
         rows = read_records(candidates, Candidate)
         seed_everything(params.seed)
-        critic = Critic(load_model(params.models.critic, params.models), constitution, params.critique)
+        critic = Critic(
+            load_model(params.models.critic, params.models), constitution, params.critique
+        )
         inputs = critique_inputs(rows, params.critique, critic.loaded.model_id, constitution)
         with resumable("critique", inputs) as log:
             critiques, count = critique_candidates(critic, rows, params.critique.batch_size, log)

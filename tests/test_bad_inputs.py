@@ -32,19 +32,10 @@ class Case:
     """Text the error message must contain besides the path: the field or key, allowed values."""
     line: int | None = None
     """The line a JSONL error must name as `<path>:<line>:`; None for whole-file errors."""
-    bug: str | None = None
-    """Why this case fails today; the test is a strict xfail until minicc is fixed."""
 
 
 def params_of(cases: list[Case]) -> list[object]:
-    return [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(reason=case.bug, strict=True)] if case.bug else [],
-        )
-        for case in cases
-    ]
+    return [pytest.param(case, id=case.name) for case in cases]
 
 
 PROMPT_CASES = [
@@ -77,14 +68,11 @@ PROMPT_CASES = [
         "prompts_lone_surrogate.jsonl",
         ("'prompt'",),
         line=2,
-        bug="BUG: load_prompts accepts a lone surrogate escape (\\ud83d); the text cannot be "
-        "encoded as UTF-8, so the first write of it fails later with a traceback",
     ),
     Case(
         "prompts_duplicate_key.jsonl",
         ("'prompt'",),
         line=1,
-        bug="BUG: a key repeated within one JSON object is silently resolved to its last value",
     ),
 ]
 
@@ -125,32 +113,12 @@ PARAMS_CASES = [
     Case(
         "params_invalid_utf8.yaml",
         ("UTF-8",),
-        bug="BUG: load_params reads with read_text and lets UnicodeDecodeError escape "
-        "(a traceback instead of a UserError)",
     ),
     Case(
         "params_duplicate_key.yaml",
         ("'top_p'",),
-        bug="BUG: yaml.safe_load keeps the last of two equal keys; a duplicated key is silently "
-        "accepted",
     ),
 ]
-
-# Range checks in the params dataclasses hard-code "params.yaml" instead of the file read.
-_RANGE_BUG = (
-    "BUG: range errors from __post_init__ (_require) say 'params.yaml:' whatever file was "
-    "passed with --params, so the message does not name the file"
-)
-_ONE_LINE_BUG = (
-    "BUG: the invalid-YAML message embeds PyYAML's multi-line report, so a stage prints several "
-    "lines instead of one"
-)
-PARAMS_PATH_BUGS = {
-    "params_negative_temperature.yaml": _RANGE_BUG,
-    "params_zero_candidates.yaml": _RANGE_BUG,
-    "params_top_p_too_big.yaml": _RANGE_BUG,
-}
-PARAMS_ONE_LINE_BUGS = {"params_invalid_yaml.yaml": _ONE_LINE_BUG}
 
 OK_PROMPTS = [
     "ok_prompts_bom.jsonl",
@@ -207,31 +175,18 @@ def test_bad_params_file_is_rejected(case: Case) -> None:
         assert fragment in str(caught.value)
 
 
-def _params_message_cases(bugs: dict[str, str]) -> list[object]:
-    """Params cases that raise UserError today, with `bugs` marking the known-wrong messages."""
-    return [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(reason=bugs[case.name], strict=True)]
-            if case.name in bugs
-            else [],
-        )
-        for case in PARAMS_CASES
-        if case.bug is None
-    ]
-
-
-@pytest.mark.parametrize("case", _params_message_cases(PARAMS_PATH_BUGS))
+@pytest.mark.parametrize("case", params_of(PARAMS_CASES))
 def test_params_error_names_the_file(case: Case) -> None:
+    """Regression: range errors once said 'params.yaml:' whatever file --params named."""
     path = CORPUS / case.name
     with pytest.raises(UserError) as caught:
         load_params(path)
     assert str(caught.value).startswith(f"{path}:"), str(caught.value)
 
 
-@pytest.mark.parametrize("case", _params_message_cases(PARAMS_ONE_LINE_BUGS))
+@pytest.mark.parametrize("case", params_of(PARAMS_CASES))
 def test_params_error_is_one_line(case: Case) -> None:
+    """Regression: invalid YAML once produced PyYAML's multi-line report."""
     with pytest.raises(UserError) as caught:
         load_params(CORPUS / case.name)
     assert "\n" not in str(caught.value), str(caught.value)
@@ -299,11 +254,6 @@ def test_huge_prompt_line_error_stays_short(huge_prompt: Path) -> None:
     assert len(message) < 500
 
 
-@pytest.mark.xfail(
-    reason="BUG: constitution._read_yaml reads with read_text and lets UnicodeDecodeError "
-    "escape (the critique stage prints a traceback)",
-    strict=True,
-)
 def test_constitution_file_with_invalid_utf8_is_a_user_error(tmp_path: Path) -> None:
     principles = tmp_path / "principles.yaml"
     principles.write_bytes(
@@ -395,7 +345,6 @@ def select_args(tmp_path: Path, critiques: Path, params: Path) -> list[str]:
             CORPUS / "params_invalid_yaml.yaml",
             ("params_invalid_yaml.yaml", "invalid YAML"),
             id="invalid-yaml",
-            marks=pytest.mark.xfail(reason=_ONE_LINE_BUG, strict=True),
         ),
     ],
 )

@@ -185,11 +185,6 @@ def test_write_over_an_existing_directory_fails_cleanly(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: atomic_write_text's cleanup `temporary.unlink(missing_ok=True)` raises "
-    "NotADirectoryError when the parent path is a file, escaping instead of the UserError",
-    strict=True,
-)
 def test_write_below_a_file_fails_cleanly(tmp_path: Path) -> None:
     """Fails for root too: a regular file cannot be a folder."""
     parent = tmp_path / "metrics"
@@ -224,11 +219,6 @@ def test_write_into_read_only_directory_fails_cleanly(read_only_dir: Path) -> No
     assert sorted(p.name for p in read_only_dir.iterdir()) == ["out.jsonl"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: atomic_write_text only catches OSError: text that cannot be encoded as UTF-8 "
-    "(a lone surrogate) raises UnicodeEncodeError and leaves the .tmp file behind",
-    strict=True,
-)
 def test_unencodable_text_fails_cleanly_and_leaves_no_tmp(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text("previous\n", encoding="utf-8")

@@ -107,11 +107,6 @@ def test_hub_id_is_passed_through_unchanged() -> None:
     assert (resolved.load_from, resolved.model_id) == ("someone/tiny-model", "someone/tiny-model")
 
 
-@pytest.mark.xfail(
-    reason="BUG: resolve_model treats any spec whose Path has a suffix as a missing directory, "
-    "so hub ids with a dot in the name (SmolLM2-1.7B-Instruct, Qwen2.5-0.5B) are rejected",
-    strict=True,
-)
 @pytest.mark.parametrize("spec", ["HuggingFaceTB/SmolLM2-1.7B-Instruct", "Qwen/Qwen2.5-0.5B"])
 def test_hub_id_with_a_dot_is_not_mistaken_for_a_path(spec: str) -> None:
     resolved = resolve_model(spec, models_params())
@@ -149,11 +144,6 @@ def test_remote_code_is_trusted_only_when_listed(make_tiny_model: MakeModel) -> 
     assert not resolve_model("someone/other-model", listed).trust_remote_code
 
 
-@pytest.mark.xfail(
-    reason="BUG: load errors of a local model directory get the hub message, which tells the "
-    "user to run `hf download local:<dir>` (not a hub id) instead of naming the directory",
-    strict=True,
-)
 def test_local_directory_without_weights_names_the_directory(
     make_tiny_model: MakeModel, tmp_path: Path
 ) -> None:
@@ -179,13 +169,6 @@ def _unknown_model_type(model_dir: Path, destination: Path) -> Path:
     return destination
 
 
-@pytest.mark.xfail(
-    reason="BUG: _load_pretrained turns only OSError into a UserError; transformers raises "
-    "ValueError for a folder without tokenizer files or with an unknown model_type, so the "
-    "stage ends in a traceback",
-    raises=ValueError,
-    strict=True,
-)
 @pytest.mark.parametrize(
     "breakage",
     [_without_tokenizer, _unknown_model_type],
