@@ -1,0 +1,95 @@
+"""Supervised fine-tuning data: chosen samples as chat examples, and a leak-free train/val split.
+
+The split is by prompt, not by row: the select stage may keep several chosen responses for one
+prompt, and a prompt seen in training would make its validation loss look better than the model
+is on new prompts.
+"""
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from minicc.errors import UserError
+from minicc.records import CATEGORIES, Category, Selected
+from minicc.seeding import derive_seed
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SftExample:
+    """One training conversation, in the `messages` format TRL's SFT trainer reads."""
+
+    prompt_id: str
+    category: Category
+    messages: list[dict[str, str]]
+    """Two turns: `{"role": "user", ...}` with the prompt, then `{"role": "assistant", ...}`."""
+    score: float
+    """The critic's score of the assistant turn (1-5 scale)."""
+    candidate_id: str
+    """Which generated candidate the assistant turn is, for tracing an example back."""
+
+
+def build_sft_examples(selected: list[Selected], min_score: float) -> list[SftExample]:
+    """Chat examples from the `chosen` samples whose score is at least `min_score`, in order.
+
+    Rejected samples are examples to avoid: they belong in preference pairs, never in SFT.
+    """
+    return [
+        SftExample(
+            prompt_id=sample.prompt_id,
+            category=sample.category,
+            messages=[
+                {"role": "user", "content": sample.prompt},
+                {"role": "assistant", "content": sample.response},
+            ],
+            score=sample.score,
+            candidate_id=sample.candidate_id,
+        )
+        for sample in selected
+        if sample.role == "chosen" and sample.score >= min_score
+    ]
+
+
+def grouped_split(
+    items: Sequence[T], key: Callable[[T], str], val_ratio: float, seed: int
+) -> tuple[list[T], list[T]]:
+    """Split `items` into (train, val) so that every group (`key`, e.g. prompt_id) is whole.
+
+    round(groups * val_ratio) groups (halves rounded up) go to validation, drawn by shuffling
+    the sorted group ids with a generator seeded by `derive_seed(seed, "split")`: the split
+    depends only on the set of groups and the seed, not on the order of `items`. Items keep
+    their input order within each part. Works for SFT examples and preference pairs alike.
+    """
+    if not 0.0 < val_ratio < 1.0:
+        raise UserError(f"sft.val_ratio must be strictly between 0 and 1, got {val_ratio}")
+    groups = sorted({key(item) for item in items})
+    n_val = int(len(groups) * val_ratio + 0.5)
+    if not 0 < n_val < len(groups):
+        if len(groups) < 2:
+            hint = "lower sft.min_score so that more prompts keep a chosen response"
+        else:
+            low, high = 1 / len(groups), (len(groups) - 1) / len(groups)
+            hint = (
+                f"set sft.val_ratio between {low:.3g} and {high:.3g}, "
+                "or lower sft.min_score so that more prompts keep a chosen response"
+            )
+        raise UserError(
+            f"cannot split {len(groups)} prompt(s) with sft.val_ratio={val_ratio}: "
+            f"{n_val} would go to validation and {len(groups) - n_val} to training, and each "
+            f"part needs at least one; {hint}"
+        )
+    random.Random(derive_seed(seed, "split")).shuffle(groups)
+    val_groups = set(groups[:n_val])
+    train = [item for item in items if key(item) not in val_groups]
+    val = [item for item in items if key(item) in val_groups]
+    return train, val
+
+
+def category_counts(examples: Sequence[SftExample]) -> dict[str, int]:
+    """Examples per category, every category present (0 when none), for the metrics file."""
+    counts = dict.fromkeys(CATEGORIES, 0)
+    for example in examples:
+        counts[example.category] += 1
+    return counts

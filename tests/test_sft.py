@@ -1,0 +1,144 @@
+"""SFT examples from selected samples, and the grouped train/val split that never leaks a prompt."""
+
+import random
+
+import pytest
+
+from minicc.errors import UserError
+from minicc.records import Category, Selected
+from minicc.sft import SftExample, build_sft_examples, category_counts, grouped_split
+
+
+def _selected(
+    prompt_id: str,
+    k: int,
+    score: float,
+    role: str = "chosen",
+    category: Category = "cooperative",
+) -> Selected:
+    return Selected(
+        prompt_id=prompt_id,
+        candidate_id=f"{prompt_id}/{k}",
+        prompt=f"prompt of {prompt_id}",
+        category=category,
+        response=f"response {k} to {prompt_id}",
+        score=score,
+        safe=score >= 3.0,
+        role=role,  # type: ignore[arg-type]
+        policy="margin",
+    )
+
+
+def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
+    selected = [
+        _selected("p1", 0, 4.5),
+        _selected("p1", 1, 1.2, role="rejected"),
+        _selected("p2", 0, 3.9),  # below min_score
+        _selected("p3", 0, 4.0),  # exactly min_score: kept
+        _selected("p4", 0, 5.0, role="rejected"),  # high score but rejected
+    ]
+    examples = build_sft_examples(selected, min_score=4.0)
+    assert [e.candidate_id for e in examples] == ["p1/0", "p3/0"]
+    assert [e.score for e in examples] == [4.5, 4.0]
+
+
+def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
+    (example,) = build_sft_examples([_selected("p1", 2, 4.5, category="borderline")], 1.0)
+    assert example == SftExample(
+        prompt_id="p1",
+        category="borderline",
+        messages=[
+            {"role": "user", "content": "prompt of p1"},
+            {"role": "assistant", "content": "response 2 to p1"},
+        ],
+        score=4.5,
+        candidate_id="p1/2",
+    )
+
+
+def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
+    selected = [_selected(f"p{i:02d}", k, 4.0) for i in range(n_prompts) for k in range(per_prompt)]
+    return build_sft_examples(selected, min_score=1.0)
+
+
+def _prompt_id(example: SftExample) -> str:
+    return example.prompt_id
+
+
+@pytest.mark.parametrize("val_ratio", [0.1, 0.25, 0.5, 0.9])
+def test_grouped_split_never_puts_a_prompt_in_both_parts(val_ratio: float) -> None:
+    examples = _examples(20)
+    for seed in range(200):
+        train, val = grouped_split(examples, _prompt_id, val_ratio, seed)
+        train_ids, val_ids = {e.prompt_id for e in train}, {e.prompt_id for e in val}
+        assert not train_ids & val_ids
+        assert train and val
+        assert len(train) + len(val) == len(examples)
+        assert len(val_ids) == int(20 * val_ratio + 0.5)
+
+
+def test_grouped_split_is_deterministic_and_ignores_input_order() -> None:
+    examples = _examples(30)
+    train, val = grouped_split(examples, _prompt_id, 0.2, seed=5)
+    assert grouped_split(examples, _prompt_id, 0.2, seed=5) == (train, val)
+    shuffled = examples[:]
+    random.Random(0).shuffle(shuffled)
+    _, shuffled_val = grouped_split(shuffled, _prompt_id, 0.2, seed=5)
+    assert {e.prompt_id for e in shuffled_val} == {e.prompt_id for e in val}
+    other_seeds = {
+        frozenset(e.prompt_id for e in grouped_split(examples, _prompt_id, 0.2, s)[1])
+        for s in range(10)
+    }
+    assert len(other_seeds) > 1
+
+
+def test_grouped_split_keeps_input_order_within_each_part() -> None:
+    examples = _examples(10)
+    train, val = grouped_split(examples, _prompt_id, 0.3, seed=0)
+    assert train == [e for e in examples if e in train]
+    assert val == [e for e in examples if e in val]
+
+
+@pytest.mark.parametrize(
+    ("n_prompts", "val_ratio", "hint"),
+    [
+        (1, 0.5, "lower sft.min_score"),
+        (0, 0.5, "lower sft.min_score"),
+        (4, 0.1, r"set sft.val_ratio between 0.25 and 0.75"),
+        (4, 0.9, r"set sft.val_ratio between 0.25 and 0.75"),
+    ],
+)
+def test_too_few_groups_is_an_error_naming_the_params(
+    n_prompts: int, val_ratio: float, hint: str
+) -> None:
+    with pytest.raises(UserError, match=hint) as error:
+        grouped_split(_examples(n_prompts), _prompt_id, val_ratio, seed=0)
+    message = str(error.value)
+    assert f"sft.val_ratio={val_ratio}" in message
+    assert "sft.min_score" in message
+
+
+@pytest.mark.parametrize("val_ratio", [0.0, 1.0, -0.1, 1.5])
+def test_val_ratio_must_be_strictly_between_zero_and_one(val_ratio: float) -> None:
+    with pytest.raises(UserError, match="sft.val_ratio must be strictly between 0 and 1"):
+        grouped_split(_examples(10), _prompt_id, val_ratio, seed=0)
+
+
+def test_grouped_split_works_on_any_items() -> None:
+    pairs = [("a", 1), ("b", 2), ("a", 3), ("c", 4)]
+    train, val = grouped_split(pairs, lambda pair: pair[0], 0.34, seed=1)
+    assert {p[0] for p in train}.isdisjoint({p[0] for p in val})
+    assert len({p[0] for p in val}) == 1
+
+
+def test_category_counts_list_every_category() -> None:
+    examples = build_sft_examples(
+        [
+            _selected("a1", 0, 5.0, category="adversarial"),
+            _selected("a2", 0, 5.0, category="adversarial"),
+            _selected("c1", 0, 5.0),
+        ],
+        min_score=1.0,
+    )
+    assert category_counts(examples) == {"adversarial": 2, "borderline": 0, "cooperative": 1}
+    assert category_counts([]) == {"adversarial": 0, "borderline": 0, "cooperative": 0}
