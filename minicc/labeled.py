@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from minicc.errors import UserError
 from minicc.jsonl import read_numbered_records
+from minicc.records import check_identified_rows
 
 PromptLabel = Literal["safe", "unsafe", "unknown"]
 ResponseKind = Literal["full_compliance", "full_refusal", "partial_refusal", "unknown"]
@@ -40,15 +40,9 @@ class LabeledResponse:
 
 def load_labeled(path: Path) -> list[LabeledResponse]:
     """Read a labeled-response file, rejecting empty files, blank fields and duplicate ids."""
-    numbered = read_numbered_records(path, LabeledResponse)
-    if not numbered:
-        raise UserError(f"{path}: no labeled responses; the file must hold at least one JSON line")
-    seen: set[str] = set()
-    for line, record in numbered:
-        for name in ("id", "prompt", "response", "source", "group"):
-            if not getattr(record, name).strip():
-                raise UserError(f"{path}:{line}: field {name!r} is empty (id {record.id!r})")
-        if record.id in seen:
-            raise UserError(f"{path}:{line}: duplicate id {record.id!r}")
-        seen.add(record.id)
-    return [record for _, record in numbered]
+    return check_identified_rows(
+        path,
+        read_numbered_records(path, LabeledResponse),
+        ("id", "prompt", "response", "source", "group"),
+        "labeled responses",
+    )

@@ -7,7 +7,7 @@ writes `Candidate`s, critique writes `Critique`s, select writes `Selected` sampl
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, TypeVar, get_args
 
 from minicc.errors import UserError
 from minicc.jsonl import read_numbered_records
@@ -102,18 +102,33 @@ class PreferencePair:
     rejected_score: float
 
 
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Identified)
+
+
+def check_identified_rows(
+    path: Path, numbered: list[tuple[int, R]], nonblank: tuple[str, ...], what: str
+) -> list[R]:
+    """Reject an empty file, blank text fields and duplicate ids; return the records."""
+    if not numbered:
+        raise UserError(f"{path}: no {what}; the file must hold at least one JSON line")
+    seen: set[str] = set()
+    for line, record in numbered:
+        for name in nonblank:
+            if not getattr(record, name).strip():
+                raise UserError(f"{path}:{line}: field {name!r} is empty (id {record.id!r})")
+        if record.id in seen:
+            raise UserError(f"{path}:{line}: duplicate id {record.id!r}")
+        seen.add(record.id)
+    return [record for _, record in numbered]
+
+
 def load_prompts(path: Path) -> list[Prompt]:
     """Read a prompt file, rejecting empty files, blank prompts and duplicate ids."""
-    numbered = read_numbered_records(path, Prompt)
-    if not numbered:
-        raise UserError(f"{path}: no prompts; the file must hold at least one JSON line")
-    seen: set[str] = set()
-    for line, prompt in numbered:
-        if not prompt.id.strip():
-            raise UserError(f"{path}:{line}: field 'id' is empty")
-        if prompt.id in seen:
-            raise UserError(f"{path}:{line}: duplicate id {prompt.id!r}")
-        if not prompt.prompt.strip():
-            raise UserError(f"{path}:{line}: field 'prompt' is empty (id {prompt.id!r})")
-        seen.add(prompt.id)
-    return [prompt for _, prompt in numbered]
+    return check_identified_rows(
+        path, read_numbered_records(path, Prompt), ("id", "prompt"), "prompts"
+    )

@@ -9,7 +9,6 @@ of their id, so a rerun is byte-identical. data/critic/README.md gives the selec
 licenses.
 """
 
-import csv
 import hashlib
 import sys
 from collections import Counter, deque
@@ -22,6 +21,7 @@ import typer
 from minicc.errors import UserError
 from minicc.jsonl import write_records
 from minicc.labeled import LabeledResponse, ResponseKind
+from minicc.source_csv import read_csv
 from minicc.text import normalise
 
 GPTFUZZ_EVAL = 300
@@ -44,20 +44,6 @@ class Row(NamedTuple):
     get one row more than the others differ between the harmful and the harmless pass."""
     record: LabeledResponse
     clipped: bool
-
-
-def read_csv(path: Path, columns: set[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; pass --shared the folder SOURCES.md describes")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = columns - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{path}: missing column(s) {sorted(missing)}, needs {sorted(columns)}")
-        rows = list(reader)
-    if not rows:
-        raise UserError(f"{path}: no data rows after the header")
-    return rows
 
 
 def clip(text: str) -> tuple[str, bool]:

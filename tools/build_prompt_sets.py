@@ -9,7 +9,6 @@ of their `source` string (e.g. `xstest:104`), so a rerun is byte-identical. data
 gives the selection rule and the licenses.
 """
 
-import csv
 import hashlib
 import sys
 from operator import attrgetter
@@ -21,6 +20,7 @@ import typer
 from minicc.errors import UserError
 from minicc.jsonl import write_records
 from minicc.records import Category, Prompt
+from minicc.source_csv import read_csv
 from minicc.text import jaccard
 
 TRAIN_PER_CATEGORY = 30
@@ -39,20 +39,6 @@ PREFIX = {"adversarial": "adv", "borderline": "bord", "cooperative": "coop"}
 
 Pool = tuple[list[Prompt], int, int]
 """Candidate prompts with the number to take for eval and for training."""
-
-
-def read_csv(path: Path, columns: set[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; pass --shared the folder SOURCES.md describes")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = columns - set(reader.fieldnames or [])
-        if missing:
-            raise UserError(f"{path}: missing column(s) {sorted(missing)}, needs {sorted(columns)}")
-        rows = list(reader)
-    if not rows:
-        raise UserError(f"{path}: no data rows after the header")
-    return rows
 
 
 def make(category: Category, short: str, source: str, key: str, text: str) -> Prompt:
