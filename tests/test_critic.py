@@ -19,9 +19,9 @@ from conftest import (
 from transformers import AutoTokenizer
 
 from minicc.critic import Critic, critique_candidates, critique_inputs, digit_token_ids, read_digits
-from minicc.critic import neutralise as _neutralise
 from minicc.errors import UserError
 from minicc.models import LoadedModel, load_model
+from minicc.neutralise import neutralise as _neutralise
 from minicc.params import CriticStyle
 from minicc.prompting import encode_batch
 from minicc.records import Candidate

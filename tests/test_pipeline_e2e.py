@@ -1,0 +1,410 @@
+"""End to end: the real DVC pipeline on a tiny copy of the project with the bundled model.
+
+A module fixture copies the pipeline (dvc.yaml, stages, constitution, the package sources that
+dvc.yaml lists as dependencies) into a temporary git + DVC repository with 6 prompts and tiny
+params, and runs `dvc repro` once. The stage scripts import the installed (editable) `minicc`,
+so they run the code under test, not the copy.
+
+Every run gets its own `MINICC_CACHE_DIR` (so resume logs never leak between tests) whose
+`models` folder links to the project's `.cache/minicc/models`: the bundled model is converted
+once, shared with `make repro`.
+
+DVC messages these tests rely on (DVC 3.67): "Running stage '<name>':" for a stage that runs,
+"Stage '<name>' didn't change, skipping" for one that does not, and "Data and pipelines are up
+to date." when `dvc repro` has nothing to do.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+SHARED_MODELS = ROOT / ".cache" / "minicc" / "models"
+CATEGORIES = ("adversarial", "borderline", "cooperative")
+PROMPTS_PER_CATEGORY = 2
+# Batches of 4 make 3 batches in each stage, so a crash can hit after the first or the second,
+# and the baseline `dvc repro` is the uninterrupted run that a resumed one must reproduce.
+BATCH_SIZE = 4
+TINY = {
+    "generate": {"num_candidates": 2, "max_new_tokens": 12, "batch_size": BATCH_SIZE},
+    "critique": {"batch_size": BATCH_SIZE},
+}
+NUM_PROMPTS = PROMPTS_PER_CATEGORY * len(CATEGORIES)
+NUM_CANDIDATES = NUM_PROMPTS * TINY["generate"]["num_candidates"]
+BATCHES = NUM_CANDIDATES // BATCH_SIZE
+BATCH_COUNT = re.compile(r"\[(\d+) batches run, (\d+) resumed\]")
+RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
+SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping", re.MULTILINE)
+UP_TO_DATE = "Data and pipelines are up to date."
+
+GENERATE_ARGS = ["stages/generate.py", "--prompts", "data/prompts.jsonl"]
+CRITIQUE_ARGS = [
+    "stages/critique.py",
+    "--principles",
+    "constitution/principles.yaml",
+    "--instruct-template",
+    "constitution/critic_instruct.yaml",
+    "--base-template",
+    "constitution/critic_base.yaml",
+]
+
+
+def make_cache(directory: Path) -> Path:
+    """A private MINICC_CACHE_DIR whose converted models are the project's shared ones."""
+    SHARED_MODELS.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True)
+    (directory / "models").symlink_to(SHARED_MODELS, target_is_directory=True)
+    return directory
+
+
+def stage_env(cache: Path) -> dict[str, str]:
+    """The environment of `make repro`, offline, with a private cache and one torch thread.
+
+    One OpenMP thread per process: on a small machine shared with other work, threads that wait
+    for a busy core make the model several times slower (the outputs are the same either way).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        MINICC_CACHE_DIR=str(cache),
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def run(
+    args: list[str], cwd: Path, cache: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=stage_env(cache),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_ok(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    done = run(args, cwd, cache)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def write_params(path: Path, overrides: dict[str, dict[str, Any]]) -> Path:
+    """The committed params.yaml with some keys of some sections replaced."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for section, values in overrides.items():
+        params[section] = {**params[section], **values}
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def resume_lines(cache: Path, stage: str) -> int:
+    """Finished batches in the stage's resume log (complete lines only)."""
+    logs = list((cache / "resume").glob(f"{stage}-*.jsonl"))
+    return sum(log.read_bytes().count(b"\n") for log in logs)
+
+
+def resume_logs(cache: Path) -> list[Path]:
+    return sorted((cache / "resume").glob("*.jsonl"))
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    baseline: Path
+    """Copies of the outputs of the first `dvc repro`, kept apart from the workspace."""
+    repro: subprocess.CompletedProcess[str]
+    cache: Path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The tiny project, reproduced once and committed (the baseline of `dvc exp run`)."""
+    base = tmp_path_factory.mktemp("e2e")
+    root = base / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", root)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("stages", "constitution", "minicc"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=ignore)
+    write_params(root / "params.yaml", TINY)
+    (root / "data").mkdir()
+    prompts = read_jsonl(ROOT / "data" / "prompts.jsonl")
+    tiny = [
+        p
+        for c in CATEGORIES
+        for p in [p for p in prompts if p["category"] == c][:PROMPTS_PER_CATEGORY]
+    ]
+    (root / "data" / "prompts.jsonl").write_text(
+        "".join(json.dumps(p) + "\n" for p in tiny), encoding="utf-8"
+    )
+    (root / ".gitignore").write_text("__pycache__/\n*.tmp\n", encoding="utf-8")
+    cache = make_cache(base / "cache")
+    for command in (
+        ["git", "init", "-q"],
+        # `dvc exp run` commits each experiment too, so the identity lives in the repository.
+        ["git", "config", "user.name", "t"],
+        ["git", "config", "user.email", "t@t"],
+        ["git", "config", "commit.gpgsign", "false"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "tiny pipeline"],
+    ):
+        run_ok(command, root, cache)
+    repro = run(["dvc", "repro"], root, cache, timeout=600)
+    assert repro.returncode == 0, f"dvc repro failed:\n{repro.stdout}\n{repro.stderr}"
+    baseline = base / "baseline"
+    for output in ("data", "metrics"):
+        shutil.copytree(root / output, baseline / output)
+    run_ok(["git", "add", "-A"], root, cache)
+    run_ok(["git", "commit", "-q", "-m", "baseline results"], root, cache)
+    return Project(root=root, baseline=baseline, repro=repro, cache=cache)
+
+
+def test_repro_builds_every_output(project: Project) -> None:
+    assert RUNNING.findall(project.repro.stdout) == ["generate", "critique", "select", "summarize"]
+    data = project.root / "data"
+
+    candidates = read_jsonl(data / "candidates.jsonl")
+    assert len(candidates) == NUM_CANDIDATES
+    assert len({c["candidate_id"] for c in candidates}) == NUM_CANDIDATES
+    for row in candidates:
+        assert row["prompt"] not in row["response"], row["candidate_id"]
+        assert row["generator"].startswith("smollm2-135m-instruct@"), row["generator"]
+        assert row["finish_reason"] in {"eos", "length"}
+        assert 0 <= row["num_tokens"] <= TINY["generate"]["max_new_tokens"]
+
+    critiques = read_jsonl(data / "critiques.jsonl")
+    assert [c["candidate_id"] for c in critiques] == [c["candidate_id"] for c in candidates]
+    for row in critiques:
+        if row["scored"]:
+            assert 1 <= row["score"] <= 5, row
+            assert len(row["probabilities"]) == 5
+            assert math.isclose(sum(row["probabilities"]), 1.0, abs_tol=1e-4), row
+            assert row["unscored_reason"] is None
+        else:
+            assert row["score"] is None and row["safe"] is None, row
+            assert row["unscored_reason"], row
+    scored = sum(row["scored"] for row in critiques)
+
+    selected = read_jsonl(data / "selected.jsonl")
+    assert selected, "policy 'best' keeps one candidate per prompt with a scored candidate"
+    assert {s["candidate_id"] for s in selected} <= {c["candidate_id"] for c in critiques}
+    assert (data / "preference_pairs.jsonl").is_file()
+
+    metrics = json.loads((project.root / "metrics" / "pipeline.json").read_text("utf-8"))
+    assert set(metrics) == {"candidates", "selected"}
+    assert metrics["candidates"]["count"] == NUM_CANDIDATES
+    assert metrics["candidates"]["scored"] == scored
+    assert set(metrics["candidates"]["per_category"]) == set(CATEGORIES)
+    assert metrics["selected"]["count"] == len(selected)
+    assert "per_category" in metrics["selected"]
+
+    histogram = (project.root / "metrics" / "score_distribution.csv").read_text("utf-8")
+    header, *rows = histogram.splitlines()
+    assert header == "score," + ",".join(CATEGORIES)
+    assert sum(int(n) for row in rows for n in row.split(",")[1:]) == scored
+
+    assert resume_logs(project.cache) == [], "a finished stage discards its resume log"
+
+
+def test_second_repro_runs_nothing(project: Project) -> None:
+    again = run_ok(["dvc", "repro"], project.root, project.cache)
+    assert RUNNING.findall(again.stdout) == []
+    assert UP_TO_DATE in again.stdout
+
+
+def exp_run(project: Project, assignment: str) -> subprocess.CompletedProcess[str]:
+    """`dvc exp run -S assignment` on the committed baseline, then the baseline restored."""
+    try:
+        return run_ok(["dvc", "exp", "run", "-S", assignment], project.root, project.cache)
+    finally:
+        run_ok(["git", "checkout", "--", "."], project.root, project.cache)
+        run_ok(["dvc", "checkout", "--force"], project.root, project.cache)
+
+
+def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
+    # One candidate per prompt rather than more: any generate param reruns everything, and
+    # fewer rows keep the test fast.
+    fewer = exp_run(project, "generate.num_candidates=1")
+    assert RUNNING.findall(fewer.stdout) == ["generate", "critique", "select", "summarize"]
+    assert f"{NUM_PROMPTS} candidates for {NUM_PROMPTS} prompts" in fewer.stdout
+
+    margin = exp_run(project, "select.policy=margin")
+    assert RUNNING.findall(margin.stdout) == ["select", "summarize"]
+    assert SKIPPED.findall(margin.stdout) == ["generate", "critique"]
+    assert "select (margin)" in margin.stdout
+
+    status = run_ok(["dvc", "status"], project.root, project.cache)
+    assert UP_TO_DATE in status.stdout, "the baseline is restored after the experiments"
+
+
+def test_same_params_give_byte_identical_outputs(project: Project, tmp_path: Path) -> None:
+    """A second, independent run of every stage reproduces the first byte for byte."""
+    cache = make_cache(tmp_path / "cache")
+    out = {name: tmp_path / name for name in ("c.jsonl", "k.jsonl", "s.jsonl", "p.jsonl")}
+    run_ok(["python", *GENERATE_ARGS, "--out", str(out["c.jsonl"])], project.root, cache)
+    critique = [*CRITIQUE_ARGS, "--candidates", str(out["c.jsonl"]), "--out", str(out["k.jsonl"])]
+    run_ok(["python", *critique], project.root, cache)
+    select = ["stages/select_samples.py", "--critiques", str(out["k.jsonl"])]
+    select += ["--out", str(out["s.jsonl"]), "--pairs-out", str(out["p.jsonl"])]
+    run_ok(["python", *select], project.root, cache)
+    metrics, histogram = tmp_path / "pipeline.json", tmp_path / "histogram.csv"
+    summarize = ["stages/summarize.py", "--critiques", str(out["k.jsonl"])]
+    summarize += ["--selected", str(out["s.jsonl"]), "--metrics-out", str(metrics)]
+    summarize += ["--histogram-out", str(histogram)]
+    run_ok(["python", *summarize], project.root, cache)
+
+    first = project.baseline
+    assert out["c.jsonl"].read_bytes() == (first / "data" / "candidates.jsonl").read_bytes()
+    assert out["k.jsonl"].read_bytes() == (first / "data" / "critiques.jsonl").read_bytes()
+    assert out["s.jsonl"].read_bytes() == (first / "data" / "selected.jsonl").read_bytes()
+    assert out["p.jsonl"].read_bytes() == (first / "data" / "preference_pairs.jsonl").read_bytes()
+    assert metrics.read_bytes() == (first / "metrics" / "pipeline.json").read_bytes()
+    assert histogram.read_bytes() == (first / "metrics" / "score_distribution.csv").read_bytes()
+
+
+def start(args: list[str], cwd: Path, cache: Path) -> subprocess.Popen[str]:
+    """A stage in the background, with the default SIGINT handling whatever pytest inherited."""
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=stage_env(cache),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for_batches(
+    process: subprocess.Popen[str], cache: Path, stage: str, batches: int, timeout: float = 300
+) -> int:
+    """Poll the resume log until `batches` batches are finished; returns how many are."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = resume_lines(cache, stage)
+        if done >= batches:
+            return done
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"{stage} ended before {batches} batches were logged:\n{out}\n{err}")
+        time.sleep(0.02)
+    process.kill()
+    process.communicate()
+    pytest.fail(f"{stage}: no {batches} finished batches after {timeout} s")
+
+
+@dataclass(frozen=True)
+class CrashCase:
+    stage: str
+    kill_after: int
+    """Finished batches in the resume log when the stage is killed."""
+
+
+def stage_command(stage: str, project: Project, out: Path) -> list[str]:
+    """The stage's command on the tiny params, reading the baseline's candidates (critique)."""
+    if stage == "generate":
+        return ["python", *GENERATE_ARGS, "--out", str(out)]
+    candidates = project.baseline / "data" / "candidates.jsonl"
+    return ["python", *CRITIQUE_ARGS, "--candidates", str(candidates), "--out", str(out)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [CrashCase("generate", 1), CrashCase("generate", 2), CrashCase("critique", 1)],
+    ids=lambda case: f"{case.stage}-after-{case.kill_after}",
+)
+def test_kill_9_then_rerun_resumes_to_the_same_output(
+    case: CrashCase, project: Project, tmp_path: Path
+) -> None:
+    """The uninterrupted run to compare with is the baseline `dvc repro` (same params)."""
+    expected = {"generate": "candidates.jsonl", "critique": "critiques.jsonl"}[case.stage]
+    cache = make_cache(tmp_path / "cache")
+    out = tmp_path / "out.jsonl"
+    command = stage_command(case.stage, project, out)
+
+    process = start(command, project.root, cache)
+    logged = wait_for_batches(process, cache, case.stage, case.kill_after)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert logged < BATCHES, "killed too late: every batch had finished"
+    assert not out.exists(), "a killed stage must leave no output"
+    assert resume_lines(cache, case.stage) >= logged
+
+    rerun = run_ok(command, project.root, cache)
+    match = BATCH_COUNT.search(rerun.stdout)
+    assert match, rerun.stdout
+    ran, resumed = int(match[1]), int(match[2])
+    assert resumed >= logged >= case.kill_after
+    assert ran + resumed == BATCHES
+    assert out.read_bytes() == (project.baseline / "data" / expected).read_bytes()
+    assert resume_logs(cache) == []
+
+
+def test_ctrl_c_exits_130_with_one_line_and_keeps_finished_batches(
+    project: Project, tmp_path: Path
+) -> None:
+    cache = make_cache(tmp_path / "cache")
+    out = tmp_path / "out.jsonl"
+    process = start(stage_command("generate", project, out), project.root, cache)
+    logged = wait_for_batches(process, cache, "generate", 1)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail("generate did not exit within 10 s of SIGINT")
+    assert time.monotonic() - sent < 10
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    # Progress bars redraw with carriage returns; the message is one line of its own.
+    lines = [line.strip() for line in re.split(r"[\r\n]", stderr) if "interrupted" in line]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("generate: interrupted"), lines[0]
+    assert not out.exists()
+    assert resume_lines(cache, "generate") >= logged >= 1
+
+
+def test_unresolvable_model_fails_with_one_line(project: Project, tmp_path: Path) -> None:
+    model = "nobody/no-such-model-xyz"
+    params = write_params(tmp_path / "params.yaml", {**TINY, "models": {"generator": model}})
+    out = tmp_path / "out.jsonl"
+    done = run(
+        ["python", *GENERATE_ARGS, "--params", str(params), "--out", str(out)],
+        project.root,
+        make_cache(tmp_path / "cache"),
+    )
+    assert done.returncode == 2, f"{done.stdout}\n{done.stderr}"
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("generate: error:") and model in lines[0], lines[0]
+    assert not out.exists()
