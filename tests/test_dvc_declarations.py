@@ -23,6 +23,9 @@ SECTION_CLASSES = {
     "GenerateParams": "generate",
     "CritiqueParams": "critique",
     "SelectParams": "select",
+    "SftParams": "sft",
+    "TrainParams": "train",
+    "EvaluateParams": "evaluate",
 }
 
 
