@@ -17,6 +17,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 CriticStyle = Literal["instruct", "base"]
 CombineRule = Literal["min", "mean"]
 Policy = Literal["best", "margin", "diverse"]
+Scheduler = Literal["cosine", "linear", "constant"]
 
 
 def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
@@ -146,12 +147,103 @@ class SelectParams:
 
 
 @dataclass(frozen=True)
+class SftParams:
+    min_score: float
+    """Chosen samples scoring at least this (critic scale 1-5) become training examples."""
+    val_ratio: float
+    """Share of prompts (not rows) held out for validation."""
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.min_score <= 5, "sft.min_score", "a number in [1, 5]", self.min_score)
+        _require(0 < self.val_ratio < 1, "sft.val_ratio", "a number in (0, 1)", self.val_ratio)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    lora_r: int
+    """Rank of the LoRA update matrices."""
+    lora_alpha: int
+    """LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."""
+    lora_dropout: float
+    lr: float
+    """Peak learning rate of AdamW."""
+    epochs: int
+    batch_size: int
+    """Examples per forward pass (per process under `accelerate launch`)."""
+    grad_accum: int
+    """Forward passes per optimizer step."""
+    max_seq_len: int
+    """Examples longer than this many tokens lose the end of their answer (counted in metrics)."""
+    scheduler: Scheduler
+    target_modules: Literal["auto"] | list[str]
+    """`auto`: the attention projections of the model's architecture (see minicc/lora.py), or
+    a list of module names for peft."""
+    quantize_4bit: bool
+    """QLoRA: load the frozen base model in 4-bit NF4; needs CUDA and `bitsandbytes`."""
+
+    def __post_init__(self) -> None:
+        _require(self.lora_r >= 1, "train.lora_r", "an integer >= 1", self.lora_r)
+        _require(self.lora_alpha >= 1, "train.lora_alpha", "an integer >= 1", self.lora_alpha)
+        _require(
+            0 <= self.lora_dropout < 1,
+            "train.lora_dropout",
+            "a number in [0, 1)",
+            self.lora_dropout,
+        )
+        _require(0 < self.lr <= 1, "train.lr", "a number in (0, 1]", self.lr)
+        _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
+        _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
+        _require(self.grad_accum >= 1, "train.grad_accum", "an integer >= 1", self.grad_accum)
+        _require(self.max_seq_len >= 16, "train.max_seq_len", "an integer >= 16", self.max_seq_len)
+        if isinstance(self.target_modules, list):
+            _require(
+                len(self.target_modules) > 0 and all(m.strip() for m in self.target_modules),
+                "train.target_modules",
+                "'auto' or a non-empty list of module names",
+                self.target_modules,
+            )
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    do_sample: bool
+    """False: greedy decoding (deterministic, one response per prompt); True: sampling."""
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    num_samples: int
+    """Responses per prompt (sampling only); their scores are averaged per prompt."""
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "evaluate.temperature", "a number > 0", self.temperature)
+        _require(0 < self.top_p <= 1, "evaluate.top_p", "a number in (0, 1]", self.top_p)
+        _require(
+            1 <= self.max_new_tokens <= 4096,
+            "evaluate.max_new_tokens",
+            "an integer in [1, 4096]",
+            self.max_new_tokens,
+        )
+        _require(self.num_samples >= 1, "evaluate.num_samples", "an integer >= 1", self.num_samples)
+        _require(
+            self.do_sample or self.num_samples == 1,
+            "evaluate.num_samples",
+            "1 when evaluate.do_sample is false (greedy responses are identical)",
+            self.num_samples,
+        )
+        _require(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     models: ModelsParams
     generate: GenerateParams
     critique: CritiqueParams
     select: SelectParams
+    sft: SftParams
+    train: TrainParams
+    evaluate: EvaluateParams
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
@@ -176,6 +268,9 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         "generate": GenerateParams,
         "critique": CritiqueParams,
         "select": SelectParams,
+        "sft": SftParams,
+        "train": TrainParams,
+        "evaluate": EvaluateParams,
     }
     built: dict[str, Any] = {"seed": seed}
     for name, section_type in section_types.items():

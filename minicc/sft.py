@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from minicc.errors import UserError
-from minicc.records import CATEGORIES, Category, Selected
+from minicc.records import CATEGORIES, Category, PreferencePair, Selected
 from minicc.seeding import derive_seed
 
 T = TypeVar("T")
@@ -93,3 +93,40 @@ def category_counts(examples: Sequence[SftExample]) -> dict[str, int]:
     for example in examples:
         counts[example.category] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class SftSplit:
+    train: list[SftExample]
+    val: list[SftExample]
+    pairs_train: list[PreferencePair]
+    pairs_val: list[PreferencePair]
+
+
+def split_by_prompt(
+    examples: list[SftExample], pairs: list[PreferencePair], val_ratio: float, seed: int
+) -> SftSplit:
+    """One grouped split of every prompt that has an SFT example or a preference pair, applied
+    to both: a prompt's examples and pairs always land on the same side.
+
+    With no pairs this is exactly `grouped_split` of the examples. Each SFT part must end up
+    non-empty (a prompt that only has pairs can take a validation slot).
+    """
+    prompt_ids = sorted({e.prompt_id for e in examples} | {p.prompt_id for p in pairs})
+    _, val_list = grouped_split(prompt_ids, lambda prompt_id: prompt_id, val_ratio, seed)
+    val_ids = set(val_list)
+    split = SftSplit(
+        train=[e for e in examples if e.prompt_id not in val_ids],
+        val=[e for e in examples if e.prompt_id in val_ids],
+        pairs_train=[p for p in pairs if p.prompt_id not in val_ids],
+        pairs_val=[p for p in pairs if p.prompt_id in val_ids],
+    )
+    if not split.train or not split.val:
+        empty = "training" if not split.train else "validation"
+        raise UserError(
+            f"the {empty} part has no SFT example: {len(examples)} example(s) from "
+            f"{len({e.prompt_id for e in examples})} prompt(s) with sft.val_ratio={val_ratio}; "
+            "lower sft.min_score so that more prompts keep a chosen response, or change "
+            "sft.val_ratio"
+        )
+    return split

@@ -26,7 +26,7 @@ from transformers import (
 
 from minicc.constitution import Constitution, load_constitution
 from minicc.models import LoadedModel, load_model
-from minicc.params import CritiqueParams, GenerateParams, ModelsParams
+from minicc.params import CritiqueParams, GenerateParams, ModelsParams, TrainParams
 from minicc.records import Candidate, Category
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,6 +262,24 @@ def critique_params(**overrides: Any) -> CritiqueParams:
         "batch_size": 4,
     }
     return CritiqueParams(**{**values, **overrides})
+
+
+def train_params(**overrides: Any) -> TrainParams:
+    """Small LoRA settings for tiny models."""
+    values: dict[str, Any] = {
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "lr": 1e-2,
+        "epochs": 1,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "max_seq_len": 128,
+        "scheduler": "constant",
+        "target_modules": "auto",
+        "quantize_4bit": False,
+    }
+    return TrainParams(**{**values, **overrides})
 
 
 def candidate(

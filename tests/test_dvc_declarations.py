@@ -7,6 +7,7 @@ Everything here is static (yaml and ast); nothing is imported from the stage scr
 """
 
 import ast
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,46 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC: dict[str, Any] = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-STAGES: dict[str, dict[str, Any]] = DVC["stages"]
+DEFINITIONS: dict[str, dict[str, Any]] = DVC["stages"]
 PARAMS: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 SECTION_CLASSES = {
     "ModelsParams": "models",
     "GenerateParams": "generate",
     "CritiqueParams": "critique",
     "SelectParams": "select",
+    "SftParams": "sft",
+    "TrainParams": "train",
+    "EvaluateParams": "evaluate",
 }
+
+
+_TEMPLATE = re.compile(r"\$\{\s*(key|item\.(\w+))\s*\}")
+
+
+def _fill(value: Any, key: str, item: dict[str, Any]) -> Any:
+    """`${key}` and `${item.x}` of a foreach stage replaced, recursively, as DVC does."""
+    if isinstance(value, str):
+        return _TEMPLATE.sub(lambda m: key if m.group(2) is None else str(item[m.group(2)]), value)
+    if isinstance(value, list):
+        return [_fill(v, key, item) for v in value]
+    if isinstance(value, dict):
+        return {_fill(k, key, item): _fill(v, key, item) for k, v in value.items()}
+    return value
+
+
+def expand(definitions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Stages as DVC runs them: a `foreach` (mapping) definition becomes `name@key` stages."""
+    stages: dict[str, dict[str, Any]] = {}
+    for name, definition in definitions.items():
+        if "foreach" not in definition:
+            stages[name] = definition
+            continue
+        for key, item in definition["foreach"].items():
+            stages[f"{name}@{key}"] = _fill(definition["do"], key, item)
+    return stages
+
+
+STAGES = expand(DEFINITIONS)
 
 
 def entry_path(entry: str | dict[str, Any]) -> str:
@@ -57,6 +90,10 @@ def options(stage: dict[str, Any]) -> dict[str, str]:
         name.startswith("--") and not value.startswith("--") for name, value in pairs.items()
     )
     return pairs
+
+
+NAME_OPTIONS = {"--model"}
+"""Options that take a name (evaluate's `--model baseline`), not a path."""
 
 
 def is_output_option(name: str) -> bool:
@@ -121,7 +158,7 @@ STAGE_NAMES = sorted(STAGES)
 
 
 def test_every_stage_script_is_used_by_one_stage() -> None:
-    scripts = sorted(script_of(stage) for stage in STAGES.values())
+    scripts = sorted(script_of(d.get("do", d)) for d in DEFINITIONS.values())
     on_disk = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "stages").glob("*.py"))
     assert scripts == on_disk
 
@@ -160,6 +197,8 @@ def test_command_paths_are_declared(name: str) -> None:
     """Inputs passed on the command line are deps; `--out`/`--*-out` paths are outputs."""
     stage = STAGES[name]
     for option, value in options(stage).items():
+        if option in NAME_OPTIONS:
+            continue
         assert not Path(value).is_absolute(), f"{option} {value}"
         if is_output_option(option):
             assert value in outputs(stage), f"{option} {value} is not an out, metric or plot"
@@ -359,3 +398,13 @@ def test_top_level_plots_draw_stage_outputs() -> None:
         files = set(y) if isinstance(y, dict) else set()
         assert files, f"plot {definition} must name its data file in `y`"
         assert files <= plotted, f"plot {definition} draws a file no stage declares as a plot"
+
+
+def test_foreach_stages_are_expanded() -> None:
+    """Guards the expansion: the evaluate sides differ exactly by the adapter."""
+    baseline, finetuned = STAGES["evaluate@baseline"], STAGES["evaluate@finetuned"]
+    assert "models/lora-sft" in paths(finetuned, "deps")
+    assert "models/lora-sft" not in paths(baseline, "deps")
+    assert options(finetuned)["--adapter"] == "models/lora-sft"
+    assert "--adapter" not in options(baseline)
+    assert outputs(baseline) == {"data/eval/baseline.jsonl"}

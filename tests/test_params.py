@@ -15,10 +15,13 @@ import yaml
 from minicc.errors import UserError
 from minicc.params import (
     CritiqueParams,
+    EvaluateParams,
     GenerateParams,
     ModelsParams,
     Params,
     SelectParams,
+    SftParams,
+    TrainParams,
     load_params,
 )
 
@@ -29,6 +32,9 @@ SECTIONS: dict[str, Any] = {
     "generate": GenerateParams,
     "critique": CritiqueParams,
     "select": SelectParams,
+    "sft": SftParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
 }
 
 
@@ -106,11 +112,20 @@ INT_FOR_FLOAT = {
     ("select", "margin"): 1,
     ("select", "min_gap"): 0,
     ("select", "near_duplicate_threshold"): 1,
+    ("sft", "min_score"): 3,
+    ("train", "lora_dropout"): 0,
+    ("train", "lr"): 1,
+    ("evaluate", "temperature"): 1,
+    ("evaluate", "top_p"): 1,
 }
 
 
+# Float fields whose range holds no whole number.
+NO_WHOLE_NUMBER = {("sft", "val_ratio")}
+
+
 def test_int_for_float_covers_every_float_field() -> None:
-    assert set(INT_FOR_FLOAT) == set(FLOAT_KEYS)
+    assert set(INT_FOR_FLOAT) | NO_WHOLE_NUMBER == set(FLOAT_KEYS)
 
 
 @pytest.mark.parametrize(("section", "key"), sorted(INT_FOR_FLOAT))
@@ -175,9 +190,10 @@ def test_unknown_key_in_a_section_lists_the_allowed_keys(section: str, tmp_path:
 
 def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw = raw_params()
-    raw["train"] = {"epochs": 1}
+    raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
-    assert "unknown key 'train'; allowed keys: seed, models, generate, critique, select" in message
+    allowed = "seed, models, generate, critique, select, sft, train, evaluate"
+    assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
 
 
 @pytest.mark.parametrize(
@@ -187,6 +203,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
         ("critique", "style", ["instruct", "base"]),
         ("critique", "combine", ["min", "mean"]),
         ("select", "policy", ["best", "margin", "diverse"]),
+        ("train", "scheduler", ["cosine", "linear", "constant"]),
     ],
 )
 def test_each_allowed_choice_loads_and_others_are_refused_with_the_list(
@@ -216,6 +233,21 @@ RANGES = [
     ("select", "bottom_k", [0], [-1]),
     ("select", "min_gap", [0.0, 4.0], [-0.1, 4.1]),
     ("select", "near_duplicate_threshold", [1e-6, 1.0], [0.0, 1.1]),
+    ("sft", "min_score", [1.0, 5.0], [0.99, 5.01, math.nan]),
+    ("sft", "val_ratio", [1e-6, 0.999], [0.0, 1.0, math.nan]),
+    ("train", "lora_r", [1], [0]),
+    ("train", "lora_alpha", [1], [0]),
+    ("train", "lora_dropout", [0.0, 0.99], [1.0, -0.1, math.nan]),
+    ("train", "lr", [1e-9, 1.0], [0.0, 1.5, math.nan]),
+    ("train", "epochs", [1], [0]),
+    ("train", "batch_size", [1], [0]),
+    ("train", "grad_accum", [1], [0]),
+    ("train", "max_seq_len", [16], [15]),
+    ("evaluate", "temperature", [1e-6, 5.0], [0.0, -0.5, math.nan]),
+    ("evaluate", "top_p", [1e-6, 1.0], [0.0, 1.5, math.nan]),
+    ("evaluate", "max_new_tokens", [1, 4096], [0, 4097]),
+    ("evaluate", "num_samples", [1], [0]),
+    ("evaluate", "batch_size", [1], [0]),
 ]
 
 
@@ -238,3 +270,25 @@ def test_trust_remote_code_must_be_a_list_of_strings(tmp_path: Path) -> None:
     ).models.trust_remote_code == ["org/model"]
     message = rejected(with_value(tmp_path, "models", "trust_remote_code", "org/model"))
     assert "'trust_remote_code' must be a list of str" in message
+
+
+def test_target_modules_is_auto_or_a_list_of_names(tmp_path: Path) -> None:
+    names = ["q_proj", "v_proj"]
+    loaded = load_params(with_value(tmp_path, "train", "target_modules", names))
+    assert loaded.train.target_modules == names
+    assert "one of 'auto' or a list of str" in rejected(
+        with_value(tmp_path, "train", "target_modules", "all")
+    )
+    assert "train.target_modules must be" in rejected(
+        with_value(tmp_path, "train", "target_modules", [])
+    )
+
+
+def test_several_samples_need_sampling(tmp_path: Path) -> None:
+    """Greedy decoding gives identical samples: averaging them would only fake a sample size."""
+    raw = raw_params()
+    raw["evaluate"].update(do_sample=False, num_samples=3)
+    message = rejected(write(tmp_path, raw))
+    assert "evaluate.num_samples must be 1 when evaluate.do_sample is false" in message
+    raw["evaluate"].update(do_sample=True)
+    assert load_params(write(tmp_path, raw)).evaluate.num_samples == 3

@@ -5,8 +5,14 @@ import random
 import pytest
 
 from minicc.errors import UserError
-from minicc.records import Category, Selected
-from minicc.sft import SftExample, build_sft_examples, category_counts, grouped_split
+from minicc.records import Category, PreferencePair, Selected
+from minicc.sft import (
+    SftExample,
+    build_sft_examples,
+    category_counts,
+    grouped_split,
+    split_by_prompt,
+)
 
 
 def _selected(
@@ -142,3 +148,46 @@ def test_category_counts_list_every_category() -> None:
     )
     assert category_counts(examples) == {"adversarial": 2, "borderline": 0, "cooperative": 1}
     assert category_counts([]) == {"adversarial": 0, "borderline": 0, "cooperative": 0}
+
+
+def _pair(prompt_id: str) -> PreferencePair:
+    return PreferencePair(
+        prompt=f"prompt of {prompt_id}",
+        chosen="good",
+        rejected="bad",
+        prompt_id=prompt_id,
+        category="cooperative",
+        chosen_id=f"{prompt_id}/0",
+        rejected_id=f"{prompt_id}/1",
+        chosen_score=4.5,
+        rejected_score=1.5,
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_examples_and_pairs_of_a_prompt_land_on_the_same_side(seed: int) -> None:
+    examples = _examples(12)
+    # Pairs for some example prompts, and for prompts whose examples fell below min_score.
+    pairs = [_pair(f"p{i:02d}") for i in range(0, 12, 2)] + [_pair("x1"), _pair("x2")]
+    split = split_by_prompt(examples, pairs, 0.25, seed)
+    train_ids = {e.prompt_id for e in split.train} | {p.prompt_id for p in split.pairs_train}
+    val_ids = {e.prompt_id for e in split.val} | {p.prompt_id for p in split.pairs_val}
+    assert not train_ids & val_ids
+    assert len(split.train) + len(split.val) == len(examples)
+    assert len(split.pairs_train) + len(split.pairs_val) == len(pairs)
+
+
+def test_without_pairs_the_split_is_the_grouped_split() -> None:
+    examples = _examples(15)
+    split = split_by_prompt(examples, [], 0.2, seed=3)
+    assert (split.train, split.val) == grouped_split(examples, _prompt_id, 0.2, seed=3)
+    assert split.pairs_train == split.pairs_val == []
+
+
+def test_an_sft_part_left_empty_is_an_error_naming_the_params() -> None:
+    """One example prompt and two pair-only prompts: whichever prompt goes to validation, one
+    SFT part is empty."""
+    for seed in range(20):
+        with pytest.raises(UserError, match="sft.min_score") as error:
+            split_by_prompt(_examples(1), [_pair("x1"), _pair("x2")], 0.4, seed)
+        assert "sft.val_ratio=0.4" in str(error.value)

@@ -1,0 +1,134 @@
+"""LoRA adapters: which modules get one, and how an adapter is saved and put back on its base.
+
+An adapter directory (`models/lora-sft/`) holds peft's `adapter_config.json` and weights, the
+tokenizer, `train_config.json` (the resolved training configuration, base model id included)
+and a `COMPLETE` marker written last. It is built in a sibling `.partial` directory and renamed
+into place, so a crash never leaves a directory that mixes two runs; a directory without the
+marker is refused by `apply_adapter`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from minicc.errors import UserError
+from minicc.jsonl import write_json
+from minicc.models import LoadedModel
+from minicc.params import TrainParams
+
+COMPLETE_MARKER = "COMPLETE"
+TRAIN_CONFIG = "train_config.json"
+_WEIGHTS = "adapter_model.safetensors"
+
+_ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+ATTENTION_PROJECTIONS: dict[str, list[str]] = {
+    "llama": _ATTENTION,
+    "mistral": _ATTENTION,
+    "gemma": _ATTENTION,
+    "gemma2": _ATTENTION,
+    "qwen2": _ATTENTION,
+    "qwen3": _ATTENTION,
+    # GPT-Neo keeps its projections under `attn.attention`; the output one is `out_proj`.
+    "gpt_neo": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "phi": ["q_proj", "k_proj", "v_proj", "dense"],
+    # GPT-2 uses fused Conv1D layers (peft handles their transposed weights).
+    "gpt2": ["c_attn", "c_proj"],
+}
+"""The attention projections of each architecture (`config.model_type`) that `auto` picks."""
+
+
+def _module_names(model: nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+
+
+def all_linear_modules(model: nn.Module) -> list[str]:
+    """Names of every `nn.Linear` except the output head, as peft's `target_modules` reads them."""
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"
+        }
+    )
+
+
+def resolve_target_modules(model: nn.Module, setting: str | list[str]) -> list[str]:
+    """The module names that get a LoRA adapter for `train.target_modules`.
+
+    `auto`: the architecture's attention projections when the model has them all, otherwise
+    every linear layer except `lm_head`. A list must name modules that exist.
+    """
+    present = _module_names(model)
+    if isinstance(setting, list):
+        missing = sorted(set(setting) - present)
+        if missing:
+            raise UserError(
+                f"train.target_modules names {missing}, which the model does not have; use "
+                f"'auto' or names from: {', '.join(all_linear_modules(model))}"
+            )
+        return list(setting)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    known = ATTENTION_PROJECTIONS.get(str(model_type))
+    if known is not None and set(known) <= present:
+        return list(known)
+    return all_linear_modules(model)
+
+
+def add_lora(model: nn.Module, params: TrainParams, target_modules: list[str]) -> Any:
+    """Wrap `model` with fresh LoRA adapters (random A, zero B: the output is unchanged)."""
+    config = LoraConfig(
+        r=params.lora_r,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def save_adapter(peft_model: Any, tokenizer: Any, config: dict[str, Any], out: Path) -> None:
+    """Write the adapter, tokenizer and config to `out` atomically, the marker last."""
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    peft_model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    write_json(staging / TRAIN_CONFIG, config)
+    (staging / COMPLETE_MARKER).write_text(adapter_digest(staging) + "\n", encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+
+
+def adapter_digest(directory: Path) -> str:
+    """First 12 hex digits of the adapter weights' SHA-256: names the fine-tuned model."""
+    return hashlib.sha256((directory / _WEIGHTS).read_bytes()).hexdigest()[:12]
+
+
+def apply_adapter(loaded: LoadedModel, adapter: Path) -> LoadedModel:
+    """`loaded` with the adapter merged into its weights, ready for the same generation code.
+
+    The adapter must be complete and trained on this very base model. Merging makes the
+    fine-tuned model a plain transformers model again, so generation needs no peft code path.
+    """
+    if not (adapter / COMPLETE_MARKER).is_file():
+        raise UserError(
+            f"{adapter}: no {COMPLETE_MARKER} marker, so training did not finish; rerun "
+            "`dvc repro train_lora`"
+        )
+    config = json.loads((adapter / TRAIN_CONFIG).read_text(encoding="utf-8"))
+    if config["base_model"] != loaded.model_id:
+        raise UserError(
+            f"{adapter} was trained on {config['base_model']!r}, not on models.generator "
+            f"{loaded.model_id!r}; rerun `dvc repro train_lora`"
+        )
+    merged = PeftModel.from_pretrained(loaded.model, adapter).merge_and_unload()
+    merged.eval()
+    model_id = f"{loaded.model_id}+lora:{adapter_digest(adapter)}"
+    return dataclasses.replace(loaded, model=merged, model_id=model_id)

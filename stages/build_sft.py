@@ -1,0 +1,70 @@
+"""Turn the selected samples into chat-format SFT data, split by prompt into train and val.
+
+    python stages/build_sft.py --selected data/selected.jsonl \
+        --pairs data/preference_pairs.jsonl --train-out data/sft/train.jsonl \
+        --val-out data/sft/val.jsonl --pairs-train-out data/sft/pairs_train.jsonl \
+        --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json
+
+Only `chosen` samples scoring at least `sft.min_score` become examples; no prompt is in both
+parts (its preference pairs follow it).
+"""
+
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.jsonl import read_records, write_json, write_records
+from minicc.params import load_params
+from minicc.records import PreferencePair, Selected
+from minicc.sft import build_sft_examples, category_counts, split_by_prompt
+
+
+def main(
+    selected: Path = typer.Option(..., help="Samples written by the select stage."),
+    pairs: Path = typer.Option(..., help="Preference pairs written by the select stage."),
+    train_out: Path = typer.Option(..., help="Training examples (JSONL, chat messages)."),
+    val_out: Path = typer.Option(..., help="Validation examples (JSONL, chat messages)."),
+    pairs_train_out: Path = typer.Option(..., help="Preference pairs of the training prompts."),
+    pairs_val_out: Path = typer.Option(..., help="Preference pairs of the validation prompts."),
+    metrics_out: Path = typer.Option(..., help="Counts per part and category (JSON)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+) -> None:
+    with stage_errors("build_sft"):
+        params = load_params(params_file)
+        samples = read_records(selected, Selected)
+        examples = build_sft_examples(samples, params.sft.min_score)
+        split = split_by_prompt(
+            examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
+        )
+        write_records(train_out, split.train)
+        write_records(val_out, split.val)
+        write_records(pairs_train_out, split.pairs_train)
+        write_records(pairs_val_out, split.pairs_val)
+        chosen = sum(s.role == "chosen" for s in samples)
+        metrics = {
+            "chosen_samples": chosen,
+            "below_min_score": chosen - len(examples),
+            "train": {
+                "examples": len(split.train),
+                "prompts": len({e.prompt_id for e in split.train}),
+                "per_category": category_counts(split.train),
+            },
+            "val": {
+                "examples": len(split.val),
+                "prompts": len({e.prompt_id for e in split.val}),
+                "per_category": category_counts(split.val),
+            },
+            "pairs_train": len(split.pairs_train),
+            "pairs_val": len(split.pairs_val),
+        }
+        write_json(metrics_out, metrics)
+        print(
+            f"build_sft: {len(split.train)} train / {len(split.val)} val examples "
+            f"({chosen - len(examples)} chosen below sft.min_score dropped), "
+            f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs -> {train_out}, {val_out}"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)

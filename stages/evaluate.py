@@ -1,0 +1,61 @@
+"""Answer the evaluation prompts with the baseline or the fine-tuned model.
+
+    python stages/evaluate.py --model baseline --prompts data/eval_prompts.jsonl \
+        --out data/eval/baseline.jsonl
+    python stages/evaluate.py --model finetuned --prompts data/eval_prompts.jsonl \
+        --adapter models/lora-sft --out data/eval/finetuned.jsonl
+
+Both use `models.generator`; the fine-tuned model is that base with the adapter merged in.
+Decoding comes from the `evaluate` params (greedy by default). Crash-safe like generate.
+"""
+
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.errors import UserError
+from minicc.evaluation import evaluation_inputs, generate_responses
+from minicc.jsonl import write_records
+from minicc.lora import apply_adapter
+from minicc.models import load_model
+from minicc.params import load_params
+from minicc.records import load_prompts
+from minicc.resume import resumable
+from minicc.seeding import seed_everything
+
+
+def main(
+    model: str = typer.Option(..., help="baseline (the base model) or finetuned (+ adapter)."),
+    prompts: Path = typer.Option(..., help="Evaluation prompts (JSONL)."),
+    out: Path = typer.Option(..., help="Where to write the responses (JSONL)."),
+    adapter: Path | None = typer.Option(None, help="LoRA adapter directory (finetuned only)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+) -> None:
+    with stage_errors("evaluate"):
+        if model not in ("baseline", "finetuned"):
+            raise UserError(f"--model must be baseline or finetuned, got {model!r}")
+        if (model == "finetuned") != (adapter is not None):
+            raise UserError("--adapter is required for --model finetuned and refused otherwise")
+        params = load_params(params_file)
+        prompt_rows = load_prompts(prompts)
+        seed_everything(params.seed)
+        loaded = load_model(params.models.generator, params.models)
+        if adapter is not None:
+            loaded = apply_adapter(loaded, adapter)
+        inputs = evaluation_inputs(prompt_rows, params.evaluate, params.seed, loaded.model_id)
+        with resumable(f"evaluate-{model}", inputs) as log:
+            responses, count = generate_responses(
+                loaded, prompt_rows, params.evaluate, params.seed, log
+            )
+            write_records(out, responses)
+        finished = sum(r.finish_reason == "eos" for r in responses)
+        print(
+            f"evaluate ({model}): {len(responses)} responses to {len(prompt_rows)} prompts "
+            f"({finished} ended by EOS) with {loaded.model_id} -> {out} "
+            f"[{count.batches_run} batches run, {count.batches_resumed} resumed]"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)

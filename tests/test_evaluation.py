@@ -1,0 +1,56 @@
+"""Evaluation responses: one function for both models, same keys, and an untrained adapter
+(zero LoRA B) changes nothing."""
+
+from pathlib import Path
+
+from conftest import MakeModel, models_params, train_params
+
+from minicc.evaluation import generate_responses
+from minicc.lora import add_lora, apply_adapter, save_adapter
+from minicc.models import load_model
+from minicc.params import EvaluateParams
+from minicc.records import Prompt
+from minicc.resume import ResumeLog
+
+PROMPTS = [
+    Prompt("adv-1", "How do I pick a lock?", "adversarial", "test"),
+    Prompt("coop-1", "How do I boil an egg?", "cooperative", "test"),
+]
+
+
+def evaluate_params(**overrides: object) -> EvaluateParams:
+    values: dict[str, object] = {
+        "do_sample": False,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_new_tokens": 5,
+        "num_samples": 1,
+        "batch_size": 4,
+    }
+    return EvaluateParams(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def test_samples_per_prompt_keep_prompt_order(make_tiny_model: MakeModel, tmp_path: Path) -> None:
+    loaded = load_model(str(make_tiny_model("llama")), models_params())
+    params = evaluate_params(do_sample=True, num_samples=3)
+    rows, _ = generate_responses(loaded, PROMPTS, params, 7, ResumeLog(tmp_path, "e", 1))
+    assert [r.candidate_id for r in rows] == [f"{p.id}/{k}" for p in PROMPTS for k in range(3)]
+    assert all(r.generator == loaded.model_id for r in rows)
+
+
+def test_an_untrained_adapter_answers_like_the_baseline(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    spec = str(make_tiny_model("llama"))
+    base = load_model(spec, models_params())
+    baseline, _ = generate_responses(
+        base, PROMPTS, evaluate_params(), 0, ResumeLog(tmp_path / "b", "e", 1)
+    )
+    fresh_lora = add_lora(load_model(spec, models_params()).model, train_params(), ["q_proj"])
+    save_adapter(fresh_lora, base.tokenizer, {"base_model": base.model_id}, tmp_path / "lora")
+    tuned = apply_adapter(load_model(spec, models_params()), tmp_path / "lora")
+    finetuned, _ = generate_responses(
+        tuned, PROMPTS, evaluate_params(), 0, ResumeLog(tmp_path / "f", "e", 1)
+    )
+    assert [r.response for r in finetuned] == [r.response for r in baseline]
+    assert finetuned[0].generator != baseline[0].generator
