@@ -7,20 +7,26 @@ Nothing is parsed from free text. A response that cannot be scored stays unscore
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
-from minicc.constitution import Constitution, Principle
+from minicc.constitution import Constitution, Principle, load_constitution
 from minicc.errors import UserError
 from minicc.generation import Decoding, Request, complete
-from minicc.models import LoadedModel
+from minicc.hidden import hidden_states_at
+from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise
-from minicc.params import CritiqueParams
+from minicc.params import CriticMethod, CritiqueParams, Params
+from minicc.probe import Probe, load_probe
 from minicc.records import Candidate, Critique
 from minicc.resume import Batch, ResumeLog, RunCount, run_resumable
 
+FloatArray = npt.NDArray[np.float64]
 DIGITS = ("1", "2", "3", "4", "5")
 _SENTINEL = "\x00MINICC-REQUEST\x00"
 
@@ -68,7 +74,15 @@ def _format_principles(principles: list[Principle]) -> str:
 class Critic:
     """Scores candidates against a constitution with one loaded critic model."""
 
-    def __init__(self, loaded: LoadedModel, constitution: Constitution, params: CritiqueParams):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        constitution: Constitution,
+        params: CritiqueParams,
+        probe: Probe | None = None,
+    ):
+        if probe is not None:
+            probe.check_matches(loaded.model_id, constitution.version, params.style)
         if params.style == "instruct" and not loaded.uses_chat_template:
             raise UserError(
                 f"critique.style is 'instruct' but the critic {loaded.model_id!r} has no chat "
@@ -77,6 +91,12 @@ class Critic:
         self.loaded = loaded
         self.constitution = constitution
         self.params = params
+        self.probe = probe
+        """Scores come from the probe when one is given, else from the judge's digits."""
+        self.critic_id = loaded.model_id
+        """Resolved critic id recorded in each critique; names the probe's hash when used."""
+        if self.probe is not None:
+            self.critic_id += f"+probe-{self.probe.digest}"
         self.digit_ids = digit_token_ids(loaded.tokenizer)
         self.special_tokens = list(loaded.tokenizer.all_special_tokens)
         self.principle_groups = (
@@ -130,7 +150,9 @@ class Critic:
             ids = self.loaded.tokenizer(
                 prefix, add_special_tokens=not self.loaded.uses_chat_template, return_tensors="pt"
             )["input_ids"].to(self.loaded.device)
-            output = self.loaded.model(input_ids=ids, use_cache=True)
+            output = self.loaded.model(
+                input_ids=ids, use_cache=True, **self.loaded.last_logits_only
+            )
             self._prefix_caches[prefix] = (
                 ids.shape[1],
                 getattr(output, self.loaded.cache_argument),
@@ -150,9 +172,8 @@ class Critic:
                     "shorten the prompt or use a critic with a longer context"
                 )
 
-    @torch.inference_mode()
-    def read(self, prefix: str, suffixes: list[str], keys: list[str]) -> list[DigitReading]:
-        """Digit distributions for a batch of inputs that all start with `prefix`.
+    def _suffix_inputs(self, prefix: str, suffixes: list[str], keys: list[str]) -> dict[str, Any]:
+        """forward() arguments for a batch of inputs that all start with `prefix`.
 
         The prefix is run once and its key/value cache reused for every row: it is most of the
         judge prompt, so this cuts the critic's work several-fold. Rows are left-padded after
@@ -172,25 +193,95 @@ class Critic:
         positions = prefix_length + (suffix_mask.cumsum(dim=-1) - 1).clamp_min(0)
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(rows)
-        logits = self.loaded.model(
-            input_ids=encoded["input_ids"].to(device),
-            attention_mask=attention_mask,
-            position_ids=positions,
-            **{self.loaded.cache_argument: cache},
-            use_cache=True,
-            **self.loaded.last_logits_only,
-        ).logits[:, -1, :]
+        return {
+            "input_ids": encoded["input_ids"].to(device),
+            "attention_mask": attention_mask,
+            "position_ids": positions,
+            self.loaded.cache_argument: cache,
+            "use_cache": True,
+        }
+
+    @torch.inference_mode()
+    def read(self, prefix: str, suffixes: list[str], keys: list[str]) -> list[DigitReading]:
+        """Digit distributions for a batch of inputs that all start with `prefix`."""
+        inputs = self._suffix_inputs(prefix, suffixes, keys)
+        logits = self.loaded.model(**inputs, **self.loaded.last_logits_only).logits[:, -1, :]
         return read_digits(logits, self.digit_ids)
+
+    @torch.inference_mode()
+    def features(self, prefix: str, suffixes: list[str], keys: list[str], layer: int) -> FloatArray:
+        """The probe's features: hidden states of decoder `layer`, averaged over each row's
+        own tokens (the request, the reply and the template's closing lines), padding left out.
+        """
+        inputs = self._suffix_inputs(prefix, suffixes, keys)
+        hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
+        suffix_mask = inputs["attention_mask"][:, -hidden.shape[1] :].unsqueeze(-1).float()
+        pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
+        return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
+
+    def probe_features(
+        self, rows: list[tuple[str, str]], keys: list[str], layer: int
+    ) -> FloatArray:
+        """Probe features of (request, reply) rows, judged against every principle at once.
+
+        Replies are cleaned as for scoring; an empty one is read as the empty reply.
+        """
+        parts = [
+            self.judge_parts(prompt, self._clean_response(response), self.constitution.principles)
+            for prompt, response in rows
+        ]
+        return self.features(parts[0][0], [suffix for _, suffix in parts], keys, layer)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""
         cleaned = [self._clean_response(c.response) for c in candidates]
         scorable = [i for i, text in enumerate(cleaned) if text]
+        records = [self._blank_record(c) for c in candidates]
+        for i, _ in enumerate(candidates):
+            if not cleaned[i]:
+                records[i]["unscored_reason"] = "empty response"
+        if scorable and self.probe is not None:
+            self._probe_scores(candidates, cleaned, scorable, records)
+        elif scorable:
+            self._judge_scores(candidates, cleaned, scorable, records)
+        if self.params.explain:
+            self._add_rationales(records, cleaned)
+        return records
+
+    def _probe_scores(
+        self,
+        candidates: list[Candidate],
+        cleaned: list[str],
+        scorable: list[int],
+        records: list[dict[str, Any]],
+    ) -> None:
+        assert self.probe is not None
+        parts = [
+            self.judge_parts(candidates[i].prompt, cleaned[i], self.constitution.principles)
+            for i in scorable
+        ]
+        features = self.features(
+            parts[0][0],
+            [suffix for _, suffix in parts],
+            [candidates[i].candidate_id for i in scorable],
+            self.probe.layer,
+        )
+        for index, score in zip(scorable, self.probe.scores(features).tolist(), strict=True):
+            score = round(score, 6)
+            records[index].update(
+                scored=True, score=score, safe=score >= self.params.safe_threshold
+            )
+
+    def _judge_scores(
+        self,
+        candidates: list[Candidate],
+        cleaned: list[str],
+        scorable: list[int],
+        records: list[dict[str, Any]],
+    ) -> None:
         by_candidate: dict[int, list[DigitReading]] = {i: [] for i in scorable}
         for group in self.principle_groups:
             parts = [self.judge_parts(candidates[i].prompt, cleaned[i], group) for i in scorable]
-            if not parts:
-                break
             readings = self.read(
                 parts[0][0],
                 [suffix for _, suffix in parts],
@@ -198,24 +289,18 @@ class Critic:
             )
             for index, reading in zip(scorable, readings, strict=True):
                 by_candidate[index].append(reading)
-        records = [
-            self._record(c, by_candidate.get(i, []), cleaned[i]) for i, c in enumerate(candidates)
-        ]
-        if self.params.explain:
-            self._add_rationales(records, cleaned)
-        return records
+        for index, readings in by_candidate.items():
+            self._fill_judged(records[index], readings)
 
-    def _record(
-        self, candidate: Candidate, readings: list[DigitReading], cleaned: str
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
+    def _blank_record(self, candidate: Candidate) -> dict[str, Any]:
+        return {
             "prompt_id": candidate.prompt_id,
             "candidate_id": candidate.candidate_id,
             "prompt": candidate.prompt,
             "category": candidate.category,
             "response": candidate.response,
             "generator": candidate.generator,
-            "critic": self.loaded.model_id,
+            "critic": self.critic_id,
             "constitution_version": self.constitution.version,
             "style": self.params.style,
             "scored": False,
@@ -227,9 +312,8 @@ class Critic:
             "principle_scores": None,
             "rationale": None,
         }
-        if not cleaned:
-            record["unscored_reason"] = "empty response"
-            return record
+
+    def _fill_judged(self, record: dict[str, Any], readings: list[DigitReading]) -> None:
         if self.params.per_principle:
             record["principle_scores"] = {
                 group[0].id: (r.score if r.digit_mass >= self.params.min_digit_mass else None)
@@ -241,7 +325,7 @@ class Critic:
                 f"digit probability mass {weakest.digit_mass:.3f} is below "
                 f"critique.min_digit_mass {self.params.min_digit_mass}"
             )
-            return record
+            return
         chosen = self._combine(readings)
         record.update(
             scored=True,
@@ -250,7 +334,6 @@ class Critic:
             score=chosen.score,
             safe=chosen.score >= self.params.safe_threshold,
         )
-        return record
 
     def _combine(self, readings: list[DigitReading]) -> DigitReading:
         """One reading from the per-principle ones, by the declared `critique.combine` rule."""
@@ -313,10 +396,52 @@ def critique_candidates(
 def critique_inputs(
     candidates: list[Candidate], params: CritiqueParams, critic_id: str, constitution: Constitution
 ) -> dict[str, Any]:
-    """Everything that changes critiques; names the resume log."""
+    """Everything that changes critiques; names the resume log.
+
+    Pass `Critic.critic_id`: with a probe it carries the probe's hash, so a retrained probe
+    never resumes an old log.
+    """
     return {
         "candidates": [asdict(c) for c in candidates],
         "params": asdict(params),
         "critic": critic_id,
         "constitution": constitution.version,
     }
+
+
+@dataclass(frozen=True)
+class CriticFiles:
+    """The files a critic reads besides its model: constitution, judge templates, probe."""
+
+    principles: Path
+    instruct_template: Path
+    base_template: Path
+    probe: Path
+    """Read only when `critique.method` is `probe`."""
+
+
+@dataclass(frozen=True)
+class CriticSetup:
+    """What a critic reads besides its model, loaded and checked before the (slow) model."""
+
+    constitution: Constitution
+    probe: Probe | None
+
+
+def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> CriticSetup:
+    """The constitution in the configured style and, for method `probe`, the trained heads.
+
+    Stages call this before reading their inputs and loading the model, so a missing or broken
+    constitution or probe file fails in a second. Stages pass `params.critique.method`;
+    train_critic passes `judge`, as it reads features before any probe exists.
+    """
+    style = params.critique.style
+    template = files.instruct_template if style == "instruct" else files.base_template
+    constitution = load_constitution(files.principles, template, style)
+    return CriticSetup(constitution, load_probe(files.probe) if method == "probe" else None)
+
+
+def open_critic(params: Params, setup: CriticSetup) -> Critic:
+    """The critic the params configure, model loaded."""
+    loaded = load_model(params.models.critic, params.models)
+    return Critic(loaded, setup.constitution, params.critique, setup.probe)

@@ -7,9 +7,10 @@ into place, so a declared output path never holds a half-written file.
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,34 +108,63 @@ def record_to_json(record: Any) -> str:
     return json.dumps(dataclasses.asdict(record), ensure_ascii=False)
 
 
+def atomic_write_files(texts: Mapping[Path, str]) -> None:
+    """Write several output files so that a failure leaves every one of them as it was.
+
+    Each text first goes to a temporary file beside its path (written and fsynced); only when
+    all of them are written are they renamed into place. Writing one file at a time would let a
+    failure on the second output leave the first holding the failed run's result.
+    """
+    staged: list[tuple[Path, Path]] = []
+    current = next(iter(texts), Path())
+    try:
+        for current, text in texts.items():
+            temporary = current.with_name(current.name + ".tmp")
+            current.parent.mkdir(parents=True, exist_ok=True)
+            if current.is_dir():
+                # Caught here, before any rename, rather than by the rename below.
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            staged.append((temporary, current))
+            with temporary.open("w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temporary, current in staged:
+            os.replace(temporary, current)
+    except (OSError, UnicodeEncodeError) as error:
+        for temporary, _ in staged:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) else "text is not valid Unicode"
+        raise UserError(
+            f"{current}: cannot write ({reason}); check that the folder exists and is writable"
+        ) from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename.
 
     Either the old file or the complete new one exists at every instant; a failure leaves the
     old file untouched and removes the temporary file.
     """
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except (OSError, UnicodeEncodeError) as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        reason = error.strerror if isinstance(error, OSError) else "text is not valid Unicode"
-        raise UserError(
-            f"{path}: cannot write ({reason}); check that the folder exists and is writable"
-        ) from None
+    atomic_write_files({path: text})
+
+
+def records_text(records: Iterable[Any]) -> str:
+    """Dataclass records as JSONL text, one per line."""
+    return "".join(record_to_json(r) + "\n" for r in records)
+
+
+def json_text(value: Any) -> str:
+    """A JSON document (metrics, manifests), indented for people to read."""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
 def write_records(path: Path, records: Iterable[Any]) -> None:
     """Atomically write dataclass records as JSONL, one per line."""
-    atomic_write_text(path, "".join(record_to_json(r) + "\n" for r in records))
+    atomic_write_text(path, records_text(records))
 
 
 def write_json(path: Path, value: Any) -> None:
     """Atomically write a JSON document (metrics, manifests), indented for people to read."""
-    atomic_write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(value))

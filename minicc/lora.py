@@ -19,7 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from minicc.errors import UserError
-from minicc.jsonl import write_json
+from minicc.jsonl import atomic_write_text, write_json
 from minicc.models import LoadedModel
 from minicc.params import TrainParams
 
@@ -94,11 +94,21 @@ def add_lora(model: nn.Module, params: TrainParams, target_modules: list[str]) -
     return get_peft_model(model, config)
 
 
+def _sort_target_modules(config_path: Path) -> None:
+    """peft writes `target_modules` from a set, in an order that changes between processes;
+    sorted, identical runs give byte-identical adapters and DVC does not rerun evaluation."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_adapter(peft_model: Any, tokenizer: Any, config: dict[str, Any], out: Path) -> None:
     """Write the adapter, tokenizer and config to `out` atomically, the marker last."""
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     peft_model.save_pretrained(staging)
+    _sort_target_modules(staging / "adapter_config.json")
     tokenizer.save_pretrained(staging)
     write_json(staging / TRAIN_CONFIG, config)
     (staging / COMPLETE_MARKER).write_text(adapter_digest(staging) + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ from minicc.yaml_file import read_yaml
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 CriticStyle = Literal["instruct", "base"]
+CriticMethod = Literal["judge", "probe"]
 CombineRule = Literal["min", "mean"]
 Policy = Literal["best", "margin", "diverse"]
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -74,6 +75,8 @@ class GenerateParams:
 
 @dataclass(frozen=True)
 class CritiqueParams:
+    method: CriticMethod
+    """judge: the critic model's zero-shot digit reading; probe: heads trained by train_critic."""
     style: CriticStyle
     """instruct: chat-template judge prompt; base: few-shot plain-text completion prompt."""
     per_principle: bool
@@ -117,6 +120,32 @@ class CritiqueParams:
             self.max_response_tokens,
         )
         _require(self.batch_size >= 1, "critique.batch_size", "an integer >= 1", self.batch_size)
+        _require(
+            self.method == "judge" or not self.per_principle,
+            "critique.per_principle",
+            "false with critique.method 'probe' (the probe scores all principles at once)",
+            self.per_principle,
+        )
+
+
+@dataclass(frozen=True)
+class CriticProbeParams:
+    layer: int
+    """Decoder layer whose hidden states the probe reads (1 = first); layers above never run."""
+    l2: float
+    """L2 penalty of the logistic heads (on standardised features)."""
+    sources: list[str]
+    """Training sources to use, by prefix of the rows' `source` (`gptfuzz`, `xstest`)."""
+
+    def __post_init__(self) -> None:
+        _require(self.layer >= 1, "critic_probe.layer", "an integer >= 1", self.layer)
+        _require(self.l2 > 0, "critic_probe.l2", "a number > 0", self.l2)
+        _require(
+            bool(self.sources) and all(s.strip() for s in self.sources),
+            "critic_probe.sources",
+            "a non-empty list of source names",
+            self.sources,
+        )
 
 
 @dataclass(frozen=True)
@@ -240,6 +269,7 @@ class Params:
     models: ModelsParams
     generate: GenerateParams
     critique: CritiqueParams
+    critic_probe: CriticProbeParams
     select: SelectParams
     sft: SftParams
     train: TrainParams
@@ -267,6 +297,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         "models": ModelsParams,
         "generate": GenerateParams,
         "critique": CritiqueParams,
+        "critic_probe": CriticProbeParams,
         "select": SelectParams,
         "sft": SftParams,
         "train": TrainParams,

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.jsonl import read_records, write_json, write_records
+from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import PreferencePair, Selected
 from minicc.sft import build_sft_examples, category_counts, split_by_prompt
@@ -37,10 +37,6 @@ def main(
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )
-        write_records(train_out, split.train)
-        write_records(val_out, split.val)
-        write_records(pairs_train_out, split.pairs_train)
-        write_records(pairs_val_out, split.pairs_val)
         chosen = sum(s.role == "chosen" for s in samples)
         metrics = {
             "chosen_samples": chosen,
@@ -58,7 +54,15 @@ def main(
             "pairs_train": len(split.pairs_train),
             "pairs_val": len(split.pairs_val),
         }
-        write_json(metrics_out, metrics)
+        atomic_write_files(
+            {
+                train_out: records_text(split.train),
+                val_out: records_text(split.val),
+                pairs_train_out: records_text(split.pairs_train),
+                pairs_val_out: records_text(split.pairs_val),
+                metrics_out: json_text(metrics),
+            }
+        )
         print(
             f"build_sft: {len(split.train)} train / {len(split.val)} val examples "
             f"({chosen - len(examples)} chosen below sft.min_score dropped), "

@@ -3,7 +3,8 @@
     python stages/compare.py --baseline data/eval/baseline.jsonl \
         --finetuned data/eval/finetuned.jsonl --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
-        --base-template constitution/critic_base.yaml --refusal-labels data/refusal_labels \
+        --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
+        --refusal-labels data/refusal_labels \
         --paired-out data/eval/paired_results.jsonl --failures-out data/eval/failures.jsonl \
         --metrics-out metrics/eval.json --scores-out metrics/eval_scores.csv \
         --categories-out metrics/eval_categories.csv
@@ -12,31 +13,26 @@ One critic, one set of `critique` params for both sides; statistics in minicc/co
 and minicc/stats.py.
 """
 
-import csv
-import io
 from pathlib import Path
 
 import typer
 
 from minicc.cli import stage_errors
 from minicc.comparison import category_rates, compare_metrics, pair_outcomes, score_histogram
-from minicc.constitution import load_constitution
-from minicc.critic import Critic, critique_candidates, critique_inputs
-from minicc.jsonl import atomic_write_text, read_records, write_json, write_records
-from minicc.models import load_model
+from minicc.critic import (
+    CriticFiles,
+    critic_setup,
+    critique_candidates,
+    critique_inputs,
+    open_critic,
+)
+from minicc.csv_table import csv_text
+from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import Candidate
 from minicc.refusal import load_refusal_labels, refusal_detector_accuracy
 from minicc.resume import resumable
 from minicc.seeding import seed_everything
-
-
-def _csv_text(rows: list[dict[str, object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def main(
@@ -45,6 +41,7 @@ def main(
     principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
     instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
     base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
+    probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
     refusal_labels: Path = typer.Option(..., help="XSTest labelled completions (CSV folder)."),
     paired_out: Path = typer.Option(..., help="Per-prompt results of both models (JSONL)."),
     failures_out: Path = typer.Option(..., help="Prompts the fine-tuned model did worse on."),
@@ -55,20 +52,17 @@ def main(
 ) -> None:
     with stage_errors("compare"):
         params = load_params(params_file)
-        style = params.critique.style
-        template = instruct_template if style == "instruct" else base_template
-        constitution = load_constitution(principles, template, style)
+        files = CriticFiles(principles, instruct_template, base_template, probe)
+        setup = critic_setup(params, files, params.critique.method)
         sides = {"baseline": baseline, "finetuned": finetuned}
         rows = {side: read_records(path, Candidate) for side, path in sides.items()}
         detector = refusal_detector_accuracy(load_refusal_labels(refusal_labels))
         seed_everything(params.seed)
-        critic = Critic(
-            load_model(params.models.critic, params.models), constitution, params.critique
-        )
+        critic = open_critic(params, setup)
         critiques = {}
         for side, responses in rows.items():
             inputs = critique_inputs(
-                responses, params.critique, critic.loaded.model_id, constitution
+                responses, critic.params, critic.critic_id, critic.constitution
             )
             with resumable(f"compare-{side}", inputs) as log:
                 critiques[side], _ = critique_candidates(
@@ -80,11 +74,16 @@ def main(
         metrics = compare_metrics(results, params.seed)
         metrics["refusal_detector_accuracy"] = round(detector["accuracy"], 4)
         metrics["refusal_detector"] = {k: v for k, v in detector.items() if k != "per_model"}
-        write_records(paired_out, results)
-        write_records(failures_out, [r for r in results if r.delta is not None and r.delta < 0])
-        write_json(metrics_out, metrics)
-        atomic_write_text(scores_out, _csv_text(score_histogram(results)))
-        atomic_write_text(categories_out, _csv_text(category_rates(metrics)))
+        failures = [r for r in results if r.delta is not None and r.delta < 0]
+        atomic_write_files(
+            {
+                paired_out: records_text(results),
+                failures_out: records_text(failures),
+                metrics_out: json_text(metrics),
+                scores_out: csv_text(score_histogram(results)),
+                categories_out: csv_text(category_rates(metrics)),
+            }
+        )
         delta = metrics["delta"]
         print(
             f"compare: mean score {metrics['baseline']['mean_score']} -> "

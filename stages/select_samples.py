@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.jsonl import read_records, write_records
+from minicc.jsonl import atomic_write_files, read_records, records_text
 from minicc.params import load_params
 from minicc.records import Critique
 from minicc.selection import select
@@ -28,8 +28,7 @@ def main(
         params = load_params(params_file)
         rows = read_records(critiques, Critique)
         selected, pairs = select(rows, params.select)
-        write_records(out, selected)
-        write_records(pairs_out, pairs)
+        atomic_write_files({out: records_text(selected), pairs_out: records_text(pairs)})
         roles = Counter(s.role for s in selected)
         print(
             f"select ({params.select.policy}): {roles['chosen']} chosen, {roles['rejected']} "

@@ -4,24 +4,15 @@
         --metrics-out metrics/pipeline.json --histogram-out metrics/score_distribution.csv
 """
 
-import csv
-import io
 from pathlib import Path
 
 import typer
 
 from minicc.cli import stage_errors
-from minicc.jsonl import atomic_write_text, read_records, write_json
+from minicc.csv_table import csv_text
+from minicc.jsonl import atomic_write_files, json_text, read_records
 from minicc.records import Critique, Selected
 from minicc.summary import format_table, score_histogram, summarize
-
-
-def _csv_text(rows: list[dict[str, object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def main(
@@ -34,8 +25,12 @@ def main(
         critique_rows = read_records(critiques, Critique)
         selected_rows = read_records(selected, Selected)
         metrics = summarize(critique_rows, selected_rows)
-        write_json(metrics_out, metrics)
-        atomic_write_text(histogram_out, _csv_text(score_histogram(critique_rows)))
+        atomic_write_files(
+            {
+                metrics_out: json_text(metrics),
+                histogram_out: csv_text(score_histogram(critique_rows)),
+            }
+        )
         print(format_table(metrics))
         print(f"summarize: -> {metrics_out}, {histogram_out}")
 

@@ -21,7 +21,7 @@ import typer
 from accelerate import Accelerator
 
 from minicc.cli import stage_errors
-from minicc.jsonl import atomic_write_text, read_records, write_json
+from minicc.jsonl import atomic_write_files, json_text, read_records
 from minicc.lora import add_lora, resolve_target_modules, save_adapter
 from minicc.params import load_params
 from minicc.seeding import seed_everything
@@ -87,9 +87,8 @@ def main(
                 "device": str(accelerator.device),
                 "wall_time_s": round(wall_time, 1),
             }
-            write_json(metrics_out, metrics)
             rows = "".join(f"{step},{loss:.4f}\n" for step, loss in result.step_losses)
-            atomic_write_text(loss_out, "step,loss\n" + rows)
+            atomic_write_files({metrics_out: json_text(metrics), loss_out: "step,loss\n" + rows})
             print(
                 f"train_lora: {result.steps} steps, train loss {result.train_loss:.4f}, val loss "
                 f"{result.val_loss_before:.4f} -> {result.val_loss:.4f} on {targets} "

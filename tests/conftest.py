@@ -13,6 +13,7 @@ from typing import Any, Literal
 import huggingface_hub.constants
 import pytest
 import torch
+import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -226,6 +227,15 @@ def copy_weights(model_dir: Path, destination: Path) -> Path:
     return destination
 
 
+def write_params(path: Path, overrides: dict[str, dict[str, Any]]) -> Path:
+    """The committed params.yaml with some keys of some sections replaced."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for section, values in overrides.items():
+        params[section] = {**params[section], **values}
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def models_params(**overrides: Any) -> ModelsParams:
     values: dict[str, Any] = {
         "generator": "unused",
@@ -251,6 +261,7 @@ def generate_params(**overrides: Any) -> GenerateParams:
 def critique_params(**overrides: Any) -> CritiqueParams:
     """Defaults that let a random tiny model be scored: no minimum digit mass."""
     values: dict[str, Any] = {
+        "method": "judge",
         "style": "instruct",
         "per_principle": False,
         "combine": "min",

@@ -79,7 +79,7 @@ PROMPT_CASES = [
 PARAMS_CASES = [
     Case(
         "params_unknown_top_level_key.yaml",
-        ("unknown key 'epochs'", "seed, models, generate, critique, select"),
+        ("unknown key 'epochs'", "seed, models, generate, critique, critic_probe, select"),
     ),
     Case(
         "params_unknown_key_in_section.yaml",
@@ -109,7 +109,7 @@ PARAMS_CASES = [
     Case("params_negative_seed.yaml", ("'seed'", ">= 0", "-1")),
     Case("params_not_a_mapping.yaml", ("expected a mapping",)),
     Case("params_empty.yaml", ("expected a mapping",)),
-    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 32")),
+    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 39")),
     Case(
         "params_invalid_utf8.yaml",
         ("UTF-8",),
@@ -420,6 +420,8 @@ def test_critique_stage_fails_on_missing_constitution_before_loading_a_model(
         str(CONSTITUTION / "critic_instruct.yaml"),
         "--base-template",
         str(CONSTITUTION / "critic_base.yaml"),
+        "--probe",
+        str(tmp_path / "no-probe.json"),
         "--out",
         str(out / "critiques.jsonl"),
         "--params",

@@ -37,7 +37,15 @@ EXPECTED = {
         ("xstest-mistralinstruct", True): 128,
         ("xstest-mistralinstruct", False): 36,
     },
-    "train.jsonl": {("gptfuzz", True): 750, ("gptfuzz", False): 750},
+    "train.jsonl": {
+        ("gptfuzz", True): 750,
+        ("gptfuzz", False): 750,
+        ("xstest-gpt4", False): 102,
+        ("xstest-llama2new", False): 100,
+        ("xstest-llama2orig", False): 98,
+        ("xstest-mistralguard", False): 101,
+        ("xstest-mistralinstruct", False): 99,
+    },
 }
 
 
@@ -66,13 +74,31 @@ def test_eval_is_large_enough_and_each_source_has_both_labels() -> None:
     assert labels_by_source == {"gptfuzz": {True, False}, "xstest": {True, False}}
 
 
-def test_xstest_is_reserved_for_eval() -> None:
-    assert {record.source for record in load("train.jsonl")} == {"gptfuzz"}
+def test_xstest_training_prompts_are_in_neither_eval_nor_the_policy_prompt_files() -> None:
+    train = {r.group for r in load("train.jsonl") if r.source.startswith("xstest-")}
+    evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("xstest-")}
+    policy = {
+        "xstest:" + json.loads(line)["source"].split(":", 1)[1]
+        for name in ("prompts.jsonl", "eval_prompts.jsonl")
+        for line in (ROOT / "data" / name).read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["source"].startswith("xstest:")
+    }
+    assert len(train) > 100
+    assert train & evaluation == set()
+    assert train & policy == set()
+
+
+def test_xstest_training_rows_teach_over_refusal() -> None:
+    rows = [r for r in load("train.jsonl") if r.source.startswith("xstest-")]
+    kinds = Counter((r.prompt_label, r.response_kind) for r in rows)
+    assert kinds["safe", "full_compliance"] > 0
+    assert kinds["safe", "full_refusal"] + kinds["safe", "partial_refusal"] > 50
+    assert not any(r.harmful for r in rows)
 
 
 def test_every_gptfuzz_eval_question_is_represented_and_none_is_in_train() -> None:
     evaluation = {r.group for r in load("eval.jsonl") if r.source == "gptfuzz"}
-    train = {r.group for r in load("train.jsonl")}
+    train = {r.group for r in load("train.jsonl") if r.source == "gptfuzz"}
     assert evaluation == {f"gptfuzz:{q}" for q in range(80, 100)}
     assert len(train) == 80
     assert evaluation & train == set()

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from minicc.errors import UserError
-from minicc.jsonl import atomic_write_text, read_records, write_json, write_records
+from minicc.jsonl import (
+    atomic_write_files,
+    atomic_write_text,
+    read_records,
+    write_json,
+    write_records,
+)
 from minicc.records import Candidate, Critique, PreferencePair, Prompt, Selected
 
 # Text that trips naive JSONL code: quotes, backslashes, escapes, non-ASCII, and characters that
@@ -241,3 +247,37 @@ def test_write_json_is_indented_and_ends_with_newline(tmp_path: Path) -> None:
     assert '"label": "é"' in text
     assert json.loads(text) == value
     assert sorted(os.listdir(tmp_path)) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("blocked", ["first", "last"])
+@pytest.mark.parametrize("how", ["directory", "below-a-file", "unencodable"])
+def test_a_failure_on_any_of_several_outputs_leaves_all_of_them_as_they_were(
+    tmp_path: Path, blocked: str, how: str
+) -> None:
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.json", tmp_path / "c.csv"]
+    for path in paths:
+        path.write_text(f"old {path.name}\n", encoding="utf-8")
+    texts = {path: f"new {path.name}\n" for path in paths}
+    target = paths[0] if blocked == "first" else paths[-1]
+    if how == "directory":
+        target.unlink()
+        target.mkdir()
+    elif how == "below-a-file":
+        del texts[target]
+        target = target / "inner.csv"
+        texts[target] = "new\n"
+    else:
+        texts[target] = "\udcff"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(UserError, match=f"{target.name}: cannot write"):
+        atomic_write_files(texts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    for path in paths:
+        if path.is_file():
+            assert path.read_text(encoding="utf-8") == f"old {path.name}\n"
+
+
+def test_several_outputs_are_all_written(tmp_path: Path) -> None:
+    texts = {tmp_path / "x" / "a.txt": "one\n", tmp_path / "b.txt": "two\n"}
+    atomic_write_files(texts)
+    assert {p: p.read_text(encoding="utf-8") for p in texts} == texts

@@ -14,6 +14,7 @@ import yaml
 
 from minicc.errors import UserError
 from minicc.params import (
+    CriticProbeParams,
     CritiqueParams,
     EvaluateParams,
     GenerateParams,
@@ -31,6 +32,7 @@ SECTIONS: dict[str, Any] = {
     "models": ModelsParams,
     "generate": GenerateParams,
     "critique": CritiqueParams,
+    "critic_probe": CriticProbeParams,
     "select": SelectParams,
     "sft": SftParams,
     "train": TrainParams,
@@ -109,6 +111,7 @@ INT_FOR_FLOAT = {
     ("generate", "top_p"): 1,
     ("critique", "safe_threshold"): 3,
     ("critique", "min_digit_mass"): 0,
+    ("critic_probe", "l2"): 1,
     ("select", "margin"): 1,
     ("select", "min_gap"): 0,
     ("select", "near_duplicate_threshold"): 1,
@@ -192,7 +195,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw = raw_params()
     raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
-    allowed = "seed, models, generate, critique, select, sft, train, evaluate"
+    allowed = "seed, models, generate, critique, critic_probe, select, sft, train, evaluate"
     assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
 
 
@@ -292,3 +295,24 @@ def test_several_samples_need_sampling(tmp_path: Path) -> None:
     assert "evaluate.num_samples must be 1 when evaluate.do_sample is false" in message
     raw["evaluate"].update(do_sample=True)
     assert load_params(write(tmp_path, raw)).evaluate.num_samples == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("layer", 0, "critic_probe.layer must be an integer >= 1"),
+        ("l2", 0.0, "critic_probe.l2 must be a number > 0"),
+        ("sources", [], "critic_probe.sources must be a non-empty list"),
+        ("sources", [" "], "critic_probe.sources must be a non-empty list"),
+    ],
+)
+def test_critic_probe_ranges(key: str, value: Any, message: str, tmp_path: Path) -> None:
+    assert message in rejected(with_value(tmp_path, "critic_probe", key, value))
+
+
+def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["critique"].update(method="probe", per_principle=True)
+    assert "critique.per_principle must be false with critique.method 'probe'" in rejected(
+        write(tmp_path, raw)
+    )

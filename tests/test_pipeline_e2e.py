@@ -1,9 +1,11 @@
 """End to end: the real DVC pipeline on a tiny copy of the project with the bundled model.
 
 A module fixture copies the pipeline (dvc.yaml, stages, constitution, the package sources that
-dvc.yaml lists as dependencies) into a temporary git + DVC repository with 6 prompts and tiny
-params, and runs `dvc repro` once. The stage scripts import the installed (editable) `minicc`,
-so they run the code under test, not the copy.
+dvc.yaml lists as dependencies) into a temporary git + DVC repository with 6 prompts, 3 eval
+prompts, a few labeled critic rows and tiny params, and runs the whole DAG once with
+`dvc repro`: train_critic, generate -> critique -> select -> summarize, build_sft ->
+train_lora -> evaluate -> compare, and critic_eval. The stage scripts import the installed
+(editable) `minicc`, so they run the code under test, not the copy.
 
 Every run gets its own `MINICC_CACHE_DIR` (so resume logs never leak between tests) whose
 `models` folder links to the project's `.cache/minicc/models`: the bundled model is converted
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from conftest import write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +44,12 @@ BATCH_SIZE = 4
 TINY = {
     "generate": {"num_candidates": 2, "max_new_tokens": 12, "batch_size": BATCH_SIZE},
     "critique": {"batch_size": BATCH_SIZE},
+    # The probe reads layer 2 of 30: a weak critic, but every code path of the real one.
+    "critic_probe": {"layer": 2},
+    # Every chosen sample becomes an example, and 2 of the 6 prompts go to validation.
+    "sft": {"min_score": 1.0, "val_ratio": 0.34},
+    "train": {"epochs": 1, "batch_size": 2, "max_seq_len": 128},
+    "evaluate": {"max_new_tokens": 8, "batch_size": BATCH_SIZE},
 }
 NUM_PROMPTS = PROMPTS_PER_CATEGORY * len(CATEGORIES)
 NUM_CANDIDATES = NUM_PROMPTS * TINY["generate"]["num_candidates"]
@@ -50,9 +58,21 @@ BATCH_COUNT = re.compile(r"\[(\d+) batches run, (\d+) resumed\]")
 RUNNING = re.compile(r"^Running stage '([^']+)':", re.MULTILINE)
 SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping", re.MULTILINE)
 UP_TO_DATE = "Data and pipelines are up to date."
-# The tests cover the data pipeline (generate -> summarize); training and evaluation have their
-# own unit tests and are not run here (too slow for the suite on a 2-core CPU).
+# The experiments on the data pipeline target its last stage, so they skip training.
 TARGET = "summarize"
+EVERY_STAGE = {
+    "train_critic",
+    "generate",
+    "critique",
+    "select",
+    "summarize",
+    "build_sft",
+    "train_lora",
+    "evaluate@baseline",
+    "evaluate@finetuned",
+    "compare",
+    "critic_eval",
+}
 
 GENERATE_ARGS = ["stages/generate.py", "--prompts", "data/prompts.jsonl"]
 CRITIQUE_ARGS = [
@@ -63,7 +83,28 @@ CRITIQUE_ARGS = [
     "constitution/critic_instruct.yaml",
     "--base-template",
     "constitution/critic_base.yaml",
+    "--probe",
+    "models/critic_probe.json",
 ]
+
+
+def tiny_labeled(name: str, per_kind: int) -> str:
+    """A few rows of each kind the critic sets hold, so every head and metric has both classes."""
+    rows = read_jsonl(ROOT / "data" / "critic" / name)
+    kinds = [
+        lambda r: r["source"] == "gptfuzz" and r["harmful"],
+        lambda r: r["source"] == "gptfuzz" and not r["harmful"],
+        lambda r: r["prompt_label"] == "safe" and r["response_kind"] == "full_refusal",
+        lambda r: r["prompt_label"] == "safe" and r["response_kind"] == "full_compliance",
+    ]
+    chosen = [row for kind in kinds for row in [r for r in rows if kind(r)][:per_kind]]
+    return "".join(json.dumps(row) + "\n" for row in chosen)
+
+
+def first_per_category(path: Path, count: int) -> str:
+    rows = read_jsonl(path)
+    chosen = [p for c in CATEGORIES for p in [p for p in rows if p["category"] == c][:count]]
+    return "".join(json.dumps(p) + "\n" for p in chosen)
 
 
 def make_cache(directory: Path) -> Path:
@@ -111,15 +152,6 @@ def run_ok(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProce
     return done
 
 
-def write_params(path: Path, overrides: dict[str, dict[str, Any]]) -> Path:
-    """The committed params.yaml with some keys of some sections replaced."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    for section, values in overrides.items():
-        params[section] = {**params[section], **values}
-    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
@@ -154,16 +186,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     for folder in ("stages", "constitution", "minicc"):
         shutil.copytree(ROOT / folder, root / folder, ignore=ignore)
     write_params(root / "params.yaml", TINY)
-    (root / "data").mkdir()
-    prompts = read_jsonl(ROOT / "data" / "prompts.jsonl")
-    tiny = [
-        p
-        for c in CATEGORIES
-        for p in [p for p in prompts if p["category"] == c][:PROMPTS_PER_CATEGORY]
-    ]
-    (root / "data" / "prompts.jsonl").write_text(
-        "".join(json.dumps(p) + "\n" for p in tiny), encoding="utf-8"
-    )
+    data = root / "data"
+    (data / "critic").mkdir(parents=True)
+    tiny_files = {
+        "prompts.jsonl": first_per_category(ROOT / "data" / "prompts.jsonl", PROMPTS_PER_CATEGORY),
+        "eval_prompts.jsonl": first_per_category(ROOT / "data" / "eval_prompts.jsonl", 1),
+        "critic/train.jsonl": tiny_labeled("train.jsonl", 3),
+        "critic/eval.jsonl": tiny_labeled("eval.jsonl", 2),
+    }
+    for name, text in tiny_files.items():
+        (data / name).write_text(text, encoding="utf-8")
+    shutil.copytree(ROOT / "data" / "refusal_labels", data / "refusal_labels")
     (root / ".gitignore").write_text("__pycache__/\n*.tmp\n", encoding="utf-8")
     cache = make_cache(base / "cache")
     for command in (
@@ -178,18 +211,35 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
         ["git", "commit", "-q", "-m", "tiny pipeline"],
     ):
         run_ok(command, root, cache)
-    repro = run(["dvc", "repro", TARGET], root, cache, timeout=600)
+    repro = run(["dvc", "repro"], root, cache, timeout=600)
     assert repro.returncode == 0, f"dvc repro failed:\n{repro.stdout}\n{repro.stderr}"
     baseline = base / "baseline"
-    for output in ("data", "metrics"):
+    for output in ("data", "metrics", "models"):
         shutil.copytree(root / output, baseline / output)
     run_ok(["git", "add", "-A"], root, cache)
     run_ok(["git", "commit", "-q", "-m", "baseline results"], root, cache)
     return Project(root=root, baseline=baseline, repro=repro, cache=cache)
 
 
+def test_repro_runs_every_stage_once_in_dependency_order(project: Project) -> None:
+    ran = RUNNING.findall(project.repro.stdout)
+    assert sorted(ran) == sorted(EVERY_STAGE)
+    for before, after in [
+        ("train_critic", "critique"),
+        ("generate", "critique"),
+        ("critique", "select"),
+        ("select", "summarize"),
+        ("select", "build_sft"),
+        ("build_sft", "train_lora"),
+        ("train_lora", "evaluate@finetuned"),
+        ("evaluate@baseline", "compare"),
+        ("evaluate@finetuned", "compare"),
+        ("train_critic", "critic_eval"),
+    ]:
+        assert ran.index(before) < ran.index(after), (before, after)
+
+
 def test_repro_builds_every_output(project: Project) -> None:
-    assert RUNNING.findall(project.repro.stdout) == ["generate", "critique", "select", "summarize"]
     data = project.root / "data"
 
     candidates = read_jsonl(data / "candidates.jsonl")
@@ -205,9 +255,10 @@ def test_repro_builds_every_output(project: Project) -> None:
     assert [c["candidate_id"] for c in critiques] == [c["candidate_id"] for c in candidates]
     for row in critiques:
         if row["scored"]:
+            # The default critic is the probe: a score, no digit distribution.
             assert 1 <= row["score"] <= 5, row
-            assert len(row["probabilities"]) == 5
-            assert math.isclose(sum(row["probabilities"]), 1.0, abs_tol=1e-4), row
+            assert row["probabilities"] is None and row["digit_mass"] is None, row
+            assert "+probe-" in row["critic"], row
             assert row["unscored_reason"] is None
         else:
             assert row["score"] is None and row["safe"] is None, row
@@ -235,34 +286,99 @@ def test_repro_builds_every_output(project: Project) -> None:
     assert resume_logs(project.cache) == [], "a finished stage discards its resume log"
 
 
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_training_and_evaluation_outputs(project: Project) -> None:
+    root = project.root
+    sft = read_json(root / "metrics" / "sft.json")
+    train_rows = read_jsonl(root / "data" / "sft" / "train.jsonl")
+    val_rows = read_jsonl(root / "data" / "sft" / "val.jsonl")
+    assert sft["train"]["examples"] == len(train_rows) > 0
+    assert sft["val"]["examples"] == len(val_rows) > 0
+    prompts = [{r["prompt_id"] for r in rows} for rows in (train_rows, val_rows)]
+    assert prompts[0] & prompts[1] == set(), "no prompt on both sides of the split"
+
+    adapter = root / "models" / "lora-sft"
+    assert (adapter / "COMPLETE").is_file() and (adapter / "adapter_config.json").is_file()
+    train = read_json(root / "metrics" / "train.json")
+    assert train["steps"] >= 1 and train["train_examples"] == len(train_rows)
+    assert (root / "metrics" / "train_loss.csv").read_text("utf-8").startswith("step,loss\n")
+
+    eval_prompts = read_jsonl(root / "data" / "eval_prompts.jsonl")
+    for side in ("baseline", "finetuned"):
+        rows = read_jsonl(root / "data" / "eval" / f"{side}.jsonl")
+        assert [r["prompt_id"] for r in rows] == [p["id"] for p in eval_prompts]
+    paired = read_jsonl(root / "data" / "eval" / "paired_results.jsonl")
+    assert len(paired) == len(eval_prompts)
+    metrics = read_json(root / "metrics" / "eval.json")
+    for side in ("baseline", "finetuned"):
+        for key in ("mean_score", "std_dev", "safe_rate", "refusal_rate", "over_refusal_rate"):
+            assert key in metrics[side], (side, key)
+    delta = metrics["delta"]
+    fractions = delta["improved_fraction"] + delta["tied_fraction"] + delta["worsened_fraction"]
+    assert math.isclose(fractions, 1.0, abs_tol=1e-6)
+    assert delta["delta_mean_ci"][0] <= delta["delta_mean"] <= delta["delta_mean_ci"][1]
+    assert 0.0 <= delta["mcnemar_p"] <= 1.0
+    assert 0.0 <= metrics["refusal_detector_accuracy"] <= 1.0
+
+
+def test_critic_outputs(project: Project) -> None:
+    root = project.root
+    probe = read_json(root / "models" / "critic_probe.json")
+    assert probe["layer"] == TINY["critic_probe"]["layer"]
+    assert probe["heads"]["over_refusal"] is not None
+    trained = read_json(root / "metrics" / "critic_train.json")
+    assert trained["n"] == len(read_jsonl(root / "data" / "critic" / "train.jsonl"))
+    labeled = read_jsonl(root / "data" / "critic" / "eval.jsonl")
+    critic = read_json(root / "metrics" / "critic.json")
+    assert critic["method"] == "probe" and critic["n"] == len(labeled)
+    for key in ("auroc", "balanced_accuracy", "accuracy", "ece", "confusion"):
+        assert key in critic, key
+    assert set(critic["per_source"]) == {"gptfuzz", "xstest"}
+    assert critic["helpfulness_auroc"] is not None
+    scored = read_jsonl(root / "data" / "critic_eval" / "scored.jsonl")
+    assert [r["id"] for r in scored] == [r["id"] for r in labeled]
+    roc = (root / "metrics" / "critic_roc.csv").read_text("utf-8").splitlines()
+    assert roc[0] == "fpr,tpr,threshold" and roc[-1].startswith("1.0,1.0,")
+
+
 def test_second_repro_runs_nothing(project: Project) -> None:
-    again = run_ok(["dvc", "repro", TARGET], project.root, project.cache)
+    again = run_ok(["dvc", "repro"], project.root, project.cache)
     assert RUNNING.findall(again.stdout) == []
     assert UP_TO_DATE in again.stdout
 
 
-def exp_run(project: Project, assignment: str) -> subprocess.CompletedProcess[str]:
-    """`dvc exp run -S assignment` on the committed baseline, then the baseline restored."""
+def exp_run(project: Project, assignment: str, *targets: str) -> subprocess.CompletedProcess[str]:
+    """`dvc exp run -S assignment [targets]` on the committed baseline, then the baseline
+    restored."""
+    command = ["dvc", "exp", "run", "-S", assignment, *targets]
     try:
-        return run_ok(["dvc", "exp", "run", "-S", assignment, TARGET], project.root, project.cache)
+        return run_ok(command, project.root, project.cache)
     finally:
         run_ok(["git", "checkout", "--", "."], project.root, project.cache)
-        run_ok(["dvc", "checkout", "--force", "--with-deps", TARGET], project.root, project.cache)
+        run_ok(["dvc", "checkout", "--force"], project.root, project.cache)
 
 
 def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
     # One candidate per prompt rather than more: any generate param reruns everything, and
     # fewer rows keep the test fast.
-    fewer = exp_run(project, "generate.num_candidates=1")
+    fewer = exp_run(project, "generate.num_candidates=1", TARGET)
     assert RUNNING.findall(fewer.stdout) == ["generate", "critique", "select", "summarize"]
     assert f"{NUM_PROMPTS} candidates for {NUM_PROMPTS} prompts" in fewer.stdout
 
-    margin = exp_run(project, "select.policy=margin")
+    margin = exp_run(project, "select.policy=margin", TARGET)
     assert RUNNING.findall(margin.stdout) == ["select", "summarize"]
-    assert SKIPPED.findall(margin.stdout) == ["generate", "critique"]
+    assert sorted(SKIPPED.findall(margin.stdout)) == ["critique", "generate", "train_critic"]
     assert "select (margin)" in margin.stdout
 
-    status = run_ok(["dvc", "status", TARGET], project.root, project.cache)
+    # A LoRA hyper-parameter reruns training, the fine-tuned side of evaluation and compare;
+    # the baseline side, the data pipeline and the critic stay cached.
+    rank = exp_run(project, "train.lora_r=4")
+    assert sorted(RUNNING.findall(rank.stdout)) == ["compare", "evaluate@finetuned", "train_lora"]
+
+    status = run_ok(["dvc", "status"], project.root, project.cache)
     assert UP_TO_DATE in status.stdout, "the baseline is restored after the experiments"
 
 
@@ -338,15 +454,29 @@ def stage_command(stage: str, project: Project, out: Path) -> list[str]:
     return ["python", *CRITIQUE_ARGS, "--candidates", str(candidates), "--out", str(out)]
 
 
+# Early: one batch logged. Late: all but the last batch logged, the crash that throws away the
+# most work if resuming is broken (and the last moment before the output is written).
+LATE = BATCHES - 1
+
+
 @pytest.mark.parametrize(
     "case",
-    [CrashCase("generate", 1), CrashCase("generate", 2), CrashCase("critique", 1)],
+    [
+        CrashCase("generate", 1),
+        CrashCase("generate", LATE),
+        CrashCase("critique", 1),
+        CrashCase("critique", LATE),
+    ],
     ids=lambda case: f"{case.stage}-after-{case.kill_after}",
 )
 def test_kill_9_then_rerun_resumes_to_the_same_output(
     case: CrashCase, project: Project, tmp_path: Path
 ) -> None:
-    """The uninterrupted run to compare with is the baseline `dvc repro` (same params)."""
+    """The uninterrupted run to compare with is the baseline `dvc repro` (same params).
+
+    The rerun resumes exactly the batches whose log line was complete at the kill (a line torn
+    by the kill is redone) and runs only the others.
+    """
     expected = {"generate": "candidates.jsonl", "critique": "critiques.jsonl"}[case.stage]
     cache = make_cache(tmp_path / "cache")
     out = tmp_path / "out.jsonl"
@@ -359,14 +489,15 @@ def test_kill_9_then_rerun_resumes_to_the_same_output(
     assert process.returncode == -signal.SIGKILL
     assert logged < BATCHES, "killed too late: every batch had finished"
     assert not out.exists(), "a killed stage must leave no output"
-    assert resume_lines(cache, case.stage) >= logged
+    finished = resume_lines(cache, case.stage)
+    assert BATCHES > finished >= logged >= case.kill_after
 
     rerun = run_ok(command, project.root, cache)
     match = BATCH_COUNT.search(rerun.stdout)
     assert match, rerun.stdout
     ran, resumed = int(match[1]), int(match[2])
-    assert resumed >= logged >= case.kill_after
-    assert ran + resumed == BATCHES
+    assert resumed == finished, "every batch logged before the kill is reused, none redone"
+    assert ran == BATCHES - finished
     assert out.read_bytes() == (project.baseline / "data" / expected).read_bytes()
     assert resume_logs(cache) == []
 

@@ -4,6 +4,9 @@ Run once from the repository root; the pipeline and tests read only the committe
 
     .venv/bin/python tools/build_critic_sets.py --shared ../shared/data --out data/critic
 
+It also reads the policy's prompt files (data/prompts.jsonl, data/eval_prompts.jsonl; override
+with --policy-prompts) to keep their XSTest prompts out of the critic's training rows.
+
 The output is a pure function of the CSVs: no RNG, rows are visited in the order of the sha256
 of their id, so a rerun is byte-identical. data/critic/README.md gives the selection rule and the
 licenses.
@@ -21,12 +24,15 @@ import typer
 from minicc.errors import UserError
 from minicc.jsonl import write_records
 from minicc.labeled import LabeledResponse, ResponseKind
+from minicc.records import load_prompts
 from minicc.source_csv import read_csv
 from minicc.text import normalise
 
 GPTFUZZ_EVAL = 300
 XSTEST_EVAL = 300
 GPTFUZZ_TRAIN = 1500
+XSTEST_TRAIN = 500
+POLICY_PROMPTS = (Path("data/prompts.jsonl"), Path("data/eval_prompts.jsonl"))
 # A few GPTFuzz responses run to 20k characters; the critic reads far fewer tokens than that.
 MAX_RESPONSE_CHARS = 4000
 XSTEST_MODELS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct")
@@ -165,6 +171,24 @@ def balanced(rows: list[Row], total: int, taken: set[str]) -> tuple[list[Row], i
     return harmful + harmless, skipped_harmful + skipped_harmless
 
 
+def xstest_training_rows(
+    rows: list[Row], evaluation: list[Row], policy_prompts: list[Path]
+) -> list[Row]:
+    """XSTest rows whose prompt is in neither the eval set nor the policy's prompt files.
+
+    A prompt in the eval set would leak its wording into training; a policy prompt would let
+    the critic learn the very prompts the pipeline generates and evaluates on.
+    """
+    excluded = {r.record.group for r in evaluation}
+    for path in policy_prompts:
+        excluded |= {
+            f"xstest:{int(p.source.split(':', 1)[1])}"
+            for p in load_prompts(path)
+            if p.source.startswith("xstest:")
+        }
+    return [r for r in rows if r.record.group not in excluded]
+
+
 def check_disjoint(train: list[LabeledResponse], evaluation: list[LabeledResponse]) -> None:
     shared_ids = {r.id for r in train} & {r.id for r in evaluation}
     shared_texts = {text_key(r) for r in train} & {text_key(r) for r in evaluation}
@@ -186,6 +210,10 @@ def summary(name: str, rows: list[Row]) -> str:
 def main(
     shared: Annotated[Path, typer.Option(help="Folder of public CSVs that SOURCES.md describes.")],
     out: Annotated[Path, typer.Option(help="Folder for eval.jsonl and train.jsonl.")],
+    policy_prompts: Annotated[
+        list[Path] | None,
+        typer.Option(help="Prompt files whose XSTest prompts stay out of training."),
+    ] = None,
 ) -> None:
     try:
         taken: set[str] = set()
@@ -193,6 +221,15 @@ def main(
         gptfuzz_eval, skip_a = balanced(gptfuzz_rows(shared, "evaluate"), GPTFUZZ_EVAL, taken)
         xstest_eval, skip_b = balanced(xstest_rows(shared), XSTEST_EVAL, taken)
         train, skip_c = balanced(gptfuzz_rows(shared, "train"), GPTFUZZ_TRAIN, taken)
+        # XSTest's harmful rows all went to eval: its training rows teach what is *not* harm
+        # (answers to safe prompts, refusals of both kinds), which GPTFuzz alone cannot.
+        xstest_pool = xstest_training_rows(
+            xstest_rows(shared), xstest_eval, policy_prompts or list(POLICY_PROMPTS)
+        )
+        xstest_train, skip_d = round_robin(xstest_pool, XSTEST_TRAIN, taken)
+        if len(xstest_train) < XSTEST_TRAIN:
+            raise UserError(f"XSTest train: only {len(xstest_train)} rows, needs {XSTEST_TRAIN}")
+        train += xstest_train
         evaluation = gptfuzz_eval + xstest_eval
         eval_records = sorted((r.record for r in evaluation), key=attrgetter("source", "id"))
         train_records = sorted((r.record for r in train), key=attrgetter("source", "id"))
@@ -206,7 +243,7 @@ def main(
     print(summary("train", train))
     print(
         f"skipped duplicates (same normalised prompt + response): {skip_a} GPTFuzz eval, "
-        f"{skip_b} XSTest eval, {skip_c} GPTFuzz train"
+        f"{skip_b} XSTest eval, {skip_c} GPTFuzz train, {skip_d} XSTest train"
     )
 
 

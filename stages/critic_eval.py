@@ -1,0 +1,83 @@
+"""Measure the configured critic against human labels: `metrics/critic.json`.
+
+    python stages/critic_eval.py --labeled data/critic/eval.jsonl \
+        --principles constitution/principles.yaml \
+        --instruct-template constitution/critic_instruct.yaml \
+        --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
+        --scored-out data/critic_eval/scored.jsonl --metrics-out metrics/critic.json \
+        --roc-out metrics/critic_roc.csv --calibration-out metrics/critic_calibration.csv
+
+Every row goes through the critique stage's own path (`critic_setup`, `open_critic`,
+`critique_candidates`) with the same params, so the numbers describe the critic the pipeline
+uses. What is measured
+is in minicc/critic_metrics.py. `dvc metrics diff` then compares two critics directly.
+"""
+
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.critic import (
+    CriticFiles,
+    critic_setup,
+    critique_candidates,
+    critique_inputs,
+    open_critic,
+)
+from minicc.critic_metrics import as_candidate, critic_report, curves, score_rows
+from minicc.csv_table import csv_text
+from minicc.jsonl import atomic_write_files, json_text, records_text
+from minicc.labeled import load_labeled
+from minicc.params import load_params
+from minicc.resume import resumable
+from minicc.seeding import seed_everything
+
+
+def main(
+    labeled: Path = typer.Option(..., help="Held-out labeled rows (JSONL)."),
+    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
+    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
+    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
+    probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
+    scored_out: Path = typer.Option(..., help="Per-row labels and critic scores (JSONL)."),
+    metrics_out: Path = typer.Option(..., help="Critic quality metrics (JSON)."),
+    roc_out: Path = typer.Option(..., help="ROC curve points (CSV)."),
+    calibration_out: Path = typer.Option(..., help="Calibration bins (CSV)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+) -> None:
+    with stage_errors("critic_eval"):
+        params = load_params(params_file)
+        files = CriticFiles(principles, instruct_template, base_template, probe)
+        setup = critic_setup(params, files, params.critique.method)
+        rows = load_labeled(labeled)
+        seed_everything(params.seed)
+        critic = open_critic(params, setup)
+        candidates = [as_candidate(row) for row in rows]
+        inputs = critique_inputs(candidates, critic.params, critic.critic_id, critic.constitution)
+        with resumable("critic_eval", inputs) as log:
+            critiques, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
+            scored = score_rows(rows, critiques)
+            report = critic_report(scored, params.critique.safe_threshold)
+            roc, calibration = curves(scored)
+            metrics = {"method": params.critique.method, "critic": critic.critic_id, **report}
+            atomic_write_files(
+                {
+                    scored_out: records_text(scored),
+                    metrics_out: json_text(metrics),
+                    roc_out: csv_text(roc),
+                    calibration_out: csv_text(calibration),
+                }
+            )
+        families = report["per_source"]
+        print(
+            f"critic_eval: {critic.critic_id} ({params.critique.method}) on {report['n']} rows: "
+            f"AUROC {report['auroc']}, balanced accuracy {report['balanced_accuracy']}, ECE "
+            f"{report['ece']}, helpfulness AUROC {report['helpfulness_auroc']}; "
+            + ", ".join(f"{name} AUROC {m['auroc']}" for name, m in families.items())
+            + f" -> {metrics_out}"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,62 @@
+"""Train the critic probe: logistic heads on the critic model's hidden states.
+
+    python stages/train_critic.py --train data/critic/train.jsonl \
+        --principles constitution/principles.yaml \
+        --instruct-template constitution/critic_instruct.yaml \
+        --base-template constitution/critic_base.yaml \
+        --out models/critic_probe.json --metrics-out metrics/critic_train.json
+
+The critic model reads every labeled row through the judge template (`critique.style`) and
+the hidden states of `critic_probe.layer` become features; minicc/probe.py says how the two
+heads and the 1-5 score rule work. Feature extraction is crash-safe like critique; the fit is
+deterministic (convex, solved from zero), so a rerun gives the same probe.
+"""
+
+from pathlib import Path
+
+import typer
+
+from minicc.cli import stage_errors
+from minicc.critic import CriticFiles, critic_setup, open_critic
+from minicc.critic_training import feature_inputs, select_sources, train_probe
+from minicc.jsonl import atomic_write_files, json_text
+from minicc.labeled import load_labeled
+from minicc.params import load_params
+from minicc.probe import probe_text
+from minicc.resume import resumable
+from minicc.seeding import seed_everything
+
+
+def main(
+    train: Path = typer.Option(..., help="Labeled (prompt, response, harmful) rows (JSONL)."),
+    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
+    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
+    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
+    out: Path = typer.Option(..., help="Where to write the probe (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Training and validation metrics (JSON)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+) -> None:
+    with stage_errors("train_critic"):
+        params = load_params(params_file)
+        # The judge's setup without a probe: the features are what a probe is trained on.
+        files = CriticFiles(principles, instruct_template, base_template, probe=out)
+        setup = critic_setup(params, files, "judge")
+        rows = select_sources(load_labeled(train), params.critic_probe.sources)
+        seed_everything(params.seed)
+        critic = open_critic(params, setup)
+        inputs = feature_inputs(critic, rows, params.critic_probe.layer)
+        with resumable("train_critic", inputs) as log:
+            probe, metrics = train_probe(
+                critic, rows, params.critic_probe, params.critique.batch_size, log
+            )
+            atomic_write_files({out: probe_text(probe), metrics_out: json_text(metrics)})
+        cv = metrics["grouped_cv"]["all"]
+        print(
+            f"train_critic: {len(rows)} rows, layer {probe.layer}; grouped CV AUROC "
+            f"{cv['auroc']}, balanced accuracy {cv['balanced_accuracy']} "
+            f"({metrics['feature_seconds']} s features, {metrics['fit_seconds']} s fit) -> {out}"
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)
