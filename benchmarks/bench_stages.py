@@ -25,8 +25,10 @@ from minicc.yaml_file import read_yaml
 MEMORY_STAGES = ("generate", "critique", "select", "summarize")
 """The stages that make the data set; training and evaluation are not measured here."""
 
-_MOVED = ("data/", "metrics/", "models/")
-"""Argument prefixes of the pipeline's own files, relocated into the scratch directory."""
+_MOVED = ("data/", "metrics/")
+"""Argument prefixes of the pipeline's own files, relocated into the scratch directory.
+`models/` stays: the critique stage reads the trained critic probe there (run
+`dvc repro train_critic` first), and none of MEMORY_STAGES writes into it."""
 
 
 def _relocate(argument: str, work: Path) -> str:

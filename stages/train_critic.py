@@ -50,10 +50,10 @@ def main(
                 critic, rows, params.critic_probe, params.critique.batch_size, log
             )
             atomic_write_files({out: probe_text(probe), metrics_out: json_text(metrics)})
-        cv = metrics["grouped_cv"]["all"]
+        cv = metrics["grouped_cv"].get("all", {})
         print(
             f"train_critic: {len(rows)} rows, layer {probe.layer}; grouped CV AUROC "
-            f"{cv['auroc']}, balanced accuracy {cv['balanced_accuracy']} "
+            f"{cv.get('auroc')}, balanced accuracy {cv.get('balanced_accuracy')} "
             f"({metrics['feature_seconds']} s features, {metrics['fit_seconds']} s fit) -> {out}"
         )
 

@@ -97,6 +97,15 @@ def test_cross_validation_finds_a_real_signal() -> None:
     assert report["all"]["auroc"] == 1.0
 
 
+def test_cross_validation_is_skipped_when_a_fold_leaves_one_class() -> None:
+    """Tiny data: when every harmful row falls in one fold, that fold cannot be fitted."""
+    rows = [labeled("h0", True, group="prompt:only")]
+    rows += [labeled(f"n{i}", False, group=f"prompt:{i}") for i in range(6)]
+    features = np.array([[1.0 if r.harmful else -1.0] for r in rows])
+    report = cross_validate(features, rows, l2=0.1, threshold=3.0)
+    assert "training part lacks" in report["skipped"]
+
+
 def test_leave_source_out_skips_a_source_whose_rest_has_one_class() -> None:
     rows = [labeled(f"g{i}", i % 2 == 0) for i in range(8)]
     rows += [labeled(f"x{i}", False, "xstest-m") for i in range(4)]
