@@ -226,9 +226,16 @@ class Critic:
 
         Replies are cleaned as for scoring; an empty one is read as the empty reply.
         """
+        cleaned = [(prompt, self._clean_response(response)) for prompt, response in rows]
+        return self._judged_features(cleaned, keys, layer)
+
+    def _judged_features(
+        self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
+    ) -> FloatArray:
+        """Probe features of (request, already cleaned reply) rows under every principle."""
         parts = [
-            self.judge_parts(prompt, self._clean_response(response), self.constitution.principles)
-            for prompt, response in rows
+            self.judge_parts(prompt, reply, self.constitution.principles)
+            for prompt, reply in cleaned
         ]
         return self.features(parts[0][0], [suffix for _, suffix in parts], keys, layer)
 
@@ -256,13 +263,8 @@ class Critic:
         records: list[dict[str, Any]],
     ) -> None:
         assert self.probe is not None
-        parts = [
-            self.judge_parts(candidates[i].prompt, cleaned[i], self.constitution.principles)
-            for i in scorable
-        ]
-        features = self.features(
-            parts[0][0],
-            [suffix for _, suffix in parts],
+        features = self._judged_features(
+            [(candidates[i].prompt, cleaned[i]) for i in scorable],
             [candidates[i].candidate_id for i in scorable],
             self.probe.layer,
         )

@@ -39,10 +39,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return stacks[0]
 
 
-def layer_count(model: nn.Module) -> int:
-    return len(decoder_layers(model))
-
-
 @contextmanager
 def _stop_after(block: nn.Module) -> Iterator[None]:
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:

@@ -27,7 +27,14 @@ from transformers import (
 
 from minicc.constitution import Constitution, load_constitution
 from minicc.models import LoadedModel, load_model
-from minicc.params import CritiqueParams, GenerateParams, ModelsParams, TrainParams
+from minicc.params import (
+    CritiqueParams,
+    GenerateParams,
+    ModelsParams,
+    Policy,
+    SelectParams,
+    TrainParams,
+)
 from minicc.records import Candidate, Category
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,6 +280,26 @@ def critique_params(**overrides: Any) -> CritiqueParams:
         "batch_size": 4,
     }
     return CritiqueParams(**{**values, **overrides})
+
+
+def select_params(
+    policy: Policy,
+    *,
+    margin: float = 1.0,
+    top_k: int = 1,
+    bottom_k: int = 1,
+    min_gap: float = 0.0,
+    threshold: float = 0.8,
+) -> SelectParams:
+    """Selection settings; every policy's knobs at their test defaults."""
+    return SelectParams(
+        policy=policy,
+        margin=margin,
+        top_k=top_k,
+        bottom_k=bottom_k,
+        min_gap=min_gap,
+        near_duplicate_threshold=threshold,
+    )
 
 
 def train_params(**overrides: Any) -> TrainParams:

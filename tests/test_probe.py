@@ -15,6 +15,7 @@ from conftest import (
     constitution,
     critique_params,
     models_params,
+    select_params,
 )
 
 from minicc.classification import auroc
@@ -22,7 +23,6 @@ from minicc.critic import Critic
 from minicc.errors import UserError
 from minicc.hidden import decoder_layers, hidden_states_at
 from minicc.models import LoadedModel, load_model
-from minicc.params import SelectParams
 from minicc.probe import (
     Heads,
     LinearHead,
@@ -286,7 +286,7 @@ def test_probe_scores_pass_through_selection_and_summary(probe_critic: Critic) -
     given = [candidate(f"p-egg/{k}", text) for k, text in enumerate(RESPONSES_FOR_FIT)]
     given += [candidate("p-two/0", "Fine.", prompt="Say fine.", category="borderline")]
     critiques = [Critique(**record) for record in probe_critic.critique(given)]
-    selected, pairs = select(critiques, select_params())
+    selected, pairs = select(critiques, select_params("best", min_gap=0.5))
     assert {s.prompt_id for s in selected} == {"p-egg", "p-two"}
     best = max((c for c in critiques if c.prompt_id == "p-egg"), key=lambda c: c.score or 0)
     assert [s.candidate_id for s in selected if s.prompt_id == "p-egg"] == [best.candidate_id]
@@ -296,9 +296,3 @@ def test_probe_scores_pass_through_selection_and_summary(probe_critic: Critic) -
         float(np.mean([c.score or 0.0 for c in critiques])), abs=1e-3
     )
     assert metrics["selected"]["chosen"] == 2
-
-
-def select_params() -> SelectParams:
-    return SelectParams(
-        policy="best", margin=1.0, top_k=1, bottom_k=1, min_gap=0.5, near_duplicate_threshold=0.8
-    )

@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
+from conftest import select_params
 
 from minicc.errors import UserError
-from minicc.params import Policy, SelectParams
+from minicc.params import Policy
 from minicc.records import Category, Critique, Selected
 from minicc.selection import select
 
@@ -41,25 +42,6 @@ def crit(
     )
 
 
-def params(
-    policy: Policy,
-    *,
-    margin: float = 1.0,
-    top_k: int = 1,
-    bottom_k: int = 1,
-    min_gap: float = 0.0,
-    threshold: float = 0.8,
-) -> SelectParams:
-    return SelectParams(
-        policy=policy,
-        margin=margin,
-        top_k=top_k,
-        bottom_k=bottom_k,
-        min_gap=min_gap,
-        near_duplicate_threshold=threshold,
-    )
-
-
 def ids(rows: list[Selected]) -> list[tuple[str, str]]:
     return [(row.candidate_id, row.role) for row in rows]
 
@@ -69,7 +51,7 @@ def ids(rows: list[Selected]) -> list[tuple[str, str]]:
 
 def test_best_picks_top_score_per_prompt_in_input_order() -> None:
     critiques = [crit("b/0", 2.0), crit("a/0", 3.0), crit("b/1", 4.5), crit("a/1", 3.5)]
-    selected, pairs = select(critiques, params("best"))
+    selected, pairs = select(critiques, select_params("best"))
     assert ids(selected) == [("b/1", "chosen"), ("a/1", "chosen")]
     assert {row.policy for row in selected} == {"best"}
     assert pairs == []
@@ -78,12 +60,12 @@ def test_best_picks_top_score_per_prompt_in_input_order() -> None:
 def test_best_breaks_ties_by_smaller_candidate_id_in_string_order() -> None:
     # "p/10" < "p/2" as strings.
     critiques = [crit("p/2", 4.0), crit("p/10", 4.0), crit("p/1", 3.0)]
-    selected, _ = select(critiques, params("best"))
+    selected, _ = select(critiques, select_params("best"))
     assert ids(selected) == [("p/10", "chosen")]
 
 
 def test_best_copies_the_critique_fields() -> None:
-    selected, _ = select([crit("p/0", 4.25, "Sure, here is how.")], params("best"))
+    selected, _ = select([crit("p/0", 4.25, "Sure, here is how.")], select_params("best"))
     assert selected == [
         Selected(
             prompt_id="p",
@@ -108,7 +90,7 @@ def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
         crit("b/1", 2.0),
         crit("b/2", 4.0),
     ]
-    selected, pairs = select(critiques, params(policy, margin=0.0))
+    selected, pairs = select(critiques, select_params(policy, margin=0.0))
     expected = ["b/2"] if policy == "best" else ["b/2", "b/1"]
     assert [row.candidate_id for row in selected] == expected
     assert all(pair.rejected_id == "b/1" for pair in pairs)
@@ -117,7 +99,7 @@ def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
 def test_scored_row_without_a_score_is_an_error() -> None:
     broken = dataclasses.replace(crit("p/0", 4.0), score=None)
     with pytest.raises(UserError, match="p/0"):
-        select([broken], params("best"))
+        select([broken], select_params("best"))
 
 
 # --- margin ---
@@ -125,7 +107,7 @@ def test_scored_row_without_a_score_is_an_error() -> None:
 
 def test_margin_pairs_best_with_worst_when_gap_equals_margin() -> None:
     critiques = [crit("p/0", 3.0), crit("p/1", 4.5), crit("p/2", 3.5)]
-    selected, pairs = select(critiques, params("margin", margin=1.5))
+    selected, pairs = select(critiques, select_params("margin", margin=1.5))
     assert ids(selected) == [("p/1", "chosen"), ("p/0", "rejected")]
     assert [(p.chosen_id, p.rejected_id, p.chosen_score, p.rejected_score) for p in pairs] == [
         ("p/1", "p/0", 4.5, 3.0)
@@ -135,7 +117,7 @@ def test_margin_pairs_best_with_worst_when_gap_equals_margin() -> None:
 
 def test_margin_emits_nothing_when_gap_is_below_margin() -> None:
     critiques = [crit("p/0", 3.25), crit("p/1", 4.5), crit("q/0", 1.0), crit("q/1", 5.0)]
-    selected, pairs = select(critiques, params("margin", margin=1.5))
+    selected, pairs = select(critiques, select_params("margin", margin=1.5))
     # p's gap is 1.25 < 1.5; q's gap of 4.0 still qualifies.
     assert ids(selected) == [("q/1", "chosen"), ("q/0", "rejected")]
     assert [p.prompt_id for p in pairs] == ["q"]
@@ -143,7 +125,7 @@ def test_margin_emits_nothing_when_gap_is_below_margin() -> None:
 
 def test_margin_worst_tie_breaks_by_smaller_candidate_id() -> None:
     critiques = [crit("p/3", 1.0), crit("p/1", 1.0), crit("p/0", 5.0)]
-    _, pairs = select(critiques, params("margin"))
+    _, pairs = select(critiques, select_params("margin"))
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0", "p/1")]
 
 
@@ -154,7 +136,7 @@ def test_margin_skips_a_worst_with_the_same_text_as_chosen() -> None:
         crit("p/2", 2.0, "Here is a recipe."),
         crit("p/3", 4.0, "Please ask a professional."),
     ]
-    selected, pairs = select(critiques, params("margin", margin=3.0))
+    selected, pairs = select(critiques, select_params("margin", margin=3.0))
     assert ids(selected) == [("p/0", "chosen"), ("p/2", "rejected")]
     assert [(p.chosen, p.rejected) for p in pairs] == [
         ("I can't help with that.", "Here is a recipe.")
@@ -165,12 +147,12 @@ def test_margin_judges_the_gap_against_the_differing_text() -> None:
     # The only differing text scores 4.0: gap 1.0 < 2.0, so no pair even though the
     # same-text worst would have a gap of 4.0.
     critiques = [crit("p/0", 5.0, "No."), crit("p/1", 1.0, "no!"), crit("p/2", 4.0, "Maybe.")]
-    assert select(critiques, params("margin", margin=2.0)) == ([], [])
+    assert select(critiques, select_params("margin", margin=2.0)) == ([], [])
 
 
 def test_margin_emits_nothing_when_every_text_equals_chosen() -> None:
     critiques = [crit("p/0", 5.0, "No."), crit("p/1", 1.0, "no"), crit("p/2", 2.0, " NO ")]
-    assert select(critiques, params("margin", margin=0.0)) == ([], [])
+    assert select(critiques, select_params("margin", margin=0.0)) == ([], [])
 
 
 # --- diverse ---
@@ -185,7 +167,7 @@ NEAR = [
 
 
 def test_diverse_drops_near_duplicates_and_pairs_chosen_by_rejected() -> None:
-    selected, pairs = select(NEAR, params("diverse", top_k=2, bottom_k=2, min_gap=1.0))
+    selected, pairs = select(NEAR, select_params("diverse", top_k=2, bottom_k=2, min_gap=1.0))
     assert ids(selected) == [
         ("p/0", "chosen"),
         ("p/2", "chosen"),
@@ -203,28 +185,28 @@ def test_diverse_drops_near_duplicates_and_pairs_chosen_by_rejected() -> None:
 
 def test_diverse_keeps_a_pair_below_the_threshold() -> None:
     # With the threshold above 5/6, p/1 is distinct and becomes the second chosen.
-    selected, _ = select(NEAR, params("diverse", top_k=2, bottom_k=1, threshold=0.9))
+    selected, _ = select(NEAR, select_params("diverse", top_k=2, bottom_k=1, threshold=0.9))
     assert ids(selected) == [("p/0", "chosen"), ("p/1", "chosen"), ("p/3", "rejected")]
 
 
 def test_diverse_threshold_is_inclusive() -> None:
     # Jaccard("a b c", "a b d") = 2/4 = 0.5.
     critiques = [crit("p/0", 5.0, "a b c"), crit("p/1", 4.0, "a b d")]
-    at, _ = select(critiques, params("diverse", top_k=2, bottom_k=0, threshold=0.5))
-    above, _ = select(critiques, params("diverse", top_k=2, bottom_k=0, threshold=0.51))
+    at, _ = select(critiques, select_params("diverse", top_k=2, bottom_k=0, threshold=0.5))
+    above, _ = select(critiques, select_params("diverse", top_k=2, bottom_k=0, threshold=0.51))
     assert ids(at) == [("p/0", "chosen")]
     assert ids(above) == [("p/0", "chosen"), ("p/1", "chosen")]
 
 
 def test_diverse_bottom_k_takes_the_worst() -> None:
-    selected, pairs = select(NEAR, params("diverse", top_k=1, bottom_k=1))
+    selected, pairs = select(NEAR, select_params("diverse", top_k=1, bottom_k=1))
     assert ids(selected) == [("p/0", "chosen"), ("p/3", "rejected")]
     assert len(pairs) == 1
 
 
 def test_diverse_min_gap_drops_rejected_too_close_to_the_weakest_chosen() -> None:
     critiques = [*NEAR, crit("p/5", 2.5, "a long refusal text"), crit("p/6", 2.0, "other words")]
-    selected, pairs = select(critiques, params("diverse", top_k=2, bottom_k=4, min_gap=2.0))
+    selected, pairs = select(critiques, select_params("diverse", top_k=2, bottom_k=4, min_gap=2.0))
     # Weakest chosen scores 4.0: 1.0, 1.5 and 2.0 (gap exactly 2.0) pass, 2.5 does not.
     assert ids(selected) == [
         ("p/0", "chosen"),
@@ -237,14 +219,14 @@ def test_diverse_min_gap_drops_rejected_too_close_to_the_weakest_chosen() -> Non
 
 
 def test_diverse_without_qualifying_rejected_still_emits_chosen() -> None:
-    selected, pairs = select(NEAR, params("diverse", top_k=2, bottom_k=2, min_gap=3.5))
+    selected, pairs = select(NEAR, select_params("diverse", top_k=2, bottom_k=2, min_gap=3.5))
     assert ids(selected) == [("p/0", "chosen"), ("p/2", "chosen")]
     assert pairs == []
 
 
 def test_diverse_top_k_larger_than_the_group() -> None:
     critiques = [crit("p/0", 2.0), crit("p/1", 3.0)]
-    selected, pairs = select(critiques, params("diverse", top_k=5, bottom_k=5))
+    selected, pairs = select(critiques, select_params("diverse", top_k=5, bottom_k=5))
     assert ids(selected) == [("p/1", "chosen"), ("p/0", "chosen")]
     assert pairs == []
 
@@ -259,7 +241,7 @@ def test_pair_fields_match_selected_rows(policy: Policy) -> None:
         crit("q/0", 4.0, category="cooperative"),
         crit("q/1", 1.0, category="cooperative"),
     ]
-    selected, pairs = select(critiques, params(policy, top_k=2, bottom_k=2))
+    selected, pairs = select(critiques, select_params(policy, top_k=2, bottom_k=2))
     rows = {row.candidate_id: row for row in selected}
     assert pairs
     for pair in pairs:
