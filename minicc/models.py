@@ -7,6 +7,7 @@ A spec is one of:
 - a Hugging Face causal-LM id, through the normal Hugging Face cache.
 """
 
+import copy
 import hashlib
 import importlib.util
 import inspect
@@ -21,9 +22,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minicc.cache import cache_root
 from minicc.errors import UserError
-from minicc.params import Device, ModelsParams
+from minicc.params import Device, ModelsParams, Precision
 
 _COMPLETE_MARKER = "conversion-complete"
+_CONVERSION_FORMAT = 2
+"""Bumped when `convert_gguf` changes what it writes, so older cached conversions are redone
+(2: no quantization entry in config.json)."""
 
 
 @dataclass(frozen=True)
@@ -96,14 +100,18 @@ def convert_gguf(gguf_path: Path, destination: Path) -> None:
     """De-quantize a GGUF file into a safetensors model directory, atomically.
 
     A GGUF-loaded model refuses `save_pretrained`, so the weights are copied into a model built
-    from the same config first. The marker file is written last: a directory without it is an
-    interrupted conversion and is redone.
+    from the same config first, less the GGUF quantization entry: saved with it, the plain
+    float weights would load flagged as a quantized model (transformers then warns on every
+    bfloat16 load and refuses dtype casts). The marker file is written last: a directory
+    without it is an interrupted conversion and is redone.
     """
     staging = destination.with_name(destination.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_config(loaded.config, torch_dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
@@ -118,7 +126,7 @@ def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:
     if spec in BUNDLED_MODELS:
         gguf_path = _bundled_gguf(spec, BUNDLED_MODELS[spec])
         digest = _file_sha256(gguf_path)[:12]
-        directory = cache_root() / "models" / f"{spec}-{digest}"
+        directory = cache_root() / "models" / f"{spec}-{digest}-v{_CONVERSION_FORMAT}"
         if not (directory / _COMPLETE_MARKER).is_file():
             convert_gguf(gguf_path, directory)
         return ResolvedModel(str(directory), f"{spec}@{digest}", trust, from_hub=False)
@@ -150,22 +158,46 @@ def pick_device(requested: Device) -> torch.device:
     return torch.device(requested)
 
 
-def pick_dtype(device: torch.device, low_memory: bool) -> torch.dtype:
-    """fp32 on CPU (fast and exact there); bf16 where the accelerator supports it."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if low_memory:
-        return torch.bfloat16 if device.type == "cpu" else torch.float16
-    return torch.float32
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 matrix products in hardware.
+
+    On such a CPU (AVX512-BF16 or AMX) bfloat16 runs these models 2-3x faster than float32;
+    elsewhere it is emulated and slower, so `auto` keeps float32 there.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        # get_capabilities is missing from old torch releases: those get float32.
+        capabilities: dict[str, Any] = getattr(torch.cpu, "get_capabilities", dict)()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
 
 
-def _load_pretrained(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[Any, Any]:
+def pick_dtype(device: torch.device, setting: Precision) -> torch.dtype:
+    """`models.dtype` as a torch dtype; `auto` is bfloat16 where `device` has it natively."""
+    match setting:
+        case "auto":
+            return torch.bfloat16 if native_bfloat16(device) else torch.float32
+        case "float32":
+            return torch.float32
+        case "bfloat16":
+            return torch.bfloat16
+        case "float16":
+            return torch.float16
+
+
+def _load_pretrained(
+    resolved: ResolvedModel, dtype: torch.dtype, options: dict[str, Any]
+) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             resolved.load_from, trust_remote_code=resolved.trust_remote_code
         )
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.load_from, dtype=dtype, trust_remote_code=resolved.trust_remote_code
+            resolved.load_from,
+            dtype=dtype,
+            trust_remote_code=resolved.trust_remote_code,
+            **options,
         )
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -184,17 +216,39 @@ def _load_pretrained(resolved: ResolvedModel, dtype: torch.dtype) -> tuple[Any, 
     return model, tokenizer
 
 
-def load_model(spec: str, params: ModelsParams) -> LoadedModel:
-    """Load a model and tokenizer ready for batched, left-padded inference."""
+def load_model(
+    spec: str,
+    params: ModelsParams,
+    *,
+    device: torch.device | None = None,
+    quantization: Any | None = None,
+) -> LoadedModel:
+    """Load a model and tokenizer ready for batched, left-padded inference.
+
+    `device` overrides `models.device` (a training process's own GPU). `quantization` is a
+    transformers quantization config (4-bit QLoRA): the weights are then quantized as they
+    load, straight onto the device, and never exist there in full precision.
+    """
     resolved = resolve_model(spec, params)
-    device = pick_device(params.device)
-    model, tokenizer = _load_pretrained(resolved, pick_dtype(device, params.low_memory))
+    device = pick_device(params.device) if device is None else device
+    dtype = pick_dtype(device, params.dtype)
+    options = (
+        {}
+        if quantization is None
+        else {
+            "quantization_config": quantization,
+            "device_map": {"": device},
+        }
+    )
+    model, tokenizer = _load_pretrained(resolved, dtype, options)
     # Left padding keeps every row's last real token at the end, where generation continues
     # and where the critic reads its next-token distribution.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device).eval()
+    if quantization is None:
+        model.to(device)
+    model.eval()
     forward_parameters = inspect.signature(model.forward).parameters
     return LoadedModel(
         model=model,

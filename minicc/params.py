@@ -14,6 +14,7 @@ from minicc.typecheck import build
 from minicc.yaml_file import read_yaml
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
 CriticStyle = Literal["instruct", "base"]
 CriticMethod = Literal["judge", "probe"]
 CombineRule = Literal["min", "mean"]
@@ -35,8 +36,9 @@ class ModelsParams:
     """Model that scores candidates (same kinds of spec as `generator`)."""
     device: Device
     """`auto` picks CUDA, then Apple MPS, then CPU."""
-    low_memory: bool
-    """Load weights in half precision (bf16/fp16) to halve memory."""
+    dtype: Precision
+    """Precision of weights and compute. `auto`: bfloat16 where the hardware computes it
+    natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX), else float32."""
     trust_remote_code: list[str]
     """Model specs allowed to run code from their repository; empty means none."""
 

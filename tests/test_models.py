@@ -18,6 +18,7 @@ from minicc.models import (
     pick_dtype,
     resolve_model,
 )
+from minicc.params import Precision
 from minicc.prompting import BASE_MODEL_FRAME, format_request
 
 NO_ACCELERATOR = not (torch.cuda.is_available() or torch.backends.mps.is_available())
@@ -81,14 +82,48 @@ def test_unavailable_cuda_is_refused_with_a_hint() -> None:
     assert "cuda" in str(error.value)
 
 
-@pytest.mark.parametrize(("low_memory", "dtype"), [(False, torch.float32), (True, torch.bfloat16)])
-def test_cpu_dtype(low_memory: bool, dtype: torch.dtype) -> None:
-    assert pick_dtype(torch.device("cpu"), low_memory) == dtype
+@pytest.mark.parametrize(
+    ("setting", "dtype"),
+    [("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)],
+)
+def test_an_explicit_dtype_is_taken_as_given(setting: Precision, dtype: torch.dtype) -> None:
+    assert pick_dtype(torch.device("cpu"), setting) == dtype
 
 
-def test_low_memory_load_uses_bfloat16(make_tiny_model: MakeModel) -> None:
-    loaded = load_model(str(make_tiny_model("llama")), models_params(low_memory=True))
+@pytest.mark.parametrize(
+    ("capabilities", "dtype"),
+    [
+        ({"avx512_bf16": True, "amx_bf16": False}, torch.bfloat16),
+        ({"avx512_bf16": False, "amx_bf16": True}, torch.bfloat16),
+        ({"avx512_bf16": False, "amx_bf16": False}, torch.float32),
+    ],
+)
+def test_auto_dtype_is_bfloat16_only_on_a_cpu_that_computes_it_natively(
+    capabilities: dict[str, bool], dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert pick_dtype(torch.device("cpu"), "auto") == dtype
+
+
+def test_auto_dtype_is_float32_on_apple_mps() -> None:
+    assert pick_dtype(torch.device("mps"), "auto") == torch.float32
+
+
+def test_bfloat16_load(make_tiny_model: MakeModel) -> None:
+    loaded = load_model(str(make_tiny_model("llama")), models_params(dtype="bfloat16"))
     assert loaded.model.dtype == torch.bfloat16
+
+
+def test_the_bundled_model_converts_to_plain_float_weights(tmp_path: Path) -> None:
+    """Regression: the conversion kept the GGUF quantization entry in config.json, so every
+    load was flagged as a quantized model (a warning on each bfloat16 load)."""
+    resolved = resolve_model(next(iter(BUNDLED_MODELS)), models_params())
+    config = json.loads((Path(resolved.load_from) / "config.json").read_text(encoding="utf-8"))
+    assert "quantization_config" not in config
+    loaded = load_model(next(iter(BUNDLED_MODELS)), models_params(dtype="bfloat16"))
+    assert getattr(loaded.model, "hf_quantizer", None) is None
+    assert loaded.model.dtype == torch.bfloat16
+    assert loaded.model_id.startswith(next(iter(BUNDLED_MODELS)) + "@")
 
 
 @pytest.mark.timeout(60)
