@@ -122,10 +122,12 @@ def adapter_digest(directory: Path) -> str:
 
 
 def apply_adapter(loaded: LoadedModel, adapter: Path) -> LoadedModel:
-    """`loaded` with the adapter merged into its weights, ready for the same generation code.
+    """`loaded` with the adapter on top, ready for the same generation code.
 
-    The adapter must be complete and trained on this very base model. Merging makes the
-    fine-tuned model a plain transformers model again, so generation needs no peft code path.
+    The adapter must be complete and trained on this very base model. It is kept beside the
+    base weights rather than merged into them: merged into bfloat16 weights, an update smaller
+    than their rounding step (most of a short fine-tune's) would be rounded away, while peft
+    adds the adapter's output computed in its own float32 weights.
     """
     if not (adapter / COMPLETE_MARKER).is_file():
         raise UserError(
@@ -138,7 +140,7 @@ def apply_adapter(loaded: LoadedModel, adapter: Path) -> LoadedModel:
             f"{adapter} was trained on {config['base_model']!r}, not on models.generator "
             f"{loaded.model_id!r}; rerun `dvc repro train_lora`"
         )
-    merged = PeftModel.from_pretrained(loaded.model, adapter).merge_and_unload()
-    merged.eval()
+    tuned = PeftModel.from_pretrained(loaded.model, adapter)
+    tuned.eval()
     model_id = f"{loaded.model_id}+lora:{adapter_digest(adapter)}"
-    return dataclasses.replace(loaded, model=merged, model_id=model_id)
+    return dataclasses.replace(loaded, model=tuned, model_id=model_id)

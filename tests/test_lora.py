@@ -102,3 +102,24 @@ def test_an_adapter_of_another_base_or_without_its_marker_is_refused(
     (out / COMPLETE_MARKER).unlink()
     with pytest.raises(UserError, match="no COMPLETE marker"):
         apply_adapter(fresh, out)
+
+
+def test_an_adapter_on_a_bfloat16_base_stays_unmerged_in_float32(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """Merged into bfloat16 weights, an update below their rounding step would vanish; kept
+    beside them in float32, it still changes the output."""
+    loaded, peft_model = _perturbed_lora(make_tiny_model)
+    save_adapter(peft_model, loaded.tokenizer, {"base_model": loaded.model_id}, tmp_path / "a")
+    half = load_model(str(make_tiny_model("llama")), models_params(dtype="bfloat16"))
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        base_logits = half.model(input_ids=ids).logits
+    tuned = apply_adapter(half, tmp_path / "a")
+    adapter = {n: p.dtype for n, p in tuned.model.named_parameters() if "lora_" in n}
+    base = {n: p.dtype for n, p in tuned.model.named_parameters() if "lora_" not in n}
+    assert adapter and set(adapter.values()) == {torch.float32}
+    assert set(base.values()) == {torch.bfloat16}
+    with torch.no_grad():
+        tuned_logits = tuned.model(input_ids=ids).logits
+    assert not torch.allclose(tuned_logits.float(), base_logits.float(), atol=1e-2)
