@@ -18,7 +18,14 @@ import torch
 
 from minicc.constitution import Constitution
 from minicc.critic import Critic, critique_candidates
-from minicc.generation import Decoding, Request, complete, generate_candidates, plan_batches
+from minicc.generation import (
+    Request,
+    answer_prompts,
+    candidate_plan,
+    complete,
+    plan_batches,
+    stop_token_ids,
+)
 from minicc.models import LoadedModel
 from minicc.params import Params
 from minicc.prompting import format_request
@@ -72,20 +79,6 @@ def cycle_candidates(candidates: list[Candidate], count: int) -> list[Candidate]
     )
 
 
-def _sampling(params: Params) -> Decoding:
-    g = params.generate
-    return Decoding(
-        do_sample=True, temperature=g.temperature, top_p=g.top_p, max_new_tokens=g.max_new_tokens
-    )
-
-
-def _stop_ids(loaded: LoadedModel) -> set[int]:
-    configured = loaded.model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(loaded.tokenizer.eos_token_id)
-    return {i for i in ids if i is not None}
-
-
 @torch.inference_mode()
 def hf_generate(loaded: LoadedModel, text: str, **options: Any) -> list[int]:
     """Plain `model.generate()` on one unpadded input; the new token ids, up to the first stop."""
@@ -94,7 +87,7 @@ def hf_generate(loaded: LoadedModel, text: str, **options: Any) -> list[int]:
     ).to(loaded.device)
     output = loaded.model.generate(**encoded, pad_token_id=loaded.tokenizer.pad_token_id, **options)
     new = output[0, encoded["input_ids"].shape[1] :].tolist()
-    stops = _stop_ids(loaded)
+    stops = stop_token_ids(loaded)
     end = next((i for i, token in enumerate(new) if token in stops), len(new))
     return list(new[:end])
 
@@ -110,39 +103,16 @@ class GenerateResult:
 
 
 def run_pipeline_generation(
-    loaded: LoadedModel, prompts: list[Prompt], per_prompt: int, params: Params
+    loaded: LoadedModel, prompts: list[Prompt], per_prompt: int, params: Params, workdir: Path
 ) -> tuple[list[Candidate], int, float]:
-    """The generate stage's batching and decoding: candidates, new tokens and seconds."""
-    decoding = _sampling(params)
-    requests = [
-        Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt))
-        for p in prompts
-        for k in range(per_prompt)
-    ]
-    batches = plan_batches(loaded, requests, params.generate.batch_size, decoding.max_new_tokens)
+    """The generate stage's call (batching, decoding, resume log): candidates, new tokens and
+    seconds."""
+    plan = replace(candidate_plan(params.generate), per_prompt=per_prompt)
+    log = ResumeLog(workdir, "generate", {"benchmark": "generate", "per_prompt": per_prompt})
     start = perf_counter()
-    done = {
-        row["key"]: row
-        for batch in batches
-        for row in complete(loaded, batch.items, decoding, params.seed)
-    }
+    candidates, _ = answer_prompts(loaded, prompts, plan, params.seed, log)
     seconds = perf_counter() - start
-    by_id = {p.id: p for p in prompts}
-    candidates = []
-    for request in requests:
-        prompt, row = by_id[request.key.rsplit("/", 1)[0]], done[request.key]
-        candidates.append(
-            Candidate(
-                prompt_id=prompt.id,
-                candidate_id=request.key,
-                prompt=prompt.prompt,
-                category=prompt.category,
-                response=row["text"],
-                num_tokens=row["num_tokens"],
-                finish_reason=row["finish_reason"],
-                generator=loaded.model_id,
-            )
-        )
+    log.discard()
     return candidates, sum(c.num_tokens for c in candidates), seconds
 
 
@@ -152,12 +122,15 @@ def bench_generate(
     per_prompt: int,
     baseline_prompts: int,
     params: Params,
+    workdir: Path,
 ) -> GenerateResult:
     """Pipeline tokens/s (batched `complete`) vs one-prompt-at-a-time HF `generate()`."""
-    decoding = _sampling(params)
+    decoding = candidate_plan(params.generate).decoding
     warm = [Request(key="warm-up/0", text=format_request(loaded, prompts[0].prompt))]
     complete(loaded, warm, replace(decoding, max_new_tokens=4), params.seed)
-    candidates, tokens, seconds = run_pipeline_generation(loaded, prompts, per_prompt, params)
+    candidates, tokens, seconds = run_pipeline_generation(
+        loaded, prompts, per_prompt, params, workdir
+    )
     pipeline: dict[str, Any] = {
         "rows": len(candidates),
         "new_tokens": tokens,
@@ -200,7 +173,7 @@ def bench_batch_sizes(
     loaded: LoadedModel, prompts: list[Prompt], per_prompt: int, sizes: list[int], params: Params
 ) -> list[dict[str, Any]]:
     """Tokens/s of one `complete` call per batch size (candidates of a prompt share a prefill)."""
-    decoding = _sampling(params)
+    decoding = candidate_plan(params.generate).decoding
     needed = -(-max(sizes) // per_prompt)
     requests = [
         Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt))
@@ -314,12 +287,12 @@ def bench_scaling(
     workdir: Path,
 ) -> list[dict[str, Any]]:
     """Wall time of generate + critique (the stages' library calls) for N prompts x 1 candidate."""
-    one = replace(params.generate, num_candidates=1)
+    plan = replace(candidate_plan(params.generate), per_prompt=1)
 
     def run(prompts: list[Prompt], label: str) -> tuple[float, float, int]:
         gen_log = ResumeLog(workdir, "generate", {"benchmark": label})
         start = perf_counter()
-        candidates, _ = generate_candidates(loaded, prompts, one, params.seed, gen_log)
+        candidates, _ = answer_prompts(loaded, prompts, plan, params.seed, gen_log)
         generated = perf_counter()
         critic = Critic(critic_loaded, constitution, params.critique)
         crit_log = ResumeLog(workdir, "critique", {"benchmark": label})

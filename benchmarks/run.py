@@ -145,7 +145,7 @@ def run_in_process(
         candidates = None
         if "generate" in sections:
             generated = bench_inference.bench_generate(
-                loaded, chosen, per_prompt, settings.baseline_prompts, params
+                loaded, chosen, per_prompt, settings.baseline_prompts, params, Path(logs)
             )
             candidates = generated.candidates
             results["generate"] = generated.summary
@@ -157,7 +157,7 @@ def run_in_process(
         if "critique" in sections:
             if candidates is None:
                 candidates, *_ = bench_inference.run_pipeline_generation(
-                    loaded, chosen, per_prompt, params
+                    loaded, chosen, per_prompt, params, Path(logs)
                 )
             fixed = bench_inference.cycle_candidates(candidates, settings.critique_candidates)
             results["critique"] = bench_inference.bench_critique(

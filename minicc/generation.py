@@ -39,7 +39,8 @@ class Request:
     """Fully formatted model input (chat template or plain frame already applied)."""
 
 
-def _stop_token_ids(loaded: LoadedModel) -> set[int]:
+def stop_token_ids(loaded: LoadedModel) -> set[int]:
+    """The tokens that end an answer: the generation config's EOS ids and the tokenizer's."""
     configured = loaded.model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured])
     ids.add(loaded.tokenizer.eos_token_id)
@@ -125,7 +126,7 @@ def complete(
     logits = prefill.logits[rows, -1, :]
     attention_mask = encoded["attention_mask"][rows]
     positions = attention_mask.sum(dim=-1, keepdim=True) - 1
-    stop_ids = torch.tensor(sorted(_stop_token_ids(loaded)), device=loaded.device)
+    stop_ids = torch.tensor(sorted(stop_token_ids(loaded)), device=loaded.device)
     finished = torch.zeros(len(requests), dtype=torch.bool, device=loaded.device)
     steps: list[torch.Tensor] = []
     for _ in range(decoding.max_new_tokens):
@@ -161,32 +162,53 @@ def complete(
     return results
 
 
-def generate_candidates(
-    loaded: LoadedModel, prompts: list[Prompt], params: GenerateParams, seed: int, log: ResumeLog
-) -> tuple[list[Candidate], RunCount]:
-    """`params.num_candidates` sampled responses per prompt, in prompt-file order."""
-    by_id = {p.id: p for p in prompts}
-    requests = [
-        Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt))
-        for p in prompts
-        for k in range(params.num_candidates)
-    ]
+@dataclass(frozen=True)
+class AnswerPlan:
+    """How many answers each prompt gets, how they are decoded and how many share a batch."""
+
+    per_prompt: int
+    decoding: Decoding
+    batch_size: int
+    label: str
+    """Names the work in the progress bar (the stage)."""
+
+
+def candidate_plan(params: GenerateParams) -> AnswerPlan:
+    """The generate stage's plan: `num_candidates` sampled answers per prompt."""
     decoding = Decoding(
         do_sample=True,
         temperature=params.temperature,
         top_p=params.top_p,
         max_new_tokens=params.max_new_tokens,
     )
-    batches = plan_batches(loaded, requests, params.batch_size, params.max_new_tokens)
+    return AnswerPlan(params.num_candidates, decoding, params.batch_size, "generate")
+
+
+def answer_prompts(
+    loaded: LoadedModel, prompts: list[Prompt], plan: AnswerPlan, seed: int, log: ResumeLog
+) -> tuple[list[Candidate], RunCount]:
+    """`plan.per_prompt` answers to every prompt, in prompt-file order, ids `<prompt id>/<k>`.
+
+    Both the generate stage and the evaluation of either model answer through this function,
+    so they differ only in their plan.
+    """
+    by_id = {p.id: p for p in prompts}
+    requests = [
+        Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt))
+        for p in prompts
+        for k in range(plan.per_prompt)
+    ]
+    decoding = plan.decoding
+    batches = plan_batches(loaded, requests, plan.batch_size, decoding.max_new_tokens)
     results, count = run_resumable(
-        batches, lambda batch: complete(loaded, batch, decoding, seed), log, "generate"
+        batches, lambda batch: complete(loaded, batch, decoding, seed), log, plan.label
     )
     completions = {r["key"]: r for r in results}
-    candidates = []
+    answers = []
     for request in requests:
         prompt = by_id[request.key.rsplit("/", 1)[0]]
         done = completions[request.key]
-        candidates.append(
+        answers.append(
             Candidate(
                 prompt_id=prompt.id,
                 candidate_id=request.key,
@@ -198,16 +220,16 @@ def generate_candidates(
                 generator=loaded.model_id,
             )
         )
-    return candidates, count
+    return answers, count
 
 
-def generation_inputs(
-    prompts: list[Prompt], params: GenerateParams, seed: int, model_id: str
+def answer_inputs(
+    prompts: list[Prompt], plan: AnswerPlan, seed: int, model_id: str
 ) -> dict[str, Any]:
-    """Everything that changes generated text; names the resume log."""
+    """Everything that changes the answers; names the resume log."""
     return {
         "prompts": [asdict(p) for p in prompts],
-        "params": asdict(params),
+        "plan": asdict(plan),
         "seed": seed,
         "model": model_id,
     }

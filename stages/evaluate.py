@@ -15,7 +15,8 @@ import typer
 
 from minicc.cli import stage_errors
 from minicc.errors import UserError
-from minicc.evaluation import evaluation_inputs, generate_responses
+from minicc.evaluation import evaluation_plan
+from minicc.generation import answer_inputs, answer_prompts
 from minicc.jsonl import write_records
 from minicc.lora import apply_adapter
 from minicc.models import load_model
@@ -43,11 +44,10 @@ def main(
         loaded = load_model(params.models.generator, params.models)
         if adapter is not None:
             loaded = apply_adapter(loaded, adapter)
-        inputs = evaluation_inputs(prompt_rows, params.evaluate, params.seed, loaded.model_id)
+        plan = evaluation_plan(params.evaluate)
+        inputs = answer_inputs(prompt_rows, plan, params.seed, loaded.model_id)
         with resumable(f"evaluate-{model}", inputs) as log:
-            responses, count = generate_responses(
-                loaded, prompt_rows, params.evaluate, params.seed, log
-            )
+            responses, count = answer_prompts(loaded, prompt_rows, plan, params.seed, log)
             write_records(out, responses)
         finished = sum(r.finish_reason == "eos" for r in responses)
         print(

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.generation import generate_candidates, generation_inputs
+from minicc.generation import answer_inputs, answer_prompts, candidate_plan
 from minicc.jsonl import write_records
 from minicc.models import load_model
 from minicc.params import load_params
@@ -30,11 +30,10 @@ def main(
         prompt_rows = load_prompts(prompts)
         seed_everything(params.seed)
         loaded = load_model(params.models.generator, params.models)
-        inputs = generation_inputs(prompt_rows, params.generate, params.seed, loaded.model_id)
+        plan = candidate_plan(params.generate)
+        inputs = answer_inputs(prompt_rows, plan, params.seed, loaded.model_id)
         with resumable("generate", inputs) as log:
-            candidates, count = generate_candidates(
-                loaded, prompt_rows, params.generate, params.seed, log
-            )
+            candidates, count = answer_prompts(loaded, prompt_rows, plan, params.seed, log)
             write_records(out, candidates)
         finished = sum(c.finish_reason == "eos" for c in candidates)
         print(

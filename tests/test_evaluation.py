@@ -1,15 +1,16 @@
-"""Evaluation responses: one function for both models, same keys, and an untrained adapter
+"""Evaluation answers: one function for both models, same keys, and an untrained adapter
 (zero LoRA B) changes nothing."""
 
 from pathlib import Path
 
 from conftest import MakeModel, models_params, train_params
 
-from minicc.evaluation import generate_responses
+from minicc.evaluation import evaluation_plan
+from minicc.generation import answer_prompts
 from minicc.lora import add_lora, apply_adapter, save_adapter
-from minicc.models import load_model
+from minicc.models import LoadedModel, load_model
 from minicc.params import EvaluateParams
-from minicc.records import Prompt
+from minicc.records import Candidate, Prompt
 from minicc.resume import ResumeLog
 
 PROMPTS = [
@@ -30,10 +31,19 @@ def evaluate_params(**overrides: object) -> EvaluateParams:
     return EvaluateParams(**{**values, **overrides})  # type: ignore[arg-type]
 
 
+def generate_responses(
+    loaded: LoadedModel, params: EvaluateParams, seed: int, log_dir: Path
+) -> list[Candidate]:
+    answers, _ = answer_prompts(
+        loaded, PROMPTS, evaluation_plan(params), seed, ResumeLog(log_dir, "e", 1)
+    )
+    return answers
+
+
 def test_samples_per_prompt_keep_prompt_order(make_tiny_model: MakeModel, tmp_path: Path) -> None:
     loaded = load_model(str(make_tiny_model("llama")), models_params())
     params = evaluate_params(do_sample=True, num_samples=3)
-    rows, _ = generate_responses(loaded, PROMPTS, params, 7, ResumeLog(tmp_path, "e", 1))
+    rows = generate_responses(loaded, params, 7, tmp_path)
     assert [r.candidate_id for r in rows] == [f"{p.id}/{k}" for p in PROMPTS for k in range(3)]
     assert all(r.generator == loaded.model_id for r in rows)
 
@@ -43,14 +53,10 @@ def test_an_untrained_adapter_answers_like_the_baseline(
 ) -> None:
     spec = str(make_tiny_model("llama"))
     base = load_model(spec, models_params())
-    baseline, _ = generate_responses(
-        base, PROMPTS, evaluate_params(), 0, ResumeLog(tmp_path / "b", "e", 1)
-    )
+    baseline = generate_responses(base, evaluate_params(), 0, tmp_path / "b")
     fresh_lora = add_lora(load_model(spec, models_params()).model, train_params(), ["q_proj"])
     save_adapter(fresh_lora, base.tokenizer, {"base_model": base.model_id}, tmp_path / "lora")
     tuned = apply_adapter(load_model(spec, models_params()), tmp_path / "lora")
-    finetuned, _ = generate_responses(
-        tuned, PROMPTS, evaluate_params(), 0, ResumeLog(tmp_path / "f", "e", 1)
-    )
+    finetuned = generate_responses(tuned, evaluate_params(), 0, tmp_path / "f")
     assert [r.response for r in finetuned] == [r.response for r in baseline]
     assert finetuned[0].generator != baseline[0].generator

@@ -10,9 +10,10 @@ from minicc.errors import UserError
 from minicc.generation import (
     Decoding,
     Request,
+    answer_inputs,
+    answer_prompts,
+    candidate_plan,
     complete,
-    generate_candidates,
-    generation_inputs,
     plan_batches,
 )
 from minicc.models import LoadedModel, load_model
@@ -39,9 +40,9 @@ def generate(
     prompts: list[Prompt] = PROMPTS,
 ) -> tuple[list[Candidate], RunCount, ResumeLog]:
     params = generate_params() if params is None else params
-    material = generation_inputs(prompts, params, seed, loaded.model_id)
-    log = ResumeLog(log_dir, "generate", material)
-    candidates, count = generate_candidates(loaded, prompts, params, seed, log)
+    plan = candidate_plan(params)
+    log = ResumeLog(log_dir, "generate", answer_inputs(prompts, plan, seed, loaded.model_id))
+    candidates, count = answer_prompts(loaded, prompts, plan, seed, log)
     return candidates, count, log
 
 
