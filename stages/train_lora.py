@@ -23,10 +23,11 @@ from accelerate import Accelerator
 from minicc.cli import stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records
 from minicc.lora import add_lora, resolve_target_modules, save_adapter
+from minicc.models import pick_device
 from minicc.params import load_params
 from minicc.seeding import seed_everything
 from minicc.sft import SftExample
-from minicc.training import encode_example, fit, load_base_for_training
+from minicc.training import base_precision, encode_example, fit, load_base_for_training
 
 
 def main(
@@ -43,12 +44,16 @@ def main(
         train_rows = read_records(train, SftExample)
         val_rows = read_records(val, SftExample)
         seed_everything(params.seed)
-        loaded = load_base_for_training(
-            params.models.generator, params.models, params.train.quantize_4bit
-        )
+        # The accelerator comes first: under `accelerate launch` it gives each process its own
+        # GPU, where that process then loads (and, for QLoRA, quantizes) the base model.
         accelerator = Accelerator(
-            gradient_accumulation_steps=params.train.grad_accum, cpu=loaded.device.type == "cpu"
+            gradient_accumulation_steps=params.train.grad_accum,
+            cpu=pick_device(params.models.device).type == "cpu",
         )
+        loaded = load_base_for_training(
+            params.models.generator, params.models, params.train.quantize_4bit, accelerator.device
+        )
+        precision = base_precision(loaded.model)
         targets = resolve_target_modules(loaded.model, params.train.target_modules)
         model = add_lora(loaded.model, params.train, targets)
         max_len = params.train.max_seq_len
@@ -85,6 +90,7 @@ def main(
                 "truncated_examples": sum(e.truncated for e in train_set + val_set),
                 "processes": accelerator.num_processes,
                 "device": str(accelerator.device),
+                "base_precision": precision,
                 "wall_time_s": round(wall_time, 1),
             }
             rows = "".join(f"{step},{loss:.4f}\n" for step, loss in result.step_losses)
@@ -92,7 +98,7 @@ def main(
             print(
                 f"train_lora: {result.steps} steps, train loss {result.train_loss:.4f}, val loss "
                 f"{result.val_loss_before:.4f} -> {result.val_loss:.4f} on {targets} "
-                f"in {wall_time:.0f}s -> {out}"
+                f"({precision} base) in {wall_time:.0f}s -> {out}"
             )
         accelerator.wait_for_everyone()
 

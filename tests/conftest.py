@@ -139,7 +139,9 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def _config(arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int]) -> Any:
+def _config(
+    arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int], width: int = 32
+) -> Any:
     common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "max_position_embeddings": max_positions,
@@ -150,8 +152,8 @@ def _config(arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int]
     match arch:
         case "llama":
             return LlamaConfig(
-                hidden_size=32,
-                intermediate_size=64,
+                hidden_size=width,
+                intermediate_size=2 * width,
                 num_hidden_layers=2,
                 num_attention_heads=4,
                 num_key_value_heads=2,
@@ -159,7 +161,7 @@ def _config(arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int]
             )
         case "gpt_neo":
             return GPTNeoConfig(
-                hidden_size=32,
+                hidden_size=width,
                 num_layers=2,
                 num_heads=2,
                 attention_types=[[["global", "local"], 1]],
@@ -168,8 +170,8 @@ def _config(arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int]
             )
         case "phi":
             return PhiConfig(
-                hidden_size=32,
-                intermediate_size=64,
+                hidden_size=width,
+                intermediate_size=2 * width,
                 num_hidden_layers=2,
                 num_attention_heads=2,
                 partial_rotary_factor=0.5,
@@ -177,8 +179,8 @@ def _config(arch: Arch, vocab_size: int, max_positions: int, ids: dict[str, int]
             )
         case "gemma":
             return GemmaConfig(
-                hidden_size=32,
-                intermediate_size=64,
+                hidden_size=width,
+                intermediate_size=2 * width,
                 num_hidden_layers=2,
                 num_attention_heads=2,
                 num_key_value_heads=1,
@@ -192,26 +194,28 @@ MakeModel = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def make_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> MakeModel:
-    """`make_tiny_model(arch, max_positions=256, chat=True)`: a saved random-weight model dir.
+    """`make_tiny_model(arch, max_positions=256, chat=True, width=32)`: a saved random-weight
+    model dir.
 
     Directories are cached for the session; `chat=False` saves the tokenizer without its chat
-    template (a "base" model). The same seed gives the same weights for the same arguments.
+    template (a "base" model); `width` is the hidden size (4-bit quantization wants 64 or more).
+    The same seed gives the same weights for the same arguments.
     """
-    built: dict[tuple[str, int, bool], Path] = {}
+    built: dict[tuple[str, int, bool, int], Path] = {}
 
-    def make(arch: Arch, max_positions: int = 256, chat: bool = True) -> Path:
-        key = (arch, max_positions, chat)
+    def make(arch: Arch, max_positions: int = 256, chat: bool = True, width: int = 32) -> Path:
+        key = (arch, max_positions, chat, width)
         if key not in built:
             tokenizer = build_tokenizer(CHAT_TEMPLATE if chat else None)
             ids = {
                 "bos": tokenizer.convert_tokens_to_ids(IM_START),
                 "eos": tokenizer.convert_tokens_to_ids(IM_END),
             }
-            config: PretrainedConfig = _config(arch, len(tokenizer), max_positions, ids)
+            config: PretrainedConfig = _config(arch, len(tokenizer), max_positions, ids, width)
             torch.manual_seed(1234)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             suffix = "chat" if chat else "base"
-            directory = tmp_path_factory.mktemp(f"tiny-{arch}-{max_positions}-{suffix}")
+            directory = tmp_path_factory.mktemp(f"tiny-{arch}-{max_positions}-{suffix}-{width}")
             model.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
             built[key] = directory
@@ -248,7 +252,7 @@ def models_params(**overrides: Any) -> ModelsParams:
         "generator": "unused",
         "critic": "unused",
         "device": "cpu",
-        "low_memory": False,
+        "dtype": "float32",
         "trust_remote_code": [],
     }
     return ModelsParams(**{**values, **overrides})
