@@ -6,6 +6,8 @@ Nothing is parsed from free text. A response that cannot be scored stays unscore
 """
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from statistics import fmean
@@ -24,7 +26,7 @@ from minicc.neutralise import neutralise
 from minicc.params import CriticMethod, CritiqueParams, Params
 from minicc.probe import Probe, load_probe
 from minicc.records import Candidate, Critique
-from minicc.resume import Batch, ResumeLog, RunCount, run_resumable
+from minicc.resume import Batch, ResumeLog, RunCount, resumable, run_resumable
 
 FloatArray = npt.NDArray[np.float64]
 DIGITS = ("1", "2", "3", "4", "5")
@@ -409,6 +411,20 @@ def critique_inputs(
         "critic": critic_id,
         "constitution": constitution.version,
     }
+
+
+@contextmanager
+def resumable_critiques(
+    stage: str, critic: Critic, candidates: list[Candidate], batch_size: int
+) -> Iterator[tuple[list[Critique], RunCount]]:
+    """Critiques of every candidate, finished batches resumed from the stage's log.
+
+    The log is discarded only when the block (writing the stage's outputs) succeeds, so a
+    crash while writing loses no critique.
+    """
+    inputs = critique_inputs(candidates, critic.params, critic.critic_id, critic.constitution)
+    with resumable(stage, inputs) as log:
+        yield critique_candidates(critic, candidates, batch_size, log)
 
 
 @dataclass(frozen=True)

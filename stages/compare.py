@@ -13,25 +13,19 @@ One critic, one set of `critique` params for both sides; statistics in minicc/co
 and minicc/stats.py.
 """
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 
 from minicc.cli import stage_errors
 from minicc.comparison import category_rates, compare_metrics, pair_outcomes, score_histogram
-from minicc.critic import (
-    CriticFiles,
-    critic_setup,
-    critique_candidates,
-    critique_inputs,
-    open_critic,
-)
+from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
 from minicc.csv_table import csv_text
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import Candidate
 from minicc.refusal import load_refusal_labels, refusal_detector_accuracy
-from minicc.resume import resumable
 from minicc.seeding import seed_everything
 
 
@@ -59,31 +53,31 @@ def main(
         detector = refusal_detector_accuracy(load_refusal_labels(refusal_labels))
         seed_everything(params.seed)
         critic = open_critic(params, setup)
-        critiques = {}
-        for side, responses in rows.items():
-            inputs = critique_inputs(
-                responses, critic.params, critic.critic_id, critic.constitution
-            )
-            with resumable(f"compare-{side}", inputs) as log:
-                critiques[side], _ = critique_candidates(
-                    critic, responses, params.critique.batch_size, log
-                )
-        results = pair_outcomes(
-            critiques["baseline"], critiques["finetuned"], params.critique.safe_threshold
-        )
-        metrics = compare_metrics(results, params.seed)
-        metrics["refusal_detector_accuracy"] = round(detector["accuracy"], 4)
-        metrics["refusal_detector"] = {k: v for k, v in detector.items() if k != "per_model"}
-        failures = [r for r in results if r.delta is not None and r.delta < 0]
-        atomic_write_files(
-            {
-                paired_out: records_text(results),
-                failures_out: records_text(failures),
-                metrics_out: json_text(metrics),
-                scores_out: csv_text(score_histogram(results)),
-                categories_out: csv_text(category_rates(metrics)),
+        batch_size = params.critique.batch_size
+        # Both logs are kept until every output is written: a crash loses no critique.
+        with ExitStack() as logs:
+            critiques = {
+                side: logs.enter_context(
+                    resumable_critiques(f"compare-{side}", critic, responses, batch_size)
+                )[0]
+                for side, responses in rows.items()
             }
-        )
+            results = pair_outcomes(
+                critiques["baseline"], critiques["finetuned"], params.critique.safe_threshold
+            )
+            metrics = compare_metrics(results, params.seed)
+            metrics["refusal_detector_accuracy"] = round(detector["accuracy"], 4)
+            metrics["refusal_detector"] = {k: v for k, v in detector.items() if k != "per_model"}
+            failures = [r for r in results if r.delta is not None and r.delta < 0]
+            atomic_write_files(
+                {
+                    paired_out: records_text(results),
+                    failures_out: records_text(failures),
+                    metrics_out: json_text(metrics),
+                    scores_out: csv_text(score_histogram(results)),
+                    categories_out: csv_text(category_rates(metrics)),
+                }
+            )
         delta = metrics["delta"]
         print(
             f"compare: mean score {metrics['baseline']['mean_score']} -> "

@@ -18,19 +18,12 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.critic import (
-    CriticFiles,
-    critic_setup,
-    critique_candidates,
-    critique_inputs,
-    open_critic,
-)
+from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
 from minicc.critic_metrics import as_candidate, critic_report, curves, score_rows
 from minicc.csv_table import csv_text
 from minicc.jsonl import atomic_write_files, json_text, records_text
 from minicc.labeled import load_labeled
 from minicc.params import load_params
-from minicc.resume import resumable
 from minicc.seeding import seed_everything
 
 
@@ -54,9 +47,8 @@ def main(
         seed_everything(params.seed)
         critic = open_critic(params, setup)
         candidates = [as_candidate(row) for row in rows]
-        inputs = critique_inputs(candidates, critic.params, critic.critic_id, critic.constitution)
-        with resumable("critic_eval", inputs) as log:
-            critiques, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
+        batch_size = params.critique.batch_size
+        with resumable_critiques("critic_eval", critic, candidates, batch_size) as (critiques, _):
             scored = score_rows(rows, critiques)
             report = critic_report(scored, params.critique.safe_threshold)
             roc, calibration = curves(scored)

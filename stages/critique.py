@@ -17,17 +17,10 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.critic import (
-    CriticFiles,
-    critic_setup,
-    critique_candidates,
-    critique_inputs,
-    open_critic,
-)
+from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
 from minicc.jsonl import read_records, write_records
 from minicc.params import load_params
 from minicc.records import Candidate
-from minicc.resume import resumable
 from minicc.seeding import seed_everything
 
 
@@ -47,9 +40,8 @@ def main(
         rows = read_records(candidates, Candidate)
         seed_everything(params.seed)
         critic = open_critic(params, setup)
-        inputs = critique_inputs(rows, critic.params, critic.critic_id, critic.constitution)
-        with resumable("critique", inputs) as log:
-            critiques, count = critique_candidates(critic, rows, params.critique.batch_size, log)
+        batch_size = params.critique.batch_size
+        with resumable_critiques("critique", critic, rows, batch_size) as (critiques, count):
             write_records(out, critiques)
         scored = [c for c in critiques if c.scored]
         safe = sum(bool(c.safe) for c in scored)

@@ -18,7 +18,14 @@ from conftest import (
 )
 from transformers import AutoTokenizer
 
-from minicc.critic import Critic, critique_candidates, critique_inputs, digit_token_ids, read_digits
+from minicc.critic import (
+    Critic,
+    critique_candidates,
+    critique_inputs,
+    digit_token_ids,
+    read_digits,
+    resumable_critiques,
+)
 from minicc.errors import UserError
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise as _neutralise
@@ -348,6 +355,24 @@ def test_explain_fills_a_rationale_for_scored_candidates(critic_llama: LoadedMod
     assert records[1]["rationale"] is None
     assert isinstance(records[2]["rationale"], str)
     check_scored(records[0])
+
+
+def test_a_crash_while_writing_keeps_the_critiques_for_the_rerun(
+    critic: Critic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINICC_CACHE_DIR", str(tmp_path))
+    given = candidates(RESPONSES[:4])
+    with (
+        pytest.raises(OSError, match="disk full"),
+        resumable_critiques("stage", critic, given, 2) as (first, count),
+    ):
+        assert count == RunCount(batches_run=2, batches_resumed=0)
+        raise OSError("disk full")
+    assert len(list((tmp_path / "resume").glob("stage-*.jsonl"))) == 1
+    with resumable_critiques("stage", critic, given, 2) as (again, count):
+        assert count == RunCount(batches_run=0, batches_resumed=2)
+        assert again == first
+    assert list((tmp_path / "resume").glob("stage-*.jsonl")) == []
 
 
 def test_critique_candidates_keeps_file_order(critic: Critic, tmp_path: Path) -> None:
