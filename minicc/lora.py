@@ -38,14 +38,22 @@ ATTENTION_PROJECTIONS: dict[str, list[str]] = {
     # GPT-Neo keeps its projections under `attn.attention`; the output one is `out_proj`.
     "gpt_neo": ["q_proj", "k_proj", "v_proj", "out_proj"],
     "phi": ["q_proj", "k_proj", "v_proj", "dense"],
-    # GPT-2 uses fused Conv1D layers (peft handles their transposed weights).
-    "gpt2": ["c_attn", "c_proj"],
+    # GPT-2 uses fused Conv1D layers (peft handles their transposed weights); its MLP has a
+    # `c_proj` too, so the names say which block they are in.
+    "gpt2": ["attn.c_attn", "attn.c_proj"],
 }
-"""The attention projections of each architecture (`config.model_type`) that `auto` picks."""
+"""The attention projections of each architecture (`config.model_type`) that `auto` picks,
+as peft's `target_modules` reads them: a name matches every module whose dotted name ends
+with it."""
 
 
 def _module_names(model: nn.Module) -> set[str]:
-    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    """Every dotted ending of every module name: what a `target_modules` entry can match."""
+    names: set[str] = set()
+    for name, _ in model.named_modules():
+        parts = name.split(".") if name else []
+        names.update(".".join(parts[start:]) for start in range(len(parts)))
+    return names
 
 
 def all_linear_modules(model: nn.Module) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import ARCHS, MakeModel, models_params, train_params
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
 
 from minicc.errors import UserError
 from minicc.lora import (
@@ -35,6 +35,36 @@ def test_auto_picks_the_attention_projections(arch: str, make_tiny_model: MakeMo
     wrapped = add_lora(model, train_params(), targets)
     adapted = {name.rsplit(".", 2)[-2] for name, _ in wrapped.named_modules() if "lora_A" in name}
     assert adapted >= set(EXPECTED[arch])
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # GPT-2's MLP has a `c_proj` too: it must not get an adapter.
+        (GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64), {"attn.c_attn", "attn.c_proj"}),
+        (
+            Qwen2Config(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=64,
+            ),
+            {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
+        ),
+    ],
+    ids=["gpt2", "qwen2"],
+)
+def test_auto_adapts_the_attention_projections_only(config: Any, expected: set[str]) -> None:
+    model = AutoModelForCausalLM.from_config(config)
+    wrapped = add_lora(model, train_params(), resolve_target_modules(model, "auto"))
+    adapted = {
+        ".".join(name.split(".")[-3:-1])
+        for name, _ in wrapped.named_modules()
+        if name.endswith("lora_A")
+    }
+    assert adapted == expected
 
 
 def test_auto_falls_back_to_every_linear_layer_but_the_head(make_tiny_model: MakeModel) -> None:
