@@ -12,6 +12,7 @@ The loop runs through `accelerate.Accelerator`: on one CPU process it changes no
 
 import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from functools import partial
 from statistics import fmean
@@ -20,6 +21,7 @@ from typing import Any, cast
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 from transformers import get_scheduler
 
 from minicc.errors import UserError
@@ -110,8 +112,11 @@ def load_base_for_training(
         bnb_4bit_compute_dtype=pick_dtype(device, params.dtype),
     )
     loaded = load_model(spec, params, device=device, quantization=quantization)
-    # Keeps the norms in float32 and lets gradients reach the adapters through frozen layers.
-    loaded.model = prepare_model_for_kbit_training(loaded.model)
+    # Keeps the norms in float32 and lets gradients reach the adapters through frozen layers,
+    # with non-reentrant checkpointing (the kind DDP accepts).
+    loaded.model = prepare_model_for_kbit_training(
+        loaded.model, gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
     return loaded
 
 
@@ -182,19 +187,30 @@ def fit(
     val_before = mean_token_loss(model, val_loader, accelerator)
     step_losses: list[tuple[int, float]] = []
     pending: list[float] = []
-    for _ in range(params.epochs):
-        model.train()
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad()
-            pending.append(float(accelerator.gather(loss.detach()).mean()))
-            if accelerator.sync_gradients:
-                scheduler.step()
-                step_losses.append((len(step_losses) + 1, fmean(pending)))
-                pending = []
+    progress = tqdm(
+        total=total_steps,
+        desc="train_lora",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not accelerator.is_local_main_process,
+    )
+    with progress:
+        for _ in range(params.epochs):
+            model.train()
+            for batch in loader:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                pending.append(float(accelerator.gather(loss.detach()).mean()))
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                    step_losses.append((len(step_losses) + 1, fmean(pending)))
+                    pending = []
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{step_losses[-1][1]:.3f}")
     last_epoch = step_losses[-(len(step_losses) // params.epochs) :]
     return model, TrainResult(
         step_losses=step_losses,
