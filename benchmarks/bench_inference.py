@@ -28,8 +28,9 @@ from minicc.generation import (
 )
 from minicc.models import LoadedModel
 from minicc.params import Params
+from minicc.probe import Probe
 from minicc.prompting import format_request
-from minicc.records import Candidate, Prompt
+from minicc.records import Candidate, Critique, Prompt
 from minicc.resume import ResumeLog
 
 BASELINE_CRITIQUE_MAX_NEW_TOKENS = 120
@@ -215,26 +216,34 @@ def bench_critique(
     candidates: list[Candidate],
     baseline_count: int,
     workdir: Path,
+    probe: Probe | None,
 ) -> dict[str, Any]:
     """Pipeline candidates/s (`critique_candidates`) vs free-text judging one at a time.
 
-    The timed critic is a fresh instance, so computing its shared judge-prompt prefix is timed
-    too, as in a stage run; the warm-up uses a throwaway instance.
+    The speed-up compares the zero-shot judge's digit reading with free text (both read the
+    whole model); the trained probe (the default method, 14 of 30 layers) is timed beside
+    them when its file exists. Each timed critic is a fresh instance, so computing its shared
+    judge-prompt prefix is timed too, as in a stage run; warm-ups use throwaway instances.
     """
-    Critic(loaded, constitution, params.critique).critique(candidates[:2])
-    critic = Critic(loaded, constitution, params.critique)
-    log = ResumeLog(workdir, "critique", {"benchmark": "critique"})
-    start = perf_counter()
-    critiques, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
-    seconds = perf_counter() - start
-    log.discard()
-    pipeline: dict[str, Any] = {
-        "candidates": len(candidates),
-        "scored": sum(c.scored for c in critiques),
-        "seconds": round(seconds, 3),
-        "candidates_per_s": _rate(len(candidates), seconds),
-        "batch_size": params.critique.batch_size,
-    }
+
+    def timed(with_probe: Probe | None, label: str) -> tuple[list[Critique], dict[str, Any]]:
+        Critic(loaded, constitution, params.critique, with_probe).critique(candidates[:2])
+        critic = Critic(loaded, constitution, params.critique, with_probe)
+        log = ResumeLog(workdir, "critique", {"benchmark": label})
+        start = perf_counter()
+        critiques, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
+        seconds = perf_counter() - start
+        log.discard()
+        return critiques, {
+            "candidates": len(candidates),
+            "scored": sum(c.scored for c in critiques),
+            "seconds": round(seconds, 3),
+            "candidates_per_s": _rate(len(candidates), seconds),
+            "batch_size": params.critique.batch_size,
+        }
+
+    critiques, pipeline = timed(None, "judge")
+    probe_result = None if probe is None else timed(probe, "probe")[1]
 
     # Spread over the list: consecutive candidates answer the same prompt.
     chosen = candidates[:: max(1, len(candidates) // baseline_count)][:baseline_count]
@@ -272,6 +281,7 @@ def bench_critique(
     }
     return {
         "pipeline": pipeline,
+        "probe": probe_result,
         "baseline": baseline,
         "speedup": round(pipeline["candidates_per_s"] / baseline["candidates_per_s"], 3),
     }

@@ -20,19 +20,21 @@ from time import perf_counter
 from typing import Any
 
 import bench_inference
+import bench_precision
 import bench_stages
 import torch
 import transformers
 import typer
 
-from minicc.constitution import load_constitution
+from minicc.constitution import Constitution, load_constitution
 from minicc.models import load_model, resolve_model
 from minicc.params import Params, load_params
+from minicc.probe import Probe, load_probe
 from minicc.records import Prompt, load_prompts
 from minicc.seeding import seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("generate", "critique", "scaling", "memory", "repro")
+SECTIONS = ("generate", "critique", "scaling", "precision", "memory", "repro")
 DVC_YAML = Path("dvc.yaml")
 EVAL_PROMPTS = Path("data/eval_prompts.jsonl")
 """Not read by the pipeline; only lengthens the prompt pool of the scaling benchmark."""
@@ -50,12 +52,14 @@ class Settings:
     critique_baseline_candidates: int
     scaling: list[int]
     """Numbers of prompts (1 candidate each) for the generate + critique wall-time curve."""
+    precision_prompts: int
+    """precision: prompts (2 answers each) generated, critiqued and trained on per precision."""
     memory_prompts: int
 
 
 # Sized for about 10 minutes on an idle 2-core CPU; `--scaling 25,50,100,200` adds about 4.
-FULL = Settings(24, 2, 6, [1, 4, 16, 64], 48, 6, [25, 50, 100], 12)
-QUICK = Settings(4, 2, 2, [1, 4], 8, 2, [5, 10], 3)
+FULL = Settings(24, 2, 6, [1, 4, 16, 64], 48, 6, [25, 50, 100], 8, 12)
+QUICK = Settings(4, 2, 2, [1, 4], 8, 2, [5, 10], 2, 3)
 
 
 def _int_list(text: str) -> list[int]:
@@ -111,6 +115,20 @@ def pipeline_prompts() -> list[Prompt]:
     return load_prompts(Path(bench_stages.stage_options(DVC_YAML, "generate")["prompts"]))
 
 
+def critique_constitution(params: Params) -> Constitution:
+    """The constitution in the configured style, from the critique stage's files in dvc.yaml."""
+    style = params.critique.style
+    files = bench_stages.stage_options(DVC_YAML, "critique")
+    template = files["instruct-template" if style == "instruct" else "base-template"]
+    return load_constitution(Path(files["principles"]), Path(template), style)
+
+
+def trained_probe() -> Probe | None:
+    """The critic probe train_critic wrote (the path dvc.yaml names), if it has run."""
+    path = Path(bench_stages.stage_options(DVC_YAML, "critique")["probe"])
+    return load_probe(path) if path.is_file() else None
+
+
 def write_json(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".tmp")
@@ -133,10 +151,7 @@ def run_in_process(
         else load_model(params.models.critic, params.models)
     )
     results["model"] = {"generator": loaded.model_id, "critic": critic_loaded.model_id}
-    style = params.critique.style
-    files = bench_stages.stage_options(DVC_YAML, "critique")
-    template = files["instruct-template" if style == "instruct" else "base-template"]
-    constitution = load_constitution(Path(files["principles"]), Path(template), style)
+    constitution = critique_constitution(params)
     prompts = pipeline_prompts()
     pool = prompts + load_prompts(EVAL_PROMPTS)
     chosen = bench_inference.mixed_prompts(prompts, settings.prompts)
@@ -167,6 +182,7 @@ def run_in_process(
                 fixed,
                 settings.critique_baseline_candidates,
                 Path(logs),
+                trained_probe(),
             )
             results["critique_speedup"] = results["critique"]["speedup"]
             save()
@@ -207,10 +223,18 @@ def print_table(results: dict[str, Any]) -> None:
             f"speedup {_fmt(c['speedup'], 'x', 1)}   "
             f"(free-text scores parsed: {b['parsed']}/{b['candidates']})"
         )
+        if c["probe"] is not None:
+            print(f"           probe {_fmt(c['probe']['candidates_per_s'], ' cand/s', 2):>16}")
     for row in results.get("scaling", []):
         print(
             f"scaling    {row['prompts']:>4} prompts   {_fmt(row['seconds'], ' s'):>9}   "
             f"{_fmt(row['seconds_per_prompt'], ' s/prompt', 3)}"
+        )
+    if "precision" in results:
+        ratio = results["precision"]["bfloat16_speedup"]
+        print(
+            f"precision  bfloat16 vs float32: generate {_fmt(ratio['generate'], 'x', 2)}   "
+            f"critic {_fmt(ratio['critic'], 'x', 2)}   train {_fmt(ratio['train'], 'x', 2)}"
         )
     if "memory" in results:
         per_stage = ", ".join(
@@ -237,6 +261,7 @@ def main(
     critique_candidates: int | None = typer.Option(None, help="critique: pipeline [48; 8]."),
     critique_baseline: int | None = typer.Option(None, help="critique: baseline [6; 2]."),
     scaling: str | None = typer.Option(None, help="scaling: prompt counts [25,50,100; 5,10]."),
+    precision_prompts: int | None = typer.Option(None, help="precision: prompts each [8; 2]."),
     memory_prompts: int | None = typer.Option(None, help="memory: prompts per stage run [12; 3]."),
     only: str = typer.Option(",".join(SECTIONS), help="Comma-separated sections to run."),
     full_repro: bool = typer.Option(
@@ -262,6 +287,7 @@ def main(
         "critique_candidates": critique_candidates,
         "critique_baseline_candidates": critique_baseline,
         "scaling": _int_list(scaling) if scaling else None,
+        "precision_prompts": precision_prompts,
         "memory_prompts": memory_prompts,
     }
     settings = replace(
@@ -288,6 +314,7 @@ def main(
     results: dict[str, Any] = {
         "generate_speedup": None,
         "critique_speedup": None,
+        "bfloat16_speedup": None,
         "peak_rss_gb": None,
         "repro_s": repro_seconds,
         "noop_repro_s": None,
@@ -307,6 +334,16 @@ def main(
 
     if sections & {"generate", "critique", "scaling"}:
         run_in_process(params, settings, sections, results, save)
+    if "precision" in sections:
+        with tempfile.TemporaryDirectory(prefix="minicc-bench-precision-") as scratch:
+            results["precision"] = bench_precision.bench_precision(
+                params,
+                critique_constitution(params),
+                bench_inference.mixed_prompts(pipeline_prompts(), settings.precision_prompts),
+                Path(scratch),
+            )
+        results["bfloat16_speedup"] = results["precision"]["bfloat16_speedup"]
+        save()
     if "memory" in sections:
         # The stages share this cache's converted models: convert them first if missing.
         for spec in {params.models.generator, params.models.critic}:
