@@ -94,7 +94,7 @@ def load_base_for_training(
     4-bit NF4 for QLoRA, computing in the `models.dtype` precision.
 
     bitsandbytes is optional: it is imported only here, and only when asked for. Its CPU
-    backend works too (the tests use it), but saves memory at a cost in speed.
+    backend works too; the tests use it.
     """
     if not quantize_4bit:
         return load_model(spec, params, device=device)
