@@ -2,7 +2,8 @@
 
 `models.dtype: auto` picks bfloat16 on a CPU that computes it natively; this measures what that
 buys. Each precision loads the generator afresh and runs, through the stages' own functions:
-- a critic forward pass (`Critic.probe_features`, the probe's path) over a batch of candidates;
+- a critic forward pass (`Critic.probe_features` at `critic_probe.layer`, the probe's path)
+  over a batch of candidates;
 - generation (`answer_prompts` with the generate stage's decoding);
 - LoRA training steps (`fit` on a few SFT examples made from the generated answers).
 Each gets an untimed warm-up on smaller inputs first.
@@ -17,7 +18,7 @@ from accelerate import Accelerator
 
 from minicc.constitution import Constitution
 from minicc.critic import Critic
-from minicc.generation import answer_prompts, candidate_plan
+from minicc.generation import answer_inputs, answer_prompts, candidate_plan
 from minicc.lora import add_lora, resolve_target_modules
 from minicc.models import load_model
 from minicc.params import Params, Precision
@@ -27,8 +28,6 @@ from minicc.sft import SftExample
 from minicc.training import encode_example, fit
 
 PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16")
-CRITIC_LAYER = 14
-"""The default probe layer; the benchmark needs no trained probe, only its features."""
 
 
 def _examples(candidates: list[Candidate]) -> list[SftExample]:
@@ -62,10 +61,10 @@ def _one_precision(
 ) -> dict[str, Any]:
     loaded = load_model(params.models.generator, replace(params.models, dtype=precision))
     plan = replace(candidate_plan(params.generate), per_prompt=2)
-    logs = iter(range(1_000))
 
     def answers(chosen: list[Prompt]) -> list[Candidate]:
-        log = ResumeLog(workdir, "precision", {"precision": precision, "run": next(logs)})
+        inputs = answer_inputs(chosen, plan, params.seed, loaded.model_id)
+        log = ResumeLog(workdir, f"precision-{precision}", inputs)
         rows, _ = answer_prompts(loaded, chosen, plan, params.seed, log)
         log.discard()
         return rows
@@ -75,11 +74,13 @@ def _one_precision(
     generate_s = _timed(lambda: generated.extend(answers(prompts)))
     tokens = sum(c.num_tokens for c in generated)
 
+    # The probe's features at its configured layer: no trained probe is needed to time them.
+    layer = params.critic_probe.layer
     critic = Critic(loaded, constitution, params.critique)
     rows = [(c.prompt, c.response) for c in generated]
     keys = [c.candidate_id for c in generated]
-    critic.probe_features(rows[:2], keys[:2], CRITIC_LAYER)
-    critic_s = _timed(lambda: critic.probe_features(rows, keys, CRITIC_LAYER))
+    critic.probe_features(rows[:2], keys[:2], layer)
+    critic_s = _timed(lambda: critic.probe_features(rows, keys, layer))
 
     train_params = replace(params.train, epochs=1)
     model = add_lora(loaded.model, train_params, resolve_target_modules(loaded.model, "auto"))

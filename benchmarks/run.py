@@ -57,7 +57,8 @@ class Settings:
     memory_prompts: int
 
 
-# Sized for about 10 minutes on an idle 2-core CPU; `--scaling 25,50,100,200` adds about 4.
+# The full run with `--scaling 25,50,100,200` took 5.3 minutes on this idle 2-core CPU in
+# bfloat16 (about 14 in float32); see benchmarks/README.md.
 FULL = Settings(24, 2, 6, [1, 4, 16, 64], 48, 6, [25, 50, 100], 8, 12)
 QUICK = Settings(4, 2, 2, [1, 4], 8, 2, [5, 10], 2, 3)
 
