@@ -7,6 +7,7 @@ bitsandbytes is not in the project's environment (see the Makefile): the QLoRA r
 its own path from `.venv/optional`.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -133,7 +134,7 @@ def test_qlora_trains_adapters_on_a_4bit_base_that_fit_the_full_precision_base(
 def test_qlora_without_bitsandbytes_says_how_to_get_it(
     make_tiny_model: MakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_find_spec = __import__("importlib.util").util.find_spec
+    real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         "importlib.util.find_spec",
         lambda name, *args: None if name == "bitsandbytes" else real_find_spec(name, *args),
