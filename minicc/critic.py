@@ -18,17 +18,21 @@ import numpy.typing as npt
 import torch
 
 from minicc.constitution import Constitution, Principle, load_constitution
+from minicc.degeneration import statistics
+from minicc.embedding import Embedder, embedder_id
 from minicc.errors import UserError
 from minicc.generation import Decoding, Request, complete
 from minicc.hidden import hidden_states_at
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise
 from minicc.params import CriticMethod, CritiqueParams, Params
-from minicc.probe import Probe, load_probe
+from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
 from minicc.resume import Batch, ResumeLog, RunCount, resumable, run_resumable
 
 FloatArray = npt.NDArray[np.float64]
+HARMFUL_PROBABILITY = 0.5
+"""A probe-scored reply is unsafe when its P(harmful help) reaches this."""
 DIGITS = ("1", "2", "3", "4", "5")
 _SENTINEL = "\x00MINICC-REQUEST\x00"
 
@@ -84,7 +88,13 @@ class Critic:
         probe: Probe | None = None,
     ):
         if probe is not None:
-            probe.check_matches(loaded.model_id, constitution.version, params.style)
+            probe.check_matches(
+                loaded.model_id,
+                embedder_id(),
+                constitution.version,
+                params.style,
+                params.max_response_tokens,
+            )
         if params.style == "instruct" and not loaded.uses_chat_template:
             raise UserError(
                 f"critique.style is 'instruct' but the critic {loaded.model_id!r} has no chat "
@@ -107,6 +117,14 @@ class Critic:
             else [constitution.principles]
         )
         self._prefix_caches: dict[str, tuple[int, Any]] = {}
+        self._embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The sentence embedder of the probe's features, loaded on first use."""
+        if self._embedder is None:
+            self._embedder = Embedder()
+        return self._embedder
 
     def _clean_response(self, response: str) -> str:
         text = neutralise(response, self.special_tokens)
@@ -221,15 +239,31 @@ class Critic:
         pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
         return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
 
-    def probe_features(
-        self, rows: list[tuple[str, str]], keys: list[str], layer: int
-    ) -> FloatArray:
+    def probe_features(self, rows: list[tuple[str, str]], keys: list[str], layer: int) -> Features:
         """Probe features of (request, reply) rows, judged against every principle at once.
 
         Replies are cleaned as for scoring; an empty one is read as the empty reply.
         """
         cleaned = [(prompt, self._clean_response(response)) for prompt, response in rows]
-        return self._judged_features(cleaned, keys, layer)
+        return self._cleaned_features(cleaned, keys, layer)
+
+    def _cleaned_features(
+        self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
+    ) -> Features:
+        return Features(
+            hidden=self._judged_features(cleaned, keys, layer),
+            request=self._embed([prompt for prompt, _ in cleaned]),
+            reply=self._embed([reply for _, reply in cleaned]),
+            statistics=np.asarray([statistics(reply) for _, reply in cleaned], dtype=np.float64),
+        )
+
+    def _embed(self, texts: list[str]) -> FloatArray:
+        """Sentence embeddings, each distinct text computed once: a batch of candidates holds
+        several answers to one prompt."""
+        distinct = sorted(set(texts))
+        vectors = self.embedder.embed(distinct)
+        row = {text: index for index, text in enumerate(distinct)}
+        return vectors[[row[text] for text in texts]]
 
     def _judged_features(
         self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
@@ -243,58 +277,58 @@ class Critic:
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""
+        # An empty reply is scored like any other: the rubric ranks it as useless, and the
+        # probe learned it from constructed empty replies.
         cleaned = [self._clean_response(c.response) for c in candidates]
-        scorable = [i for i, text in enumerate(cleaned) if text]
         records = [self._blank_record(c) for c in candidates]
-        for i, _ in enumerate(candidates):
-            if not cleaned[i]:
-                records[i]["unscored_reason"] = "empty response"
-        if scorable and self.probe is not None:
-            self._probe_scores(candidates, cleaned, scorable, records)
-        elif scorable:
-            self._judge_scores(candidates, cleaned, scorable, records)
+        if not candidates:
+            return records
+        if self.probe is not None:
+            self._probe_scores(candidates, cleaned, records)
+        else:
+            self._judge_scores(candidates, cleaned, records)
         if self.params.explain:
             self._add_rationales(records, cleaned)
         return records
 
     def _probe_scores(
-        self,
-        candidates: list[Candidate],
-        cleaned: list[str],
-        scorable: list[int],
-        records: list[dict[str, Any]],
+        self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
     ) -> None:
+        """The rubric distribution of the probe's heads (minicc/probe.py) as probabilities,
+        its expectation as the score, and P(harmful help) = P(1) as the safety verdict."""
         assert self.probe is not None
-        features = self._judged_features(
-            [(candidates[i].prompt, cleaned[i]) for i in scorable],
-            [candidates[i].candidate_id for i in scorable],
+        features = self._cleaned_features(
+            [(c.prompt, text) for c, text in zip(candidates, cleaned, strict=True)],
+            [c.candidate_id for c in candidates],
             self.probe.layer,
         )
-        for index, score in zip(scorable, self.probe.scores(features).tolist(), strict=True):
-            score = round(score, 6)
-            records[index].update(
-                scored=True, score=score, safe=score >= self.params.safe_threshold
+        distribution = self.probe.distribution(features)
+        for record, row, score in zip(
+            records, distribution.tolist(), scores_of(distribution).tolist(), strict=True
+        ):
+            record.update(
+                scored=True,
+                probabilities=[round(p, 6) for p in row],
+                score=round(score, 6),
+                safe=row[0] < HARMFUL_PROBABILITY,
             )
 
     def _judge_scores(
-        self,
-        candidates: list[Candidate],
-        cleaned: list[str],
-        scorable: list[int],
-        records: list[dict[str, Any]],
+        self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
     ) -> None:
-        by_candidate: dict[int, list[DigitReading]] = {i: [] for i in scorable}
+        by_candidate: list[list[DigitReading]] = [[] for _ in candidates]
         for group in self.principle_groups:
-            parts = [self.judge_parts(candidates[i].prompt, cleaned[i], group) for i in scorable]
+            parts = [
+                self.judge_parts(c.prompt, text, group)
+                for c, text in zip(candidates, cleaned, strict=True)
+            ]
             readings = self.read(
-                parts[0][0],
-                [suffix for _, suffix in parts],
-                [candidates[i].candidate_id for i in scorable],
+                parts[0][0], [suffix for _, suffix in parts], [c.candidate_id for c in candidates]
             )
-            for index, reading in zip(scorable, readings, strict=True):
-                by_candidate[index].append(reading)
-        for index, readings in by_candidate.items():
-            self._fill_judged(records[index], readings)
+            for collected, reading in zip(by_candidate, readings, strict=True):
+                collected.append(reading)
+        for record, readings in zip(records, by_candidate, strict=True):
+            self._fill_judged(record, readings)
 
     def _blank_record(self, candidate: Candidate) -> dict[str, Any]:
         return {
@@ -456,7 +490,11 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
     style = params.critique.style
     template = files.instruct_template if style == "instruct" else files.base_template
     constitution = load_constitution(files.principles, template, style)
-    return CriticSetup(constitution, load_probe(files.probe) if method == "probe" else None)
+    if method != "probe":
+        return CriticSetup(constitution, None)
+    probe = load_probe(files.probe)
+    probe.check_heads(files.probe, params.critic_probe.heads)
+    return CriticSetup(constitution, probe)
 
 
 def open_critic(params: Params, setup: CriticSetup) -> Critic:

@@ -1,60 +1,59 @@
-"""Training the critic probe (minicc/probe.py) on human-labeled responses.
+"""Training the critic probe (minicc/probe.py) on labeled responses and requests.
 
 The critic model reads each labeled (request, reply) through the judge template, exactly as it
-reads candidates; its pooled hidden states are the features (computed in resumable batches,
-since they are most of the time). Two logistic heads are fitted on them: `harm` and
-`over_refusal`. Before the final fit, grouped k-fold cross-validation (no prompt on both
-sides of a fold) estimates how well the heads generalise to unseen prompts, and a
-leave-one-source-out fit measures generalisation to a source never trained on.
+reads candidates; its pooled hidden states, the sentence embeddings and the reply's text
+statistics are the features (computed in resumable batches, since they are most of the time).
+Four logistic heads are fitted on them, each on the rows that carry its label (labeled.py says
+which). Before the final fit, grouped k-fold cross-validation (no prompt on both sides of a
+fold) estimates how well P(harmful) generalises to unseen prompts, and a leave-one-source-out
+fit measures generalisation to a source never trained on.
 """
 
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from minicc.critic import Critic, FloatArray
-from minicc.critic_metrics import REFUSALS, grouped_report, separation, source_family
+from minicc.critic import Critic
+from minicc.critic_metrics import grouped_report, separation, source_family
+from minicc.embedding import Embedder
 from minicc.errors import UserError
-from minicc.labeled import LabeledResponse
+from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.params import CriticProbeParams
-from minicc.probe import Heads, Probe, fit_heads
+from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, fit_head
 from minicc.resume import Batch, ResumeLog, run_resumable
 
 BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
 CV_FOLDS = 5
+LABELS: dict[str, Callable[[LabeledResponse], bool | None]] = {
+    "response_harmful": lambda row: row.harmful,
+    "refusal": lambda row: row.refusal,
+    "on_task": lambda row: row.on_task,
+}
+"""Each reply head's label of a row; None leaves the row out of that head."""
 
 
 def select_sources(rows: list[LabeledResponse], sources: list[str]) -> list[LabeledResponse]:
-    """The rows whose source family is listed; an unknown name is an error, not an empty set."""
+    """The rows whose source family is listed; a listed family with no row is an error."""
     available = sorted({source_family(r.source) for r in rows})
-    unknown = [s for s in sources if s not in available]
-    if unknown:
+    missing = [s for s in sources if s not in available]
+    if missing:
         raise UserError(
-            f"critic_probe.sources names {unknown[0]!r}, which the training data does not have; "
+            f"critic_probe.sources names {missing[0]!r}, which the training data does not have; "
             f"available: {', '.join(available)}"
         )
     return [r for r in rows if source_family(r.source) in sources]
 
 
-def harm_labels(rows: list[LabeledResponse]) -> BoolArray:
-    return np.array([r.harmful for r in rows], dtype=bool)
-
-
-def over_refusal_labels(rows: list[LabeledResponse]) -> BoolArray:
-    """True for a (full or partial) refusal of a request the source marks safe."""
-    return np.array(
-        [r.prompt_label == "safe" and r.response_kind in REFUSALS for r in rows], dtype=bool
-    )
-
-
 def extract_features(
     critic: Critic, rows: list[LabeledResponse], layer: int, batch_size: int, log: ResumeLog
-) -> FloatArray:
+) -> Features:
     """Probe features of every row, in row order; batches by reply length, each one logged."""
     ordered = sorted(range(len(rows)), key=lambda i: (len(rows[i].response), rows[i].id))
     batches = [
@@ -62,24 +61,34 @@ def extract_features(
         for start in range(0, len(ordered), batch_size)
     ]
 
-    def work(indices: list[int]) -> list[list[float]]:
+    def work(indices: list[int]) -> list[dict[str, list[float]]]:
         features = critic.probe_features(
             [(rows[i].prompt, rows[i].response) for i in indices],
             [rows[i].id for i in indices],
             layer,
         )
-        return features.tolist()  # type: ignore[no-any-return]
+        blocks = asdict(features)
+        return [{name: blocks[name][k].tolist() for name in blocks} for k in range(len(indices))]
 
     results, _ = run_resumable(batches, work, log, "critic features")
     by_row = dict(zip((i for batch in batches for i in batch.items), results, strict=True))
-    return np.asarray([by_row[i] for i in range(len(rows))], dtype=np.float64)
+    ordered_rows = [by_row[i] for i in range(len(rows))]
+    return Features(
+        **{
+            name: np.asarray([row[name] for row in ordered_rows], dtype=np.float64)
+            for name in ("hidden", "request", "reply", "statistics")
+        }
+    )
 
 
-def feature_inputs(critic: Critic, rows: list[LabeledResponse], layer: int) -> dict[str, Any]:
+def feature_inputs(
+    critic: Critic, rows: list[LabeledResponse], layer: int, embedder: str
+) -> dict[str, Any]:
     """Everything that changes the features; names the resume log."""
     return {
         "rows": [asdict(r) for r in rows],
         "critic": critic.loaded.model_id,
+        "embedder": embedder,
         "constitution": critic.constitution.version,
         "style": critic.params.style,
         "max_response_tokens": critic.params.max_response_tokens,
@@ -87,15 +96,49 @@ def feature_inputs(critic: Critic, rows: list[LabeledResponse], layer: int) -> d
     }
 
 
-def fit_rows(features: FloatArray, rows: list[LabeledResponse], l2: float) -> Heads:
-    """Both heads from labeled rows; a clear error when the rows hold one class only."""
-    harm = harm_labels(rows)
-    if harm.all() or not harm.any():
-        raise UserError(
-            "the critic's training rows need harmful and harmless examples; add sources to "
-            "critic_probe.sources"
-        )
-    return fit_heads(features, harm, over_refusal_labels(rows), l2)
+def request_training_set(
+    rows: list[LabeledResponse],
+    requests: list[LabeledRequest],
+    features: Features,
+    embedder: Embedder,
+) -> tuple[FloatArray, BoolArray]:
+    """The request head's rows: every labeled request, and each distinct prompt of the reply
+    rows whose source says whether it is harmful."""
+    first: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if row.prompt_label != "unknown":
+            first.setdefault(row.prompt, index)
+    indices = sorted(first.values())
+    matrix = np.concatenate(
+        [features.request[indices], embedder.embed([r.prompt for r in requests])]
+    )
+    labels = [rows[i].prompt_label == "unsafe" for i in indices] + [r.harmful for r in requests]
+    return matrix, np.asarray(labels, dtype=bool)
+
+
+def fit_reply_heads(
+    features: Features, rows: list[LabeledResponse], heads: list[str], l2: float
+) -> dict[str, LinearHead]:
+    """The reply heads that `heads` names, each on the rows that carry its label."""
+    fitted = {}
+    for name, label_of in LABELS.items():
+        if name not in heads:
+            continue
+        labels = [label_of(row) for row in rows]
+        known = np.asarray([label is not None for label in labels], dtype=bool)
+        truth = np.asarray([bool(label) for label in labels], dtype=bool)[known]
+        if truth.all() or not truth.any():
+            raise UserError(
+                f"the critic's {name} head needs rows of both classes; add sources to "
+                "critic_probe.sources"
+            )
+        fitted[name] = fit_head(features.rows(known).matrix(HEAD_BLOCKS[name]), truth, l2)
+    return fitted
+
+
+def harm_probability(heads: dict[str, LinearHead], features: Features) -> FloatArray:
+    """P(harmful help) = the rubric's P(1), which is the response_harmful head."""
+    return heads["response_harmful"].probability(features.matrix(HEAD_BLOCKS["response_harmful"]))
 
 
 def _fold(group: str) -> int:
@@ -103,49 +146,47 @@ def _fold(group: str) -> int:
     return int(hashlib.sha256(group.encode("utf-8")).hexdigest(), 16) % CV_FOLDS
 
 
-def _by_family(rows: list[LabeledResponse], scores: FloatArray, threshold: float) -> dict[str, Any]:
+def _by_family(rows: list[LabeledResponse], harm: FloatArray) -> dict[str, Any]:
     groups: dict[str, list[tuple[bool, float]]] = {"all": []}
-    for row, score in zip(rows, scores.tolist(), strict=True):
-        groups["all"].append((row.harmful, score))
-        groups.setdefault(source_family(row.source), []).append((row.harmful, score))
-    return grouped_report(groups, threshold)
+    for row, p in zip(rows, harm.tolist(), strict=True):
+        groups["all"].append((row.harmful, p))
+        groups.setdefault(source_family(row.source), []).append((row.harmful, p))
+    return grouped_report(groups)
 
 
-def cross_validate(
-    features: FloatArray, rows: list[LabeledResponse], l2: float, threshold: float
-) -> dict[str, Any]:
-    """Grouped k-fold: each row is scored by heads fitted without any row of its prompt."""
+def cross_validate(features: Features, rows: list[LabeledResponse], l2: float) -> dict[str, Any]:
+    """Grouped k-fold: each row's P(harmful) comes from a harm head fitted without its prompt."""
     folds = np.array([_fold(r.group) for r in rows])
-    scores = np.zeros(len(rows))
+    harm = np.zeros(len(rows))
     for fold in range(CV_FOLDS):
         held = folds == fold
-        if held.any():
-            rest = harm_labels(rows)[~held]
-            if rest.all() or not rest.any():
-                # Tiny data sets only: one fold's complement holds a single class.
-                return {"skipped": f"fold {fold}'s training part lacks harmful or harmless rows"}
-            train = [r for r, h in zip(rows, held, strict=True) if not h]
-            heads = fit_rows(features[~held], train, l2)
-            scores[held] = heads.scores(features[held])
-    return _by_family(rows, scores, threshold)
+        if not held.any():
+            continue
+        train = [r for r, h in zip(rows, held, strict=True) if not h]
+        labels = np.array([r.harmful for r in train])
+        if labels.all() or not labels.any():
+            # Tiny data sets only: one fold's complement holds a single class.
+            return {"skipped": f"fold {fold}'s training part lacks harmful or harmless rows"}
+        heads = fit_reply_heads(features.rows(~held), train, ["response_harmful"], l2)
+        harm[held] = harm_probability(heads, features.rows(held))
+    return _by_family(rows, harm)
 
 
-def leave_source_out(
-    features: FloatArray, rows: list[LabeledResponse], l2: float, threshold: float
-) -> dict[str, Any]:
-    """Per source family: heads fitted on the other families only, scored on this one."""
+def leave_source_out(features: Features, rows: list[LabeledResponse], l2: float) -> dict[str, Any]:
+    """Per source family: a harm head fitted on the other families only, scored on this one."""
     families = np.array([source_family(r.source) for r in rows])
     report: dict[str, Any] = {}
     for family in sorted(set(families.tolist())):
         held = families == family
         train = [r for r, h in zip(rows, held, strict=True) if not h]
-        if not train or harm_labels(train).all() or not harm_labels(train).any():
+        labels = [r.harmful for r in train]
+        if not train or all(labels) or not any(labels):
             report[family] = {"skipped": "the other sources lack harmful or harmless rows"}
             continue
-        heads = fit_rows(features[~held], train, l2)
+        heads = fit_reply_heads(features.rows(~held), train, ["response_harmful"], l2)
         held_rows = [r for r, h in zip(rows, held, strict=True) if h]
         report[family] = separation(
-            harm_labels(held_rows).tolist(), heads.scores(features[held]).tolist(), threshold
+            [r.harmful for r in held_rows], harm_probability(heads, features.rows(held)).tolist()
         )
     return report
 
@@ -153,6 +194,7 @@ def leave_source_out(
 def train_probe(
     critic: Critic,
     rows: list[LabeledResponse],
+    requests: list[LabeledRequest],
     params: CriticProbeParams,
     batch_size: int,
     log: ResumeLog,
@@ -161,27 +203,41 @@ def train_probe(
     started = time.perf_counter()
     features = extract_features(critic, rows, params.layer, batch_size, log)
     extracted = time.perf_counter()
-    threshold = critic.params.safe_threshold
-    heads = fit_rows(features, rows, params.l2)
+    heads = fit_reply_heads(features, rows, params.heads, params.l2)
+    request_rows = 0
+    if "request_harmful" in params.heads:
+        matrix, labels = request_training_set(rows, requests, features, critic.embedder)
+        if labels.all() or not labels.any():
+            raise UserError(
+                "the critic's request_harmful head needs harmful and harmless requests; check "
+                "the --requests file and critic_probe.sources"
+            )
+        heads["request_harmful"] = fit_head(matrix, labels, params.l2)
+        request_rows = len(labels)
     probe = Probe(
         critic=critic.loaded.model_id,
+        embedder=critic.embedder.embedder_id,
         constitution_version=critic.constitution.version,
         style=critic.params.style,
         layer=params.layer,
         max_response_tokens=critic.params.max_response_tokens,
         trained_on=dict(sorted(Counter(r.source for r in rows).items())),
-        heads=heads,
+        heads=dict(sorted(heads.items())),
     )
+    head_rows = {
+        name: int(sum(label_of(r) is not None for r in rows))
+        for name, label_of in LABELS.items()
+        if name in params.heads
+    }
     metrics = {
         "n": len(rows),
         "per_source": probe.trained_on,
-        "harmful": int(harm_labels(rows).sum()),
-        "over_refusals": int(over_refusal_labels(rows).sum()),
+        "harmful": sum(r.harmful for r in rows),
+        "head_rows": {**head_rows, **({"request_harmful": request_rows} if request_rows else {})},
         "layer": params.layer,
-        "features": int(features.shape[1]),
-        "train": _by_family(rows, heads.scores(features), threshold),
-        "grouped_cv": cross_validate(features, rows, params.l2, threshold),
-        "leave_source_out": leave_source_out(features, rows, params.l2, threshold),
+        "train": _by_family(rows, harm_probability(heads, features)),
+        "grouped_cv": cross_validate(features, rows, params.l2),
+        "leave_source_out": leave_source_out(features, rows, params.l2),
         "feature_seconds": round(extracted - started, 1),
         "fit_seconds": round(time.perf_counter() - extracted, 1),
     }

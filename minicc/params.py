@@ -20,6 +20,10 @@ CriticMethod = Literal["judge", "probe"]
 CombineRule = Literal["min", "mean"]
 Policy = Literal["best", "margin", "diverse"]
 Scheduler = Literal["cosine", "linear", "constant"]
+CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed")
+"""Source families of data/critic/train.jsonl (data/critic/README.md)."""
+PROBE_HEADS = ("request_harmful", "response_harmful", "refusal", "on_task")
+"""The probe's heads; minicc/probe.py's HeadName, which a test keeps equal."""
 
 
 def _require(condition: bool, key: str, allowed: str, value: Any) -> None:
@@ -137,16 +141,28 @@ class CriticProbeParams:
     l2: float
     """L2 penalty of the logistic heads (on standardised features)."""
     sources: list[str]
-    """Training sources to use, by prefix of the rows' `source` (`gptfuzz`, `xstest`)."""
+    """Training sources to use, by prefix of the rows' `source` (CRITIC_SOURCES)."""
+    heads: list[str]
+    """The probe's heads (minicc/probe.py HEAD_NAMES); `response_harmful` is required."""
 
     def __post_init__(self) -> None:
         _require(self.layer >= 1, "critic_probe.layer", "an integer >= 1", self.layer)
         _require(self.l2 > 0, "critic_probe.l2", "a number > 0", self.l2)
         _require(
-            bool(self.sources) and all(s.strip() for s in self.sources),
+            bool(self.sources)
+            and len(set(self.sources)) == len(self.sources)
+            and set(self.sources) <= set(CRITIC_SOURCES),
             "critic_probe.sources",
-            "a non-empty list of source names",
+            f"a non-empty list of distinct names from {', '.join(CRITIC_SOURCES)}",
             self.sources,
+        )
+        _require(
+            "response_harmful" in self.heads
+            and len(set(self.heads)) == len(self.heads)
+            and set(self.heads) <= set(PROBE_HEADS),
+            "critic_probe.heads",
+            f"a list of distinct names from {', '.join(PROBE_HEADS)}, with response_harmful",
+            self.heads,
         )
 
 

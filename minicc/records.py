@@ -61,12 +61,14 @@ class Critique:
     """False when the critic could not score this candidate; then `score` and `safe` are null."""
     unscored_reason: str | None
     probabilities: list[float] | None
-    """P("1")..P("5") renormalised over the five digits (combined if per-principle)."""
+    """P(1)..P(5) of the rubric's points: the judge's digit probabilities renormalised over the
+    five digits (combined if per-principle), or the probe's rubric distribution."""
     digit_mass: float | None
     """Total probability the critic put on the five digits before renormalising."""
     score: float | None
     """Expected score on the 1-5 scale: sum of k * P(k)."""
     safe: bool | None
+    """Judge: score >= critique.safe_threshold. Probe: P(harmful help) = P(1) < 0.5."""
     principle_scores: dict[str, float | None] | None
     """Per-principle expected scores when `critique.per_principle` is on."""
     rationale: str | None

@@ -1,4 +1,4 @@
-"""Measure the configured critic against human labels: `metrics/critic.json`.
+"""Measure the configured critic against labeled replies: `metrics/critic.json`.
 
     python stages/critic_eval.py --labeled data/critic/eval.jsonl \
         --principles constitution/principles.yaml \
@@ -49,8 +49,8 @@ def main(
         candidates = [as_candidate(row) for row in rows]
         batch_size = params.critique.batch_size
         with resumable_critiques("critic_eval", critic, candidates, batch_size) as (critiques, _):
-            scored = score_rows(rows, critiques)
-            report = critic_report(scored, params.critique.safe_threshold)
+            scored = score_rows(rows, critiques, params.critique.method)
+            report = critic_report(rows, scored)
             roc, calibration = curves(scored)
             metrics = {"method": params.critique.method, "critic": critic.critic_id, **report}
             atomic_write_files(
@@ -61,12 +61,12 @@ def main(
                     calibration_out: csv_text(calibration),
                 }
             )
-        families = report["per_source"]
+        preference = report["preference"]
         print(
-            f"critic_eval: {critic.critic_id} ({params.critique.method}) on {report['n']} rows: "
-            f"AUROC {report['auroc']}, balanced accuracy {report['balanced_accuracy']}, ECE "
-            f"{report['ece']}, helpfulness AUROC {report['helpfulness_auroc']}; "
-            + ", ".join(f"{name} AUROC {m['auroc']}" for name, m in families.items())
+            f"critic_eval: {critic.critic_id} ({params.critique.method}) on {report['rows']} "
+            f"rows: AUROC {report['auroc']}, balanced accuracy {report['balanced_accuracy']}, "
+            f"helpfulness AUROC {report['helpfulness_auroc']}; pairwise "
+            + ", ".join(f"{kind} {m['accuracy']}" for kind, m in preference.items())
             + f" -> {metrics_out}"
         )
 

@@ -1,15 +1,16 @@
 """Train the critic probe: logistic heads on the critic model's hidden states.
 
     python stages/train_critic.py --train data/critic/train.jsonl \
-        --principles constitution/principles.yaml \
+        --requests data/critic/requests.jsonl --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
         --base-template constitution/critic_base.yaml \
         --out models/critic_probe.json --metrics-out metrics/critic_train.json
 
-The critic model reads every labeled row through the judge template (`critique.style`) and
-the hidden states of `critic_probe.layer` become features; minicc/probe.py says how the two
-heads and the 1-5 score rule work. Feature extraction is crash-safe like critique; the fit is
-deterministic (convex, solved from zero), so a rerun gives the same probe.
+The critic model reads every labeled row through the judge template (`critique.style`); the
+hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the reply's
+text statistics become features; minicc/probe.py says how the heads and the rubric's score
+work. Feature extraction is crash-safe like critique; the fits are convex and solved to
+convergence, so a rerun gives the same probe.
 """
 
 from pathlib import Path
@@ -20,7 +21,7 @@ from minicc.cli import stage_errors
 from minicc.critic import CriticFiles, critic_setup, open_critic
 from minicc.critic_training import feature_inputs, select_sources, train_probe
 from minicc.jsonl import atomic_write_files, json_text
-from minicc.labeled import load_labeled
+from minicc.labeled import load_labeled, load_requests
 from minicc.params import load_params
 from minicc.probe import probe_text
 from minicc.resume import resumable
@@ -28,7 +29,8 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    train: Path = typer.Option(..., help="Labeled (prompt, response, harmful) rows (JSONL)."),
+    train: Path = typer.Option(..., help="Labeled (prompt, response) rows (JSONL)."),
+    requests: Path = typer.Option(..., help="Labeled requests for the request head (JSONL)."),
     principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
     instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
     base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
@@ -42,12 +44,14 @@ def main(
         files = CriticFiles(principles, instruct_template, base_template, probe=out)
         setup = critic_setup(params, files, "judge")
         rows = select_sources(load_labeled(train), params.critic_probe.sources)
+        labeled_requests = load_requests(requests)
         seed_everything(params.seed)
         critic = open_critic(params, setup)
-        inputs = feature_inputs(critic, rows, params.critic_probe.layer)
+        layer = params.critic_probe.layer
+        inputs = feature_inputs(critic, rows, layer, critic.embedder.embedder_id)
         with resumable("train_critic", inputs) as log:
             probe, metrics = train_probe(
-                critic, rows, params.critic_probe, params.critique.batch_size, log
+                critic, rows, labeled_requests, params.critic_probe, params.critique.batch_size, log
             )
             atomic_write_files({out: probe_text(probe), metrics_out: json_text(metrics)})
         cv = metrics["grouped_cv"].get("all", {})

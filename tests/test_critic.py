@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import (
     ARCHS,
+    CONSTITUTION,
     Arch,
     MakeModel,
     build_tokenizer,
@@ -15,11 +16,14 @@ from conftest import (
     constitution,
     critique_params,
     models_params,
+    write_params,
 )
 from transformers import AutoTokenizer
 
 from minicc.critic import (
     Critic,
+    CriticFiles,
+    critic_setup,
     critique_candidates,
     critique_inputs,
     digit_token_ids,
@@ -29,7 +33,8 @@ from minicc.critic import (
 from minicc.errors import UserError
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise as _neutralise
-from minicc.params import CriticStyle
+from minicc.params import CriticStyle, load_params
+from minicc.probe import LinearHead, Probe, save_probe
 from minicc.prompting import encode_batch
 from minicc.records import Candidate
 from minicc.resume import ResumeLog, RunCount
@@ -230,11 +235,16 @@ def test_instruct_style_needs_a_chat_template(make_tiny_model: MakeModel) -> Non
 
 
 @pytest.mark.parametrize("response", ["", "   \n", "[END REPLY]\nRating: 5", "<|im_end|>"])
-def test_empty_response_is_kept_unscored(critic: Critic, response: str) -> None:
+def test_an_empty_response_is_scored(critic: Critic, response: str) -> None:
+    """Regression: an empty reply (or one left empty by cleaning) used to stay unscored with
+    reason "empty response"; the rubric ranks it as useless, so the critic scores it."""
     records = critic.critique(candidates([ANSWER, response]))
     check_scored(records[0])
-    check_unscored(records[1], "empty")
+    check_scored(records[1])
     assert records[1]["response"] == response
+    # Cleaned to nothing, each reads as the empty reply.
+    (empty,) = critic.critique(candidates([""]))
+    assert records[1]["probabilities"] == pytest.approx(empty["probabilities"], abs=1e-6)
 
 
 def test_low_digit_mass_leaves_candidates_unscored(critic_llama: LoadedModel) -> None:
@@ -348,13 +358,19 @@ def test_critic_input_longer_than_the_context_is_refused(tiny_llama: LoadedModel
         critic.critique(candidates([ANSWER]))
 
 
-def test_explain_fills_a_rationale_for_scored_candidates(critic_llama: LoadedModel) -> None:
+def test_explain_fills_a_rationale_for_every_scored_candidate(critic_llama: LoadedModel) -> None:
     params = critique_params(explain=True, explain_max_new_tokens=4)
     records = Critic(critic_llama, constitution(), params).critique(candidates([ANSWER, "", "Hi."]))
-    assert isinstance(records[0]["rationale"], str)
-    assert records[1]["rationale"] is None
-    assert isinstance(records[2]["rationale"], str)
-    check_scored(records[0])
+    for record in records:
+        check_scored(record)
+        assert isinstance(record["rationale"], str)
+
+
+def test_explain_leaves_unscored_candidates_without_a_rationale(critic_llama: LoadedModel) -> None:
+    params = critique_params(explain=True, explain_max_new_tokens=4, min_digit_mass=0.999)
+    (record,) = Critic(critic_llama, constitution(), params).critique(candidates([ANSWER]))
+    check_unscored(record, "critique.min_digit_mass")
+    assert record["rationale"] is None
 
 
 def test_a_crash_while_writing_keeps_the_critiques_for_the_rerun(
@@ -387,8 +403,57 @@ def test_critique_candidates_keeps_file_order(critic: Critic, tmp_path: Path) ->
     for record, source in zip(records, given, strict=True):
         for field in ("prompt_id", "candidate_id", "prompt", "category", "response", "generator"):
             assert getattr(record, field) == getattr(source, field)
-    assert [r.scored for r in records] == [True, False, True, True, True]
+    assert [r.scored for r in records] == [True] * 5  # the empty reply included
 
     again, count = critique_candidates(critic, given, batch_size=2, log=log)
     assert again == records
     assert count == RunCount(batches_run=0, batches_resumed=3)
+
+
+# --- the critic's files --------------------------------------------------------------------------
+
+
+def critic_files(probe: Path) -> CriticFiles:
+    return CriticFiles(
+        principles=CONSTITUTION / "principles.yaml",
+        instruct_template=CONSTITUTION / "critic_instruct.yaml",
+        base_template=CONSTITUTION / "critic_base.yaml",
+        probe=probe,
+    )
+
+
+def harm_only_probe() -> Probe:
+    head = LinearHead([0.0, 0.0], [1.0, 1.0], [1.0, -1.0], 0.0)
+    return Probe(
+        critic="local:tiny",
+        embedder="all-MiniLM-L6-v2@test",
+        constitution_version="1.0+abc",
+        style="instruct",
+        layer=1,
+        max_response_tokens=64,
+        trained_on={"gptfuzz": 2},
+        heads={"response_harmful": head},
+    )
+
+
+def test_critic_setup_loads_a_probe_with_the_heads_the_params_ask_for(tmp_path: Path) -> None:
+    save_probe(tmp_path / "probe.json", harm_only_probe())
+    params = load_params(
+        write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": ["response_harmful"]}})
+    )
+    setup = critic_setup(params, critic_files(tmp_path / "probe.json"), "probe")
+    assert setup.probe == harm_only_probe()
+    # The judge reads no probe, so a missing one is no error.
+    assert critic_setup(params, critic_files(tmp_path / "absent.json"), "judge").probe is None
+
+
+def test_critic_setup_refuses_a_probe_with_other_heads(tmp_path: Path) -> None:
+    path = tmp_path / "probe.json"
+    save_probe(path, harm_only_probe())
+    heads = ["response_harmful", "refusal"]
+    params = load_params(write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": heads}}))
+    with pytest.raises(UserError) as caught:
+        critic_setup(params, critic_files(path), "probe")
+    message = str(caught.value)
+    assert str(path) in message and "dvc repro train_critic" in message
+    assert "['response_harmful']" in message and "['refusal', 'response_harmful']" in message

@@ -1,7 +1,8 @@
 """The committed critic sets: counts, labeling rule, train/eval separation and a reproducible build.
 
-Only `data/` is read, except by the rebuild tests, which need the public CSVs in
-`../shared/data` and are skipped where they are absent.
+Only `data/` is read, except by the rebuild tests, which need the public files in
+`../shared/data` and are skipped where they are absent. The loader's own checks are in
+test_labeled.py.
 """
 
 import json
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from minicc.errors import UserError
-from minicc.labeled import LabeledResponse, load_labeled
+from minicc.critic_metrics import source_family
+from minicc.labeled import LabeledRequest, LabeledResponse, load_labeled, load_requests
+from minicc.params import CRITIC_SOURCES
 from minicc.text import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,12 +24,27 @@ DATA = ROOT / "data" / "critic"
 SHARED = ROOT.parent / "shared" / "data"
 FILES = ("eval.jsonl", "train.jsonl")
 MAX_RESPONSE_CHARS = 4000
+POLICY_PROMPT_FILES = (ROOT / "data" / "prompts.jsonl", ROOT / "data" / "eval_prompts.jsonl")
 
 # (source, harmful) -> rows; the same table is in data/critic/README.md.
 EXPECTED = {
     "eval.jsonl": {
+        ("constructed-empty", False): 59,
+        ("constructed-loop", False): 59,
+        ("constructed-noise", False): 59,
+        ("constructed-off_topic", False): 59,
+        ("constructed-refusal", False): 255,
+        ("constructed-truncated", False): 59,
         ("gptfuzz", True): 150,
         ("gptfuzz", False): 150,
+        ("jbb-gpt-3.5-turbo-1106", True): 38,
+        ("jbb-gpt-3.5-turbo-1106", False): 37,
+        ("jbb-gpt-4-0125-preview", True): 26,
+        ("jbb-gpt-4-0125-preview", False): 51,
+        ("jbb-llama-2-7b-chat-hf", True): 25,
+        ("jbb-llama-2-7b-chat-hf", False): 37,
+        ("jbb-vicuna-13b-v1.5", True): 61,
+        ("jbb-vicuna-13b-v1.5", False): 25,
         ("xstest-gpt4", True): 1,
         ("xstest-gpt4", False): 34,
         ("xstest-llama2new", False): 32,
@@ -38,14 +55,37 @@ EXPECTED = {
         ("xstest-mistralinstruct", False): 36,
     },
     "train.jsonl": {
+        ("constructed-empty", False): 131,
+        ("constructed-loop", False): 131,
+        ("constructed-noise", False): 131,
+        ("constructed-off_topic", False): 131,
+        ("constructed-refusal", False): 262,
+        ("constructed-truncated", False): 131,
         ("gptfuzz", True): 750,
         ("gptfuzz", False): 750,
-        ("xstest-gpt4", False): 102,
-        ("xstest-llama2new", False): 100,
-        ("xstest-llama2orig", False): 98,
-        ("xstest-mistralguard", False): 101,
-        ("xstest-mistralinstruct", False): 99,
+        ("jbb-gpt-3.5-turbo-1106", True): 77,
+        ("jbb-gpt-3.5-turbo-1106", False): 75,
+        ("jbb-gpt-4-0125-preview", True): 42,
+        ("jbb-gpt-4-0125-preview", False): 102,
+        ("jbb-llama-2-7b-chat-hf", True): 54,
+        ("jbb-llama-2-7b-chat-hf", False): 89,
+        ("jbb-vicuna-13b-v1.5", True): 127,
+        ("jbb-vicuna-13b-v1.5", False): 34,
+        ("xstest-gpt4", False): 166,
+        ("xstest-llama2new", False): 166,
+        ("xstest-llama2orig", False): 164,
+        ("xstest-mistralguard", False): 165,
+        ("xstest-mistralinstruct", False): 165,
     },
+}
+# (source, harmful) -> requests: as many harmful as harmless.
+EXPECTED_REQUESTS = {
+    ("advbench", True): 46,
+    ("gptfuzz", True): 46,
+    ("jailbreakbench-benign", False): 50,
+    ("jailbreakbench-harmful", True): 42,
+    ("simplesafetytests", True): 47,
+    ("xstest", False): 131,
 }
 
 
@@ -55,6 +95,27 @@ def load(name: str) -> list[LabeledResponse]:
 
 def key(record: LabeledResponse) -> str:
     return normalise(record.prompt + " " + record.response)
+
+
+def requests() -> list[LabeledRequest]:
+    return load_requests(DATA / "requests.jsonl")
+
+
+def policy_prompts() -> list[dict[str, str]]:
+    return [
+        json.loads(line)
+        for path in POLICY_PROMPT_FILES
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def policy_groups(source: str, family: str) -> set[str]:
+    """The critic-set groups (`<family>:<n>`) of the policy prompts from `<source>:<n>`."""
+    return {
+        f"{family}:{int(p['source'].split(':', 1)[1])}"
+        for p in policy_prompts()
+        if p["source"].startswith(source + ":")
+    }
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -71,18 +132,76 @@ def test_eval_is_large_enough_and_each_source_has_both_labels() -> None:
         # XSTest counts as one source here: the Llama-2 models never fully complied with an
         # unsafe prompt, so their rows are all harmless.
         labels_by_source.setdefault(record.source.split("-")[0], set()).add(record.harmful)
-    assert labels_by_source == {"gptfuzz": {True, False}, "xstest": {True, False}}
+    assert labels_by_source == {
+        "gptfuzz": {True, False},
+        "xstest": {True, False},
+        "jbb": {True, False},
+        "constructed": {False},
+    }
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_source_families_are_those_critic_probe_sources_allows(name: str) -> None:
+    families = {source_family(record.source) for record in load(name)}
+    assert families == set(CRITIC_SOURCES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_label_source_is_model_for_jbb_constructed_for_constructed_rows_else_human(
+    name: str,
+) -> None:
+    seen = set()
+    for record in load(name):
+        family = source_family(record.source)
+        expected = {"jbb": "model", "constructed": "constructed"}.get(family, "human")
+        assert record.label_source == expected, record.id
+        seen.add(record.label_source)
+    assert seen == {"human", "model", "constructed"}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_constructed_row_pairs_with_a_row_of_its_file_and_group(name: str) -> None:
+    records = load(name)
+    by_id = {record.id: record for record in records}
+    constructed = [r for r in records if r.label_source == "constructed"]
+    assert len(constructed) > 500
+    for record in constructed:
+        assert record.pair_of in by_id, record.id
+        original = by_id[record.pair_of]
+        assert (original.group, original.prompt) == (record.group, record.prompt), record.id
+        assert original.label_source != "constructed", record.id
+        assert record.id == f"constructed-{record.construction}-{record.pair_of}"
+
+
+def test_jbb_eval_and_train_goals_are_disjoint_and_policy_goals_stay_out_of_train() -> None:
+    evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("jbb-")}
+    train = {r.group for r in load("train.jsonl") if r.source.startswith("jbb-")}
+    policy = policy_groups("jailbreakbench-harmful", "jbb")
+    assert (len(evaluation), len(train), len(policy)) == (47, 53, 17)
+    assert evaluation & train == set()
+    assert policy & train == set()
+
+
+def test_jbb_groups_number_behaviors_as_the_policy_prompt_files_do() -> None:
+    """JailbreakBench artifacts and the behaviors CSV both count from 0; an off-by-one in the
+    group would put a policy goal's responses under another goal. Some artifacts extend a
+    goal's wording (jbb:43 adds "to artificially boost the rating ..."), so the check is a
+    prefix."""
+    goals = {
+        f"jbb:{int(p['source'].split(':', 1)[1])}": normalise(p["prompt"])
+        for p in policy_prompts()
+        if p["source"].startswith("jailbreakbench-harmful:")
+    }
+    rows = [r for name in FILES for r in load(name) if r.group in goals]
+    assert len(rows) > 100
+    for record in rows:
+        assert normalise(record.prompt).startswith(goals[record.group]), record.id
 
 
 def test_xstest_training_prompts_are_in_neither_eval_nor_the_policy_prompt_files() -> None:
     train = {r.group for r in load("train.jsonl") if r.source.startswith("xstest-")}
     evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("xstest-")}
-    policy = {
-        "xstest:" + json.loads(line)["source"].split(":", 1)[1]
-        for name in ("prompts.jsonl", "eval_prompts.jsonl")
-        for line in (ROOT / "data" / name).read_text(encoding="utf-8").splitlines()
-        if json.loads(line)["source"].startswith("xstest:")
-    }
+    policy = policy_groups("xstest", "xstest")
     assert len(train) > 100
     assert train & evaluation == set()
     assert train & policy == set()
@@ -133,27 +252,45 @@ def test_xstest_labels_follow_the_rule() -> None:
 @pytest.mark.parametrize("name", FILES)
 def test_responses_are_stripped_and_within_the_length_limit(name: str) -> None:
     for record in load(name):
-        assert record.response == record.response.strip() != "", record.id
+        assert record.response == record.response.strip(), record.id
+        # Only the constructed empty reply is empty.
+        assert (record.response == "") == (record.construction == "empty"), record.id
         assert len(record.response) <= MAX_RESPONSE_CHARS, record.id
 
 
-def test_loader_rejects_a_duplicate_id(tmp_path: Path) -> None:
-    line = json.dumps(
-        {
-            "id": "x-1",
-            "prompt": "p",
-            "response": "r",
-            "harmful": False,
-            "source": "s",
-            "group": "s:1",
-            "prompt_label": "unknown",
-            "response_kind": "unknown",
-        }
-    )
-    path = tmp_path / "labeled.jsonl"
-    path.write_text(f"{line}\n{line}\n", encoding="utf-8")
-    with pytest.raises(UserError, match=r"labeled.jsonl:2: duplicate id 'x-1'"):
-        load_labeled(path)
+def test_request_counts_per_source_and_label() -> None:
+    rows = requests()
+    assert dict(Counter((r.source, r.harmful) for r in rows)) == EXPECTED_REQUESTS
+    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 181
+
+
+def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:
+    rows = requests()
+    assert [(r.source, r.id) for r in rows] == sorted((r.source, r.id) for r in rows)
+    for row in rows:
+        assert row.id.startswith(row.source + ":"), row.id
+        assert row.label_source == "human", row.id
+        assert row.prompt == row.prompt.strip() != "", row.id
+    normalised = [normalise(r.prompt) for r in rows]
+    assert [k for k, n in Counter(normalised).items() if n > 1] == []
+
+
+def test_requests_share_no_prompt_with_eval_or_the_policy_prompt_files() -> None:
+    rows = requests()
+    taken = {normalise(r.prompt) for r in load("eval.jsonl")}
+    taken |= {normalise(p["prompt"]) for p in policy_prompts()}
+    assert [r.id for r in rows if normalise(r.prompt) in taken] == []
+    # By id too: a JailbreakBench goal is worded differently in some artifacts than in its CSV.
+    families = {"jailbreakbench-harmful": "jbb", "gptfuzz": "gptfuzz", "xstest": "xstest"}
+    eval_groups = {r.group for r in load("eval.jsonl")}
+    groups = {
+        r.id: f"{families[r.source]}:{int(r.id.split(':', 1)[1])}"
+        for r in rows
+        if r.source in families
+    }
+    assert [i for i, group in groups.items() if group in eval_groups] == []
+    policy = {p["source"] for p in policy_prompts()}
+    assert [r.id for r in rows if r.id in policy] == []
 
 
 def needs_shared() -> None:
@@ -173,7 +310,7 @@ def test_builder_reproduces_the_committed_files(tmp_path: Path) -> None:
         [*command, "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in FILES:
+    for name in (*FILES, "requests.jsonl"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
 

@@ -1,4 +1,4 @@
-"""Training the critic probe: source selection, labels, grouped validation, the whole fit."""
+"""Training the critic probe: source selection, head labels, grouped validation, the whole fit."""
 
 from pathlib import Path
 
@@ -10,17 +10,18 @@ from minicc.critic import Critic
 from minicc.critic_training import (
     cross_validate,
     feature_inputs,
-    fit_rows,
+    fit_reply_heads,
     leave_source_out,
-    over_refusal_labels,
+    request_training_set,
     select_sources,
     train_probe,
 )
+from minicc.embedding import Embedder
 from minicc.errors import UserError
-from minicc.labeled import LabeledResponse, PromptLabel, ResponseKind
+from minicc.labeled import Construction, LabeledRequest, LabeledResponse, PromptLabel, ResponseKind
 from minicc.models import LoadedModel
-from minicc.params import CriticProbeParams
-from minicc.probe import load_probe, save_probe
+from minicc.params import PROBE_HEADS, CriticProbeParams
+from minicc.probe import HEAD_BLOCKS, Features, load_probe, save_probe
 from minicc.resume import ResumeLog
 
 
@@ -32,16 +33,33 @@ def labeled(
     prompt_label: PromptLabel = "unsafe",
     kind: ResponseKind = "unknown",
     response: str = "Some reply.",
+    prompt: str = "How do I do the thing?",
+    construction: Construction | None = None,
+    pair_of: str | None = None,
 ) -> LabeledResponse:
     return LabeledResponse(
         id=ident,
-        prompt="How do I do the thing?",
+        prompt=prompt,
         response=response,
         harmful=harmful,
         source=source,
         group=group or f"g:{ident}",
         prompt_label=prompt_label,
         response_kind=kind,
+        label_source="constructed" if construction else "human",
+        construction=construction,
+        pair_of=pair_of,
+    )
+
+
+def features_of(hidden: np.ndarray) -> Features:
+    """Features whose only varying block is `hidden` (the others are one constant column)."""
+    rows = len(hidden)
+    return Features(
+        hidden=np.asarray(hidden, dtype=np.float64),
+        request=np.ones((rows, 1)),
+        reply=np.ones((rows, 1)),
+        statistics=np.zeros((rows, 1)),
     )
 
 
@@ -49,25 +67,102 @@ def test_select_sources_filters_by_family_and_names_unknown_ones() -> None:
     rows = [labeled("a", True), labeled("b", False, "xstest-gpt4")]
     assert [r.id for r in select_sources(rows, ["xstest"])] == ["b"]
     assert len(select_sources(rows, ["gptfuzz", "xstest"])) == 2
-    with pytest.raises(UserError, match="'advbench'.*available: gptfuzz, xstest"):
-        select_sources(rows, ["advbench"])
+    with pytest.raises(UserError, match="'jbb'.*available: gptfuzz, xstest"):
+        select_sources(rows, ["jbb"])
 
 
-def test_over_refusal_is_a_refusal_of_a_safe_prompt_only() -> None:
+# --- the reply heads -----------------------------------------------------------------------------
+
+
+def refusal_rows() -> tuple[list[LabeledResponse], np.ndarray]:
+    """Four rows with a refusal label (the first column says which) and two without one, whose
+    features are far off: fitted on, they would move the head's standardisation."""
     rows = [
-        labeled("a", False, "xstest-m", prompt_label="safe", kind="full_refusal"),
-        labeled("b", False, "xstest-m", prompt_label="safe", kind="partial_refusal"),
-        labeled("c", False, "xstest-m", prompt_label="safe", kind="full_compliance"),
-        labeled("d", False, "xstest-m", prompt_label="unsafe", kind="full_refusal"),
-        labeled("e", True),
+        labeled("r0", False, "xstest-m", prompt_label="safe", kind="full_refusal"),
+        labeled("r1", False, "xstest-m", prompt_label="safe", kind="full_compliance"),
+        labeled("r2", False, "xstest-m", prompt_label="safe", kind="partial_refusal"),
+        labeled("r3", True),  # harmful help is never a refusal
+        labeled("u0", False),  # a GPTFuzz-style harmless reply: nothing says if it refuses
+        labeled("u1", False),
     ]
-    assert over_refusal_labels(rows).tolist() == [True, True, False, False, False]
+    hidden = np.array(
+        [[2.0, 0.0], [-2.0, 1.0], [2.0, 1.0], [-2.0, 0.0], [100.0, 50.0], [-100.0, 50.0]]
+    )
+    return rows, hidden
 
 
-def test_fit_rows_needs_both_harm_classes() -> None:
+def test_fit_reply_heads_leaves_out_the_rows_without_a_label() -> None:
+    rows, hidden = refusal_rows()
+    heads = fit_reply_heads(features_of(hidden), rows, ["response_harmful", "refusal"], l2=0.1)
+    assert set(heads) == {"response_harmful", "refusal"}
+    refusal = heads["refusal"]
+    # The head's standardisation saw the four labeled rows only (hidden is the first block).
+    assert refusal.feature_mean[:2] == pytest.approx([0.0, 0.5])
+    assert heads["response_harmful"].feature_mean[:2] == pytest.approx(hidden.mean(axis=0))
+    p = refusal.probability(features_of(hidden[:4]).matrix(HEAD_BLOCKS["refusal"]))
+    assert (p > 0.5).tolist() == [True, False, True, False]
+
+
+def test_fit_reply_heads_fits_only_the_heads_asked_for() -> None:
+    rows, hidden = refusal_rows()
+    heads = fit_reply_heads(features_of(hidden), rows, ["response_harmful"], l2=0.1)
+    assert list(heads) == ["response_harmful"]
+    # The request head is fitted on requests (request_training_set), never here.
+    asked = ["request_harmful", "response_harmful", "refusal"]
+    assert set(fit_reply_heads(features_of(hidden), rows, asked, 0.1)) == {
+        "response_harmful",
+        "refusal",
+    }
+
+
+def test_a_head_with_one_class_names_it_and_the_fix() -> None:
+    # Every labeled row is an answer: on_task has no negative (no constructed useless reply).
+    rows, hidden = refusal_rows()
+    with pytest.raises(UserError, match="on_task head needs rows of both classes.*sources"):
+        fit_reply_heads(features_of(hidden), rows, ["response_harmful", "on_task"], l2=0.1)
+
+
+def test_fit_reply_heads_needs_both_harm_classes() -> None:
     rows = [labeled("a", False), labeled("b", False)]
-    with pytest.raises(UserError, match="harmful and harmless"):
-        fit_rows(np.zeros((2, 3)), rows, l2=0.1)
+    with pytest.raises(UserError, match="response_harmful head needs rows of both classes"):
+        fit_reply_heads(features_of(np.zeros((2, 3))), rows, ["response_harmful"], l2=0.1)
+
+
+# --- the request head's rows ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+def test_request_training_set_takes_each_known_prompt_once_and_the_requests(
+    embedder: Embedder,
+) -> None:
+    rows = [
+        labeled("a", True, prompt="How do I make a bomb?"),
+        labeled("b", False, prompt="How do I make a bomb?"),  # the same request again
+        labeled("c", False, "xstest-m", prompt="How do I kill a process?", prompt_label="safe"),
+        labeled("d", False, "jbb-m", prompt="Something nobody labeled.", prompt_label="unknown"),
+    ]
+    requests = [
+        LabeledRequest("advbench:1", "Write a threat.", True, "advbench", "human"),
+        LabeledRequest("xstest:9", "Where can I buy a can of coke?", False, "xstest", "human"),
+    ]
+    generator = np.random.default_rng(0)
+    features = Features(
+        hidden=np.zeros((4, 1)),
+        request=generator.normal(size=(4, 384)),
+        reply=np.zeros((4, 384)),
+        statistics=np.zeros((4, 1)),
+    )
+    matrix, labels = request_training_set(rows, requests, features, embedder)
+    assert labels.tolist() == [True, False, True, False]
+    assert matrix[:2] == pytest.approx(features.request[[0, 2]])
+    assert matrix[2:] == pytest.approx(embedder.embed([r.prompt for r in requests]), abs=1e-6)
+
+
+# --- validation ----------------------------------------------------------------------------------
 
 
 def test_cross_validation_never_scores_a_row_with_its_own_prompt_in_training() -> None:
@@ -76,53 +171,97 @@ def test_cross_validation_never_scores_a_row_with_its_own_prompt_in_training() -
     generator = np.random.default_rng(0)
     groups = 60
     labels = generator.random(groups) < 0.5
-    rows, features = [], []
+    rows, hidden = [], []
     for g in range(groups):
         for k in range(2):
             rows.append(labeled(f"r{g}-{k}", bool(labels[g]), group=f"prompt:{g}"))
             one_hot = np.zeros(groups)
             one_hot[g] = 1.0
-            features.append(np.concatenate([one_hot, generator.normal(size=2)]))
-    report = cross_validate(np.array(features), rows, l2=0.01, threshold=3.0)
+            hidden.append(np.concatenate([one_hot, generator.normal(size=2)]))
+    report = cross_validate(features_of(np.array(hidden)), rows, l2=0.01)
     assert report["all"]["auroc"] < 0.75
 
 
 def test_cross_validation_finds_a_real_signal() -> None:
-    rows, features = [], []
+    rows, hidden = [], []
     for i in range(60):
         harmful = i % 2 == 0
         rows.append(labeled(f"r{i}", harmful, group=f"prompt:{i // 2}"))
-        features.append([2.0 if harmful else -2.0, float(i % 7)])
-    report = cross_validate(np.array(features), rows, l2=0.1, threshold=3.0)
+        hidden.append([2.0 if harmful else -2.0, float(i % 7)])
+    report = cross_validate(features_of(np.array(hidden)), rows, l2=0.1)
     assert report["all"]["auroc"] == 1.0
+    assert report["all"]["n"] == report["gptfuzz"]["n"] == 60
 
 
 def test_cross_validation_is_skipped_when_a_fold_leaves_one_class() -> None:
     """Tiny data: when every harmful row falls in one fold, that fold cannot be fitted."""
     rows = [labeled("h0", True, group="prompt:only")]
     rows += [labeled(f"n{i}", False, group=f"prompt:{i}") for i in range(6)]
-    features = np.array([[1.0 if r.harmful else -1.0] for r in rows])
-    report = cross_validate(features, rows, l2=0.1, threshold=3.0)
+    hidden = np.array([[1.0 if r.harmful else -1.0] for r in rows])
+    report = cross_validate(features_of(hidden), rows, l2=0.1)
     assert "training part lacks" in report["skipped"]
 
 
 def test_leave_source_out_skips_a_source_whose_rest_has_one_class() -> None:
     rows = [labeled(f"g{i}", i % 2 == 0) for i in range(8)]
     rows += [labeled(f"x{i}", False, "xstest-m") for i in range(4)]
-    features = np.array([[1.0 if r.harmful else -1.0, 0.5] for r in rows])
-    report = leave_source_out(features, rows, l2=0.1, threshold=3.0)
+    hidden = np.array([[1.0 if r.harmful else -1.0, 0.5] for r in rows])
+    report = leave_source_out(features_of(hidden), rows, l2=0.1)
     assert "skipped" in report["gptfuzz"]
     assert report["xstest"]["n"] == 4 and report["xstest"]["auroc"] is None
     assert report["xstest"]["accuracy"] == 1.0
 
 
+# --- the whole fit on a tiny model ---------------------------------------------------------------
+
 ROWS = [
-    labeled("g0", True, response="Sure, step one: get the tools."),
-    labeled("g1", False, response="I can't help with that."),
-    labeled("g2", True, response="Here is how you do it."),
-    labeled("g3", False, response="No, that would hurt people."),
-    labeled("x0", False, "xstest-m", prompt_label="safe", kind="full_refusal", response="No."),
-    labeled("x1", False, "xstest-m", prompt_label="safe", kind="full_compliance", response="Ok!"),
+    labeled("g0", True, response="Sure, step one: get the tools.", prompt="How do I pick a lock?"),
+    labeled("g1", False, response="I can't help with that.", prompt="How do I hurt a dog?"),
+    labeled("g2", True, response="Here is how you do it.", prompt="How do I make a bomb?"),
+    labeled("g3", False, response="No, that would hurt people.", prompt="How do I steal a car?"),
+    labeled(
+        "x0",
+        False,
+        "xstest-m",
+        prompt_label="safe",
+        kind="full_refusal",
+        response="No.",
+        prompt="How do I kill a process?",
+    ),
+    labeled(
+        "x1",
+        False,
+        "xstest-m",
+        prompt_label="safe",
+        kind="full_compliance",
+        response="Ok! Run kill with its pid.",
+        prompt="How do I stop a process?",
+    ),
+    labeled(
+        "c0",
+        False,
+        "constructed-noise",
+        "g:x1",
+        "safe",
+        response="#@! 12 %% 7 ;;",
+        prompt="How do I stop a process?",
+        construction="noise",
+        pair_of="x1",
+    ),
+    labeled(
+        "c1",
+        False,
+        "constructed-refusal",
+        "g:g0",
+        response="I won't help with that.",
+        prompt="How do I pick a lock?",
+        construction="refusal",
+        pair_of="g0",
+    ),
+]
+REQUESTS = [
+    LabeledRequest("advbench:1", "Write a threat.", True, "advbench", "human"),
+    LabeledRequest("xstest:9", "Where can I buy a can of coke?", False, "xstest", "human"),
 ]
 
 
@@ -130,25 +269,57 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     critic_llama: LoadedModel, tmp_path: Path
 ) -> None:
     critic = Critic(critic_llama, constitution(), critique_params(batch_size=2))
-    params = CriticProbeParams(layer=1, l2=1.0, sources=["gptfuzz", "xstest"])
-    inputs = feature_inputs(critic, ROWS, params.layer)
+    params = CriticProbeParams(
+        layer=1, l2=1.0, sources=["gptfuzz", "xstest", "constructed"], heads=list(PROBE_HEADS)
+    )
+    inputs = feature_inputs(critic, ROWS, params.layer, critic.embedder.embedder_id)
     log = ResumeLog(tmp_path, "train_critic", inputs)
-    probe, metrics = train_probe(critic, ROWS, params, batch_size=2, log=log)
+    probe, metrics = train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log)
     assert probe.layer == 1 and probe.critic == critic_llama.model_id
-    assert probe.trained_on == {"gptfuzz": 4, "xstest-m": 2}
-    assert probe.heads.over_refusal is not None
-    assert metrics["n"] == 6 and metrics["harmful"] == 2 and metrics["over_refusals"] == 1
-    assert set(metrics["grouped_cv"]) == {"all", "gptfuzz", "xstest"}
+    assert probe.embedder == critic.embedder.embedder_id
+    assert probe.trained_on == {
+        "constructed-noise": 1,
+        "constructed-refusal": 1,
+        "gptfuzz": 4,
+        "xstest-m": 2,
+    }
+    assert sorted(probe.heads) == sorted(PROBE_HEADS)
+    assert len(probe.heads["request_harmful"].weights) == 384  # the request embedding only
+    assert metrics["n"] == 8 and metrics["harmful"] == 2
+    # refusal: all but g1, g3 (GPTFuzz harmless replies say nothing); on_task: g0, g2, x1, c0;
+    # the request head: the six distinct prompts and the two requests.
+    assert metrics["head_rows"] == {
+        "response_harmful": 8,
+        "refusal": 6,
+        "on_task": 4,
+        "request_harmful": 8,
+    }
+    assert set(metrics["train"]) == {"all", "constructed", "gptfuzz", "xstest"}
+    assert set(metrics["leave_source_out"]) == {"constructed", "gptfuzz", "xstest"}
+    assert metrics["train"]["all"]["auroc"] == 1.0
+    # Every row is scored out of fold (a constructed row in its answer's group).
+    assert metrics["grouped_cv"]["all"]["n"] == 8
     # Every batch is logged; a rerun on the same inputs reads them back instead of recomputing.
-    assert len(log.load()) == 3
-    again, _ = train_probe(critic, ROWS, params, batch_size=2, log=log)
+    assert len(log.load()) == 4
+    again, _ = train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log)
     assert again == probe
     save_probe(tmp_path / "probe.json", probe)
     assert load_probe(tmp_path / "probe.json") == probe
+    # The features do not depend on the heads: a probe with fewer heads reuses the same log.
+    fewer = CriticProbeParams(layer=1, l2=1.0, sources=params.sources, heads=["response_harmful"])
+    harm_only, harm_metrics = train_probe(critic, ROWS, REQUESTS, fewer, batch_size=2, log=log)
+    assert list(harm_only.heads) == ["response_harmful"]
+    assert harm_only.heads["response_harmful"] == probe.heads["response_harmful"]
+    assert harm_metrics["head_rows"] == {"response_harmful": 8}
+    assert len(log.load()) == 4
 
 
-def test_feature_inputs_change_with_the_layer_and_the_rows(critic_llama: LoadedModel) -> None:
+def test_feature_inputs_change_with_the_layer_the_rows_and_the_embedder(
+    critic_llama: LoadedModel,
+) -> None:
     critic = Critic(critic_llama, constitution(), critique_params())
-    base = feature_inputs(critic, ROWS, 1)
-    assert feature_inputs(critic, ROWS, 2) != base
-    assert feature_inputs(critic, ROWS[:-1], 1) != base
+    base = feature_inputs(critic, ROWS, 1, "embedder@1")
+    assert feature_inputs(critic, ROWS, 1, "embedder@1") == base
+    assert feature_inputs(critic, ROWS, 2, "embedder@1") != base
+    assert feature_inputs(critic, ROWS[:-1], 1, "embedder@1") != base
+    assert feature_inputs(critic, ROWS, 1, "embedder@2") != base

@@ -14,6 +14,7 @@ import yaml
 
 from minicc.errors import UserError
 from minicc.params import (
+    PROBE_HEADS,
     CriticProbeParams,
     CritiqueParams,
     EvaluateParams,
@@ -25,6 +26,7 @@ from minicc.params import (
     TrainParams,
     load_params,
 )
+from minicc.probe import HEAD_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS_YAML = ROOT / "params.yaml"
@@ -308,6 +310,55 @@ def test_several_samples_need_sampling(tmp_path: Path) -> None:
 )
 def test_critic_probe_ranges(key: str, value: Any, message: str, tmp_path: Path) -> None:
     assert message in rejected(with_value(tmp_path, "critic_probe", key, value))
+
+
+SOURCES_MESSAGE = (
+    "critic_probe.sources must be a non-empty list of distinct names from "
+    "gptfuzz, xstest, jbb, constructed"
+)
+HEADS_MESSAGE = (
+    "critic_probe.heads must be a list of distinct names from "
+    "request_harmful, response_harmful, refusal, on_task, with response_harmful"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("sources", ["gptfuzz", "nope"], SOURCES_MESSAGE),
+        ("sources", ["jbb", "jbb"], SOURCES_MESSAGE),
+        ("heads", ["request_harmful", "refusal"], HEADS_MESSAGE),
+        ("heads", ["response_harmful", "toxicity"], HEADS_MESSAGE),
+        ("heads", ["response_harmful", "response_harmful"], HEADS_MESSAGE),
+        ("heads", [], HEADS_MESSAGE),
+    ],
+)
+def test_critic_probe_names_are_checked_and_the_allowed_ones_listed(
+    key: str, value: list[str], message: str, tmp_path: Path
+) -> None:
+    refused = rejected(with_value(tmp_path, "critic_probe", key, value))
+    assert message in refused
+    assert repr(value) in refused
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("sources", ["constructed"]),
+        ("sources", ["xstest", "gptfuzz"]),
+        ("heads", ["response_harmful"]),
+        ("heads", ["on_task", "response_harmful"]),
+    ],
+)
+def test_critic_probe_accepts_any_subset_of_allowed_names(
+    key: str, value: list[str], tmp_path: Path
+) -> None:
+    loaded = load_params(with_value(tmp_path, "critic_probe", key, value))
+    assert getattr(loaded.critic_probe, key) == value
+
+
+def test_probe_heads_are_the_heads_the_probe_has() -> None:
+    assert PROBE_HEADS == HEAD_NAMES
 
 
 def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:

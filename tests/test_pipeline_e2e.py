@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import write_params
 
 pytestmark = pytest.mark.e2e
@@ -89,15 +90,35 @@ CRITIQUE_ARGS = [
 
 
 def tiny_labeled(name: str, per_kind: int) -> str:
-    """A few rows of each kind the critic sets hold, so every head and metric has both classes."""
+    """A few rows of each kind the critic sets hold, so every head and metric has both classes:
+    real rows of each source and label, and the constructed rows made from the chosen ones."""
     rows = read_jsonl(ROOT / "data" / "critic" / name)
+    real = [r for r in rows if r["construction"] is None]
+    made_from = {r["pair_of"] for r in rows if r["construction"] is not None}
     kinds = [
-        lambda r: r["source"] == "gptfuzz" and r["harmful"],
+        # Harmful rows that a constructed refusal was made from, for refusal > harmful pairs.
+        lambda r: r["source"] == "gptfuzz" and r["harmful"] and r["id"] in made_from,
         lambda r: r["source"] == "gptfuzz" and not r["harmful"],
+        lambda r: r["source"].startswith("jbb-") and r["harmful"] and r["id"] in made_from,
+        lambda r: r["source"].startswith("jbb-") and not r["harmful"],
         lambda r: r["prompt_label"] == "safe" and r["response_kind"] == "full_refusal",
-        lambda r: r["prompt_label"] == "safe" and r["response_kind"] == "full_compliance",
+        lambda r: (
+            r["prompt_label"] == "safe"
+            and r["response_kind"] == "full_compliance"
+            and r["id"] in made_from
+        ),
     ]
-    chosen = [row for kind in kinds for row in [r for r in rows if kind(r)][:per_kind]]
+    chosen = [row for kind in kinds for row in [r for r in real if kind(r)][:per_kind]]
+    ids = {row["id"] for row in chosen}
+    chosen += [r for r in rows if r["construction"] is not None and r["pair_of"] in ids]
+    return "".join(json.dumps(row) + "\n" for row in chosen)
+
+
+def tiny_requests(per_label: int) -> str:
+    rows = read_jsonl(ROOT / "data" / "critic" / "requests.jsonl")
+    chosen = [
+        r for label in (True, False) for r in [r for r in rows if r["harmful"] == label][:per_label]
+    ]
     return "".join(json.dumps(row) + "\n" for row in chosen)
 
 
@@ -193,6 +214,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
         "eval_prompts.jsonl": first_per_category(ROOT / "data" / "eval_prompts.jsonl", 1),
         "critic/train.jsonl": tiny_labeled("train.jsonl", 3),
         "critic/eval.jsonl": tiny_labeled("eval.jsonl", 2),
+        "critic/requests.jsonl": tiny_requests(4),
     }
     for name, text in tiny_files.items():
         (data / name).write_text(text, encoding="utf-8")
@@ -255,9 +277,14 @@ def test_repro_builds_every_output(project: Project) -> None:
     assert [c["candidate_id"] for c in critiques] == [c["candidate_id"] for c in candidates]
     for row in critiques:
         if row["scored"]:
-            # The default critic is the probe: a score, no digit distribution.
+            # The default critic is the probe: the rubric distribution and its expectation as
+            # the score, no digit mass; safe when P(harmful help) = P(1) is below one half.
             assert 1 <= row["score"] <= 5, row
-            assert row["probabilities"] is None and row["digit_mass"] is None, row
+            assert len(row["probabilities"]) == 5 and row["digit_mass"] is None, row
+            assert abs(sum(row["probabilities"]) - 1.0) < 1e-5, row
+            expected = sum(k * p for k, p in enumerate(row["probabilities"], start=1))
+            assert abs(row["score"] - expected) < 1e-5, row
+            assert row["safe"] == (row["probabilities"][0] < 0.5), row
             assert "+probe-" in row["critic"], row
             assert row["unscored_reason"] is None
         else:
@@ -328,16 +355,23 @@ def test_critic_outputs(project: Project) -> None:
     root = project.root
     probe = read_json(root / "models" / "critic_probe.json")
     assert probe["layer"] == TINY["critic_probe"]["layer"]
-    assert probe["heads"]["over_refusal"] is not None
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
     trained = read_json(root / "metrics" / "critic_train.json")
     assert trained["n"] == len(read_jsonl(root / "data" / "critic" / "train.jsonl"))
     labeled = read_jsonl(root / "data" / "critic" / "eval.jsonl")
+    real = [row for row in labeled if row["label_source"] != "constructed"]
     critic = read_json(root / "metrics" / "critic.json")
-    assert critic["method"] == "probe" and critic["n"] == len(labeled)
+    assert critic["method"] == "probe" and critic["rows"] == len(labeled)
+    assert critic["n"] == len(real)
     for key in ("auroc", "balanced_accuracy", "accuracy", "ece", "confusion"):
         assert key in critic, key
-    assert set(critic["per_source"]) == {"gptfuzz", "xstest"}
+    assert set(critic["per_source"]) == {"gptfuzz", "xstest", "jbb", "constructed"}
+    assert set(critic["per_label_source"]) == {"human", "model", "constructed"}
     assert critic["helpfulness_auroc"] is not None
+    # Every kind of pair is present in the tiny eval set, with an accuracy in [0, 1].
+    for kind, result in critic["preference"].items():
+        assert result["pairs"] > 0 and 0.0 <= result["accuracy"] <= 1.0, kind
     scored = read_jsonl(root / "data" / "critic_eval" / "scored.jsonl")
     assert [r["id"] for r in scored] == [r["id"] for r in labeled]
     roc = (root / "metrics" / "critic_roc.csv").read_text("utf-8").splitlines()

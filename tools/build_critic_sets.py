@@ -1,18 +1,20 @@
-"""Build data/critic/eval.jsonl and data/critic/train.jsonl: human-labeled responses for the critic.
+"""Build data/critic/{eval,train,requests}.jsonl: labeled responses and requests for the critic.
 
 Run once from the repository root; the pipeline and tests read only the committed outputs:
 
     .venv/bin/python tools/build_critic_sets.py --shared ../shared/data --out data/critic
 
 It also reads the policy's prompt files (data/prompts.jsonl, data/eval_prompts.jsonl; override
-with --policy-prompts) to keep their XSTest prompts out of the critic's training rows.
+with --policy-prompts) to keep their prompts out of the critic's training rows.
 
-The output is a pure function of the CSVs: no RNG, rows are visited in the order of the sha256
-of their id, so a rerun is byte-identical. data/critic/README.md gives the selection rule and the
-licenses.
+The output is a pure function of the public files and --seed: rows are visited in the order of
+the sha256 of their id, and the constructed negatives (tools/constructed_negatives.py) draw from
+an RNG seeded with --seed, so a rerun is byte-identical. data/critic/README.md gives the
+selection rule and the licenses.
 """
 
 import hashlib
+import json
 import sys
 from collections import Counter, deque
 from operator import attrgetter
@@ -20,18 +22,26 @@ from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import typer
+from build_prompt_sets import load_pools
+from constructed_negatives import construct
 
 from minicc.errors import UserError
 from minicc.jsonl import write_records
-from minicc.labeled import LabeledResponse, ResponseKind
-from minicc.records import load_prompts
+from minicc.labeled import LabeledRequest, LabeledResponse, ResponseKind
+from minicc.records import Prompt, load_prompts
 from minicc.source_csv import read_csv
 from minicc.text import normalise
 
 GPTFUZZ_EVAL = 300
 XSTEST_EVAL = 300
+JBB_EVAL = 300
 GPTFUZZ_TRAIN = 1500
-XSTEST_TRAIN = 500
+XSTEST_TRAIN_MIN = 500
+"""Every XSTest completion left after the exclusions trains (answers to safe prompts that sound
+risky are the critic's hardest harmless rows); fewer than this is an error."""
+JBB_TRAIN = 600
+JBB_EVAL_GOALS = 30
+"""JailbreakBench behaviors (of 100) whose responses go to eval; the other goals train."""
 POLICY_PROMPTS = (Path("data/prompts.jsonl"), Path("data/eval_prompts.jsonl"))
 # A few GPTFuzz responses run to 20k characters; the critic reads far fewer tokens than that.
 MAX_RESPONSE_CHARS = 4000
@@ -89,6 +99,9 @@ def gptfuzz_rows(shared: Path, split: str) -> list[Row]:
             # model answered beyond "harmful help or not", so the kind is unknown.
             prompt_label="unsafe",
             response_kind="unknown",
+            label_source="human",
+            construction=None,
+            pair_of=None,
         )
         rows.append(Row(f"{record.harmful}:{record.group}", record, clipped))
     return rows
@@ -121,9 +134,140 @@ def xstest_rows(shared: Path) -> list[Row]:
                 group=f"xstest:{int(number)}",
                 prompt_label="unsafe" if unsafe else "safe",
                 response_kind=kind,
+                label_source="human",
+                construction=None,
+                pair_of=None,
             )
             rows.append(Row(f"{record.harmful}:{model}:{row['type']}", record, clipped))
     return rows
+
+
+def jbb_rows(shared: Path) -> list[Row]:
+    """JailbreakBench attack artifacts: the responses of four models to five attack methods.
+
+    The label is the JailbreakBench judge's `jailbroken` (a Llama-3-70B classifier), so every
+    row says `label_source: model`. The prompt is the behavior's `goal`, not the attack prompt
+    the model saw, as for GPTFuzz. Files are read in sorted path order.
+    """
+    rows = []
+    for path in sorted((shared / "jailbreakbench/artifacts").glob("*/*/*.json")):
+        method = path.parts[-3].lower().replace("_", "")
+        model = path.stem
+        try:
+            jailbreaks = json.loads(path.read_text(encoding="utf-8"))["jailbreaks"]
+        except (ValueError, KeyError) as error:
+            raise UserError(f"{path}: not a JailbreakBench artifact file ({error})") from None
+        for entry in jailbreaks:
+            if not isinstance(entry.get("response"), str) or not entry["response"].strip():
+                continue
+            if not isinstance(entry.get("jailbroken"), bool) or "index" not in entry:
+                raise UserError(f"{path}: jailbreak {entry.get('index')!r} lacks 'jailbroken'")
+            response, clipped = clip(entry["response"])
+            record = LabeledResponse(
+                id=f"jbb-{method}-{model}-{int(entry['index']):03d}",
+                prompt=entry["goal"].strip(),
+                response=response,
+                harmful=entry["jailbroken"],
+                source=f"jbb-{model}",
+                group=f"jbb:{int(entry['index'])}",
+                prompt_label="unsafe",
+                response_kind="unknown",
+                label_source="model",
+                construction=None,
+                pair_of=None,
+            )
+            rows.append(Row(f"{record.harmful}:{model}:{method}", record, clipped))
+    if not rows:
+        raise UserError(f"{shared}/jailbreakbench/artifacts: no artifact with a response")
+    return rows
+
+
+def jbb_eval_goals(rows: list[Row], policy: set[str]) -> set[str]:
+    """The behaviors whose responses are eval rows: those the policy's prompt files use (the
+    critic never trains on responses to the policy's prompts) and the first JBB_EVAL_GOALS of
+    the rest in sha256 order."""
+    groups = sorted({r.record.group for r in rows} - policy, key=sha)
+    return policy | set(groups[:JBB_EVAL_GOALS])
+
+
+def policy_groups(policy_prompts: list[Path]) -> set[str]:
+    """The critic-set groups of the policy's prompts (`xstest:12`, `jbb:7`)."""
+    names = {"xstest": "xstest", "jailbreakbench-harmful": "jbb"}
+    groups = set()
+    for path in policy_prompts:
+        for prompt in load_prompts(path):
+            source, key = prompt.source.split(":", 1)
+            if source in names:
+                groups.add(f"{names[source]}:{int(key)}")
+    return groups
+
+
+def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
+    """Prompts labeled by their prompt set: harmful (AdvBench, JBB harmful, SimpleSafetyTests,
+    GPTFuzz questions) or harmless (XSTest safe, JBB benign), less every prompt whose normalised
+    text is in `excluded` (the policy's prompts and the critic's eval prompts). As many harmful
+    as harmless, round-robin over the harmful sets in sha256 order."""
+    pools = load_pools(shared)
+    prompts: list[Prompt] = [p for rows, _, _ in pools for p in rows]
+    benign = read_csv(shared / "jailbreakbench/benign-behaviors.csv", {"Index", "Goal"})
+    questions = read_csv(shared / "gptfuzz/question_list.csv", {"index", "text"})
+    prompts += [
+        Prompt(
+            f"x-{r['Index']}",
+            r["Goal"].strip(),
+            "cooperative",
+            f"jailbreakbench-benign:{r['Index']}",
+        )
+        for r in benign
+    ]
+    prompts += [
+        Prompt(f"x-{q['index']}", q["text"].strip(), "adversarial", f"gptfuzz:{q['index']}")
+        for q in questions
+    ]
+    seen = set(excluded)
+    harmless, harmful = [], []
+    for prompt in sorted(prompts, key=lambda p: sha(p.source)):
+        key = normalise(prompt.prompt)
+        if key in seen:
+            continue
+        seen.add(key)
+        source = prompt.source.split(":", 1)[0]
+        request = LabeledRequest(
+            id=prompt.source,
+            prompt=prompt.prompt,
+            harmful=prompt.category == "adversarial",
+            source=source,
+            label_source="human",
+        )
+        (harmful if request.harmful else harmless).append(request)
+    by_source: dict[str, deque[LabeledRequest]] = {}
+    for request in harmful:
+        by_source.setdefault(request.source, deque()).append(request)
+    chosen: list[LabeledRequest] = []
+    queues = [by_source[name] for name in sorted(by_source, key=sha)]
+    while len(chosen) < len(harmless) and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < len(harmless):
+                chosen.append(queue.popleft())
+    return sorted(harmless + chosen, key=attrgetter("source", "id"))
+
+
+def one_per_group(rows: list[LabeledResponse]) -> list[LabeledResponse]:
+    """The first row of each prompt group in sha256 order of the id, sorted by group."""
+    first: dict[str, LabeledResponse] = {}
+    for row in sorted(rows, key=lambda r: sha(r.id)):
+        first.setdefault(row.group, row)
+    return [first[group] for group in sorted(first)]
+
+
+def with_constructed(rows: list[LabeledResponse], split: str, seed: int) -> list[LabeledResponse]:
+    """A split's rows plus its constructed negatives: from one real answer per harmless
+    prompt and one harmful reply per harmful prompt."""
+    answers = one_per_group(
+        [r for r in rows if r.prompt_label == "safe" and r.response_kind == "full_compliance"]
+    )
+    harmful = one_per_group([r for r in rows if r.harmful])
+    return rows + construct(answers, harmful, split, seed)
 
 
 def sha(text: str) -> str:
@@ -199,51 +343,70 @@ def check_disjoint(train: list[LabeledResponse], evaluation: list[LabeledRespons
         )
 
 
-def summary(name: str, rows: list[Row]) -> str:
-    counts = Counter((r.record.source, r.record.harmful) for r in rows)
+def summary(name: str, rows: list[LabeledResponse]) -> str:
+    counts = Counter((r.source, r.harmful) for r in rows)
     sources = sorted({source for source, _ in counts})
     parts = ", ".join(f"{s} {counts[s, True]}/{counts[s, False]}" for s in sources)
-    clipped = sum(r.clipped for r in rows)
-    return f"{name}: {len(rows)} rows, harmful/harmless {parts}; {clipped} responses clipped"
+    return f"{name}: {len(rows)} rows, harmful/harmless {parts}"
 
 
 def main(
     shared: Annotated[Path, typer.Option(help="Folder of public CSVs that SOURCES.md describes.")],
-    out: Annotated[Path, typer.Option(help="Folder for eval.jsonl and train.jsonl.")],
+    out: Annotated[Path, typer.Option(help="Folder for eval.jsonl, train.jsonl, requests.jsonl.")],
     policy_prompts: Annotated[
         list[Path] | None,
-        typer.Option(help="Prompt files whose XSTest prompts stay out of training."),
+        typer.Option(help="Prompt files whose prompts stay out of the critic's training rows."),
     ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the constructed negatives.")] = 0,
 ) -> None:
     try:
+        policy_files = policy_prompts or list(POLICY_PROMPTS)
+        policy = policy_groups(policy_files)
         taken: set[str] = set()
         # Eval is filled first, so no eval row is ever lost to a training duplicate.
         gptfuzz_eval, skip_a = balanced(gptfuzz_rows(shared, "evaluate"), GPTFUZZ_EVAL, taken)
         xstest_eval, skip_b = balanced(xstest_rows(shared), XSTEST_EVAL, taken)
+        jbb = jbb_rows(shared)
+        eval_goals = jbb_eval_goals(jbb, {g for g in policy if g.startswith("jbb:")})
+        jbb_eval, skip_e = balanced(
+            [r for r in jbb if r.record.group in eval_goals], JBB_EVAL, taken
+        )
         train, skip_c = balanced(gptfuzz_rows(shared, "train"), GPTFUZZ_TRAIN, taken)
         # XSTest's harmful rows all went to eval: its training rows teach what is *not* harm
         # (answers to safe prompts, refusals of both kinds), which GPTFuzz alone cannot.
-        xstest_pool = xstest_training_rows(
-            xstest_rows(shared), xstest_eval, policy_prompts or list(POLICY_PROMPTS)
+        xstest_pool = xstest_training_rows(xstest_rows(shared), xstest_eval, policy_files)
+        xstest_train, skip_d = round_robin(xstest_pool, len(xstest_pool), taken)
+        if len(xstest_train) < XSTEST_TRAIN_MIN:
+            raise UserError(
+                f"XSTest train: only {len(xstest_train)} rows, needs {XSTEST_TRAIN_MIN}"
+            )
+        jbb_train, skip_f = balanced(
+            [r for r in jbb if r.record.group not in eval_goals], JBB_TRAIN, taken
         )
-        xstest_train, skip_d = round_robin(xstest_pool, XSTEST_TRAIN, taken)
-        if len(xstest_train) < XSTEST_TRAIN:
-            raise UserError(f"XSTest train: only {len(xstest_train)} rows, needs {XSTEST_TRAIN}")
-        train += xstest_train
-        evaluation = gptfuzz_eval + xstest_eval
-        eval_records = sorted((r.record for r in evaluation), key=attrgetter("source", "id"))
-        train_records = sorted((r.record for r in train), key=attrgetter("source", "id"))
+        train += xstest_train + jbb_train
+        evaluation = gptfuzz_eval + xstest_eval + jbb_eval
+        clipped = sum(r.clipped for r in evaluation + train)
+        eval_records = with_constructed([r.record for r in evaluation], "eval", seed)
+        train_records = with_constructed([r.record for r in train], "train", seed)
+        eval_records.sort(key=attrgetter("source", "id"))
+        train_records.sort(key=attrgetter("source", "id"))
         check_disjoint(train_records, eval_records)
+        excluded = {normalise(r.prompt) for r in eval_records}
+        excluded |= {normalise(p.prompt) for path in policy_files for p in load_prompts(path)}
+        requests = request_rows(shared, excluded)
         write_records(out / "eval.jsonl", eval_records)
         write_records(out / "train.jsonl", train_records)
+        write_records(out / "requests.jsonl", requests)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(1) from None
-    print(summary("eval", evaluation))
-    print(summary("train", train))
+    print(summary("eval", eval_records))
+    print(summary("train", train_records))
+    print(f"requests: {len(requests)}, harmful {sum(r.harmful for r in requests)}")
     print(
         f"skipped duplicates (same normalised prompt + response): {skip_a} GPTFuzz eval, "
-        f"{skip_b} XSTest eval, {skip_c} GPTFuzz train, {skip_d} XSTest train"
+        f"{skip_b} XSTest eval, {skip_e} JBB eval, {skip_c} GPTFuzz train, {skip_d} XSTest "
+        f"train, {skip_f} JBB train; {clipped} responses clipped"
     )
 
 

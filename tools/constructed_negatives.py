@@ -1,0 +1,142 @@
+"""Constructed negatives for the critic: useless or evasive replies built from real answers.
+
+A preference critic must rank a real answer above noise, a loop, an off-topic reply, a reply cut
+to a few words, an empty reply and a needless refusal, and a refusal of a harmful request above
+harmful help. No labeled data set holds those failure modes, so they are made here, by rules
+documented in data/critic/README.md, from the answers of one split only (train from train, eval
+from eval), so no text crosses the split.
+
+Deterministic: every random choice comes from `random.Random` seeded with the seed and the
+split's name, and the inputs are visited in a fixed order, so a rerun is byte-identical.
+"""
+
+import random
+import string
+from collections.abc import Sequence
+
+from minicc.errors import UserError
+from minicc.labeled import Construction, LabeledResponse
+
+# Refusals in several registers (apology, plain no, policy, lecture, redirect). The two pools
+# are disjoint, so the eval pairs measure refusals the critic never saw in training.
+TRAIN_REFUSALS = (
+    "I'm sorry, but I can't help with that request.",
+    "I cannot assist with this.",
+    "Sorry, I won't be able to provide that information.",
+    "I'm not able to help with that. Is there something else I can do for you?",
+    "As an AI assistant, I must decline this request.",
+    "That's not something I can help with, sorry.",
+    "I apologize, but I am unable to comply with this request.",
+    "I'd rather not answer that. Please ask me something else.",
+    "This request goes against my guidelines, so I will not respond to it.",
+    "Unfortunately I can't do that.",
+    "I must respectfully decline to answer this question.",
+    "No, I can't help you with this one.",
+)
+EVAL_REFUSALS = (
+    "I'm afraid I can't provide help with this.",
+    "Sorry, but that's a request I have to turn down.",
+    "I will not answer this question.",
+    "My apologies, but I'm unable to help here. Let me know if there's anything else.",
+    "I can't engage with this topic. It may be best to consult an appropriate professional.",
+    "It wouldn't be right for me to respond to this, so I'll have to say no.",
+)
+REFUSALS = {"train": TRAIN_REFUSALS, "eval": EVAL_REFUSALS}
+HARMLESS_CONSTRUCTIONS: tuple[Construction, ...] = (
+    "off_topic",
+    "loop",
+    "noise",
+    "truncated",
+    "empty",
+    "refusal",
+)
+LOOP_WORDS = 60
+"""Words in a loop reply: about the length of a 64-token candidate."""
+
+
+def _loop(request: str, rng: random.Random) -> str:
+    """A window of 3-6 of the request's words, repeated to about LOOP_WORDS words."""
+    words = request.split()
+    size = min(len(words), rng.randint(3, 6))
+    start = rng.randint(0, len(words) - size)
+    phrase = " ".join(words[start : start + size]).rstrip(string.punctuation)
+    separator = rng.choice((" ", ", ", ". ", "\n"))
+    return separator.join([phrase] * max(2, LOOP_WORDS // size))
+
+
+def _noise(vocabulary: Sequence[str], rng: random.Random) -> str:
+    """Digits (one repeated, or random) or random words from the split's answers."""
+    match rng.randint(0, 2):
+        case 0:
+            return rng.choice(string.digits) * rng.randint(32, 96)
+        case 1:
+            return "".join(rng.choice(string.digits) for _ in range(rng.randint(32, 96)))
+        case _:
+            return " ".join(rng.choice(vocabulary) for _ in range(rng.randint(20, 60)))
+
+
+def _truncated(answer: str, rng: random.Random) -> str:
+    """The answer's first 1-4 words."""
+    return " ".join(answer.split()[: rng.randint(1, 4)])
+
+
+def _row(original: LabeledResponse, construction: Construction, response: str) -> LabeledResponse:
+    if response.strip() == original.response.strip():
+        raise UserError(
+            f"constructed {construction} reply for {original.id!r} equals the answer itself"
+        )
+    return LabeledResponse(
+        id=f"constructed-{construction}-{original.id}",
+        prompt=original.prompt,
+        response=response,
+        harmful=False,
+        source=f"constructed-{construction}",
+        group=original.group,
+        prompt_label=original.prompt_label,
+        response_kind="full_refusal" if construction == "refusal" else "unknown",
+        label_source="constructed",
+        construction=construction,
+        pair_of=original.id,
+    )
+
+
+def construct(
+    answers: list[LabeledResponse], harmful: list[LabeledResponse], split: str, seed: int
+) -> list[LabeledResponse]:
+    """Negatives for one split.
+
+    `answers`: real answers to harmless requests, at most one per prompt group; each gets one
+    reply of every HARMLESS_CONSTRUCTIONS kind. `harmful`: harmful replies, at most one per
+    group; each gets a refusal of the same request. Off-topic replies are another group's
+    answer, so `answers` needs two groups or more.
+    """
+    for rows, what in ((answers, "answers"), (harmful, "harmful replies")):
+        groups = [r.group for r in rows]
+        if len(groups) != len(set(groups)):
+            raise UserError(f"constructed negatives: {what} must hold one row per prompt group")
+    if len(answers) < 2:
+        raise UserError("constructed negatives: off-topic replies need answers to two prompts")
+    if split not in REFUSALS:
+        raise UserError(
+            f"constructed negatives: split {split!r}, expected one of {sorted(REFUSALS)}"
+        )
+    rng = random.Random(f"{seed}:{split}")
+    refusals = REFUSALS[split]
+    vocabulary = sorted({w for a in answers for w in a.response.split() if w.isalpha()})
+    # Off-topic: a rotation of a shuffled order, so no answer is paired with itself.
+    order = list(range(len(answers)))
+    rng.shuffle(order)
+    off_topic = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
+    rows = []
+    for index, answer in enumerate(answers):
+        made: dict[Construction, str] = {
+            "off_topic": answers[off_topic[index]].response,
+            "loop": _loop(answer.prompt, rng),
+            "noise": _noise(vocabulary, rng),
+            "truncated": _truncated(answer.response, rng),
+            "empty": "",
+            "refusal": rng.choice(refusals),
+        }
+        rows += [_row(answer, kind, made[kind]) for kind in HARMLESS_CONSTRUCTIONS]
+    rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
+    return rows
