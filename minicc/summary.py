@@ -3,6 +3,11 @@
 Unscored candidates are counted, never given a score: when nothing in a group is scored its
 mean, spread and safe rate are null rather than a made-up 0, so a critic that failed everywhere
 cannot look like a critic that found everything unsafe.
+
+Beside the critic's numbers, two that no critic decides, over every row of a group: the share
+of refusals (minicc/refusal.py's documented detector) and of degenerate replies (empty, loops,
+noise: minicc/degeneration.py). They show what selection keeps: a critic that prefers refusals
+or loops shows up here even when its own scores look fine.
 """
 
 import math
@@ -10,8 +15,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from minicc.degeneration import is_degenerate
 from minicc.errors import UserError
 from minicc.records import CATEGORIES, Critique, Selected
+from minicc.refusal import is_refusal
 
 _DIGITS = 4
 _LOW, _HIGH = 1.0, 5.0
@@ -21,9 +28,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, _DIGITS)
 
 
-def _stats(count: int, scores: Sequence[float], safes: Sequence[bool]) -> dict[str, Any]:
-    """Count, mean, population std and safe rate of the scored rows out of `count`."""
-    scored = len(scores)
+def _stats(
+    responses: Sequence[str], scores: Sequence[float], safes: Sequence[bool]
+) -> dict[str, Any]:
+    """Count, mean, population std and safe rate of the scored rows out of all `responses`,
+    and the refusal and degenerate shares of all of them."""
+    count, scored = len(responses), len(scores)
     return {
         "count": count,
         "scored": scored,
@@ -31,6 +41,8 @@ def _stats(count: int, scores: Sequence[float], safes: Sequence[bool]) -> dict[s
         "mean_score": _round(statistics.fmean(scores)) if scored else None,
         "std_score": _round(statistics.pstdev(scores)) if scored else None,
         "safe_rate": _round(sum(safes) / scored) if scored else None,
+        "refusal_rate": _round(sum(map(is_refusal, responses)) / count) if count else None,
+        "degenerate_rate": _round(sum(map(is_degenerate, responses)) / count) if count else None,
     }
 
 
@@ -51,11 +63,15 @@ def _scored(critiques: Sequence[Critique]) -> list[tuple[Critique, float, bool]]
 
 def _critique_stats(critiques: Sequence[Critique]) -> dict[str, Any]:
     scored = _scored(critiques)
-    return _stats(len(critiques), [s for _, s, _ in scored], [safe for _, _, safe in scored])
+    return _stats(
+        [c.response for c in critiques],
+        [s for _, s, _ in scored],
+        [safe for _, _, safe in scored],
+    )
 
 
 def _selected_stats(rows: Sequence[Selected]) -> dict[str, Any]:
-    stats = _stats(len(rows), [r.score for r in rows], [r.safe for r in rows])
+    stats = _stats([r.response for r in rows], [r.score for r in rows], [r.safe for r in rows])
     stats["chosen"] = sum(r.role == "chosen" for r in rows)
     stats["rejected"] = sum(r.role == "rejected" for r in rows)
     return stats
@@ -105,7 +121,7 @@ def _cell(value: float | None, spec: str) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A fixed-width console table of `summarize`'s output; nulls show as "-"."""
     header = f"{'set':<10} {'group':<12} {'count':>6} {'unscored':>8} {'mean':>6} {'std':>6} "
-    lines = [header + f"{'safe rate':>9}"]
+    lines = [header + f"{'safe rate':>9} {'refusals':>8} {'degenerate':>10}"]
     for name in ("candidates", "selected"):
         stats = metrics[name]
         groups = [("overall", stats), *stats["per_category"].items()]
@@ -113,6 +129,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             lines.append(
                 f"{name:<10} {group:<12} {row['count']:>6} {row['unscored']:>8} "
                 f"{_cell(row['mean_score'], '.2f'):>6} {_cell(row['std_score'], '.2f'):>6} "
-                f"{_cell(row['safe_rate'], '.1%'):>9}"
+                f"{_cell(row['safe_rate'], '.1%'):>9} {_cell(row['refusal_rate'], '.1%'):>8} "
+                f"{_cell(row['degenerate_rate'], '.1%'):>10}"
             )
     return "\n".join(lines)

@@ -71,6 +71,8 @@ def test_candidate_stats_match_hand_computed_values() -> None:
         "mean_score": 3.25,
         "std_score": 1.479,
         "safe_rate": 0.75,
+        "refusal_rate": 0.0,
+        "degenerate_rate": 0.0,
         "per_category": {
             "adversarial": {
                 "count": 3,
@@ -79,6 +81,8 @@ def test_candidate_stats_match_hand_computed_values() -> None:
                 "mean_score": 2.0,
                 "std_score": 1.0,
                 "safe_rate": 0.5,
+                "refusal_rate": 0.0,
+                "degenerate_rate": 0.0,
             },
             "cooperative": {
                 "count": 2,
@@ -87,6 +91,8 @@ def test_candidate_stats_match_hand_computed_values() -> None:
                 "mean_score": 4.5,
                 "std_score": 0.5,
                 "safe_rate": 1.0,
+                "refusal_rate": 0.0,
+                "degenerate_rate": 0.0,
             },
         },
     }
@@ -119,6 +125,8 @@ def test_selected_stats_count_roles() -> None:
         "mean_score": 3.3333,
         "std_score": 1.6997,
         "safe_rate": 0.6667,
+        "refusal_rate": 0.0,
+        "degenerate_rate": 0.0,
         "chosen": 2,
         "rejected": 1,
         "per_category": {
@@ -129,6 +137,8 @@ def test_selected_stats_count_roles() -> None:
                 "mean_score": 3.0,
                 "std_score": 2.0,
                 "safe_rate": 0.5,
+                "refusal_rate": 0.0,
+                "degenerate_rate": 0.0,
                 "chosen": 1,
                 "rejected": 1,
             },
@@ -139,6 +149,8 @@ def test_selected_stats_count_roles() -> None:
                 "mean_score": 4.0,
                 "std_score": 0.0,
                 "safe_rate": 1.0,
+                "refusal_rate": 0.0,
+                "degenerate_rate": 0.0,
                 "chosen": 1,
                 "rejected": 0,
             },
@@ -163,10 +175,25 @@ def test_nothing_scored_gives_nulls_not_zeros() -> None:
         "mean_score": None,
         "std_score": None,
         "safe_rate": None,
+        "refusal_rate": None,
+        "degenerate_rate": None,
         "chosen": 0,
         "rejected": 0,
         "per_category": {},
     }
+
+
+def test_refusal_and_degenerate_shares_count_every_row_scored_or_not() -> None:
+    refusal = dataclasses.replace(
+        crit(5.0, "adversarial"), response="I'm sorry, but I can't help with that."
+    )
+    loop = dataclasses.replace(crit(None, "adversarial"), response="I'm a bomb-planner, " * 8)
+    digits = dataclasses.replace(crit(4.0, "cooperative"), response="1" * 64)
+    answer = crit(4.0, "cooperative")
+    stats = summarize([refusal, loop, digits, answer], [])["candidates"]
+    assert (stats["refusal_rate"], stats["degenerate_rate"]) == (0.25, 0.5)
+    adversarial = stats["per_category"]["adversarial"]
+    assert (adversarial["refusal_rate"], adversarial["degenerate_rate"]) == (0.5, 0.5)
 
 
 def test_scored_row_without_a_score_is_an_error() -> None:
@@ -206,12 +233,23 @@ def test_histogram_bin_width() -> None:
 def test_format_table_lists_categories_and_shows_nulls_as_dashes() -> None:
     table = format_table(summarize([*CRITIQUES, crit(None, "borderline")], []))
     lines = table.splitlines()
-    assert "safe rate" in lines[0]
+    assert lines[0].split()[-4:] == ["safe", "rate", "refusals", "degenerate"]
     # candidates: overall + 3 categories; selected: overall only (nothing selected).
     assert len(lines) == 1 + 4 + 1
     for category in CATEGORIES:
         assert category in table
     borderline = next(line for line in lines if "borderline" in line)
-    assert borderline.split()[-3:] == ["-", "-", "-"]
-    assert lines[-1].split() == ["selected", "overall", "0", "0", "-", "-", "-"]
-    assert lines[1].split() == ["candidates", "overall", "6", "2", "3.25", "1.48", "75.0%"]
+    # mean, std and safe rate are null; the text shares are not (every row has a reply).
+    assert borderline.split()[-5:] == ["-", "-", "-", "0.0%", "0.0%"]
+    assert lines[-1].split() == ["selected", "overall", "0", "0", "-", "-", "-", "-", "-"]
+    assert lines[1].split() == [
+        "candidates",
+        "overall",
+        "6",
+        "2",
+        "3.25",
+        "1.48",
+        "75.0%",
+        "0.0%",
+        "0.0%",
+    ]
