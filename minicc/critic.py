@@ -123,7 +123,7 @@ class Critic:
     def embedder(self) -> Embedder:
         """The sentence embedder of the probe's features, loaded on first use."""
         if self._embedder is None:
-            self._embedder = Embedder()
+            self._embedder = Embedder(self.loaded.device, self.loaded.model.dtype)
         return self._embedder
 
     def _clean_response(self, response: str) -> str:

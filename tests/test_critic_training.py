@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import constitution, critique_params
 
 from minicc.critic import Critic
@@ -133,7 +134,7 @@ def test_fit_reply_heads_needs_both_harm_classes() -> None:
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    return Embedder()
+    return Embedder(torch.device("cpu"), torch.float32)
 
 
 def test_request_training_set_takes_each_known_prompt_once_and_the_requests(
