@@ -221,9 +221,10 @@ def bench_critique(
     """Pipeline candidates/s (`critique_candidates`) vs free-text judging one at a time.
 
     The speed-up compares the zero-shot judge's digit reading with free text (both read the
-    whole model); the trained probe (the default method, 14 of 30 layers) is timed beside
-    them when its file exists. Each timed critic is a fresh instance, so computing its shared
-    judge-prompt prefix is timed too, as in a stage run; warm-ups use throwaway instances.
+    whole model); the trained probe (the default method: layers up to `critic_probe.layer`,
+    plus the sentence embedder) is timed beside them when its file exists. Each timed critic is
+    a fresh instance, so computing its shared judge-prompt prefix is timed too, as in a stage
+    run; warm-ups use throwaway instances.
     """
 
     def timed(with_probe: Probe | None, label: str) -> tuple[list[Critique], dict[str, Any]]:
