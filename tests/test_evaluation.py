@@ -1,8 +1,9 @@
-"""Evaluation answers: one function for both models, same keys, and an untrained adapter
-(zero LoRA B) changes nothing."""
+"""Evaluation answers: one function for both models, same keys; an untrained adapter (zero
+LoRA B) changes nothing, and the applied adapter is really in the forward pass."""
 
 from pathlib import Path
 
+import torch
 from conftest import MakeModel, models_params, train_params
 
 from minicc.evaluation import evaluation_plan
@@ -60,3 +61,25 @@ def test_an_untrained_adapter_answers_like_the_baseline(
     finetuned = generate_responses(tuned, evaluate_params(), 0, tmp_path / "f")
     assert [r.response for r in finetuned] == [r.response for r in baseline]
     assert finetuned[0].generator != baseline[0].generator
+
+
+def test_the_applied_adapter_takes_part_in_the_forward_pass(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    # Regression: with a zero LoRA B an adapter that was never attached answers the same as one
+    # that was; a non-zero B must move the logits, and only through the saved adapter.
+    spec = str(make_tiny_model("llama"))
+    base = load_model(spec, models_params())
+    lora = add_lora(load_model(spec, models_params()).model, train_params(), ["q_proj"])
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.fill_(0.5)
+    save_adapter(lora, base.tokenizer, {"base_model": base.model_id}, tmp_path / "lora")
+    tuned = apply_adapter(load_model(spec, models_params()), tmp_path / "lora")
+    attached = [name for name, _ in tuned.model.named_modules() if name.endswith("lora_B")]
+    assert attached and all("q_proj" in name for name in attached)
+    ids = base.tokenizer("How do I boil an egg?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        moved = tuned.model(input_ids=ids).logits - base.model(input_ids=ids).logits
+    assert moved.abs().max().item() > 1e-3
