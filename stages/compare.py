@@ -62,9 +62,7 @@ def main(
                 )[0]
                 for side, responses in rows.items()
             }
-            results = pair_outcomes(
-                critiques["baseline"], critiques["finetuned"], params.critique.safe_threshold
-            )
+            results = pair_outcomes(critiques["baseline"], critiques["finetuned"])
             metrics = compare_metrics(results, params.seed)
             metrics["refusal_detector_accuracy"] = round(detector["accuracy"], 4)
             metrics["refusal_detector"] = {k: v for k, v in detector.items() if k != "per_model"}
