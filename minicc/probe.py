@@ -38,15 +38,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import numpy.typing as npt
 
+from minicc.arrays import BoolArray, FloatArray
 from minicc.errors import UserError
 from minicc.jsonl import atomic_write_text, json_text
 from minicc.params import PROBE_HEADS
 from minicc.typecheck import build
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 HEAD_NAMES = PROBE_HEADS
 Block = Literal["hidden", "request", "reply", "product", "similarity", "statistics"]
 REPLY_BLOCKS: tuple[Block, ...] = get_args(Block)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
-from numpy.typing import NDArray
+
+from minicc.arrays import FloatArray
 
 
 def _check_paired(baseline: Sequence[object], finetuned: Sequence[object]) -> None:
@@ -26,7 +27,7 @@ def _check_paired(baseline: Sequence[object], finetuned: Sequence[object]) -> No
 
 def _paired_arrays(
     baseline: Sequence[float], finetuned: Sequence[float]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[FloatArray, FloatArray]:
     _check_paired(baseline, finetuned)
     base = np.asarray(baseline, dtype=np.float64)
     tuned = np.asarray(finetuned, dtype=np.float64)
