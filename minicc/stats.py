@@ -3,14 +3,16 @@
 Both models answer the same evaluation prompts, so every comparison here is paired by prompt:
 the bootstrap resamples prompts (keeping each prompt's two scores together) and McNemar's test
 looks only at the prompts where the two models disagree. Pairing removes the prompt-to-prompt
-variation that dwarfs the difference between the models on a few dozen prompts.
+variation that dwarfs the difference between the models on a few dozen prompts. The tests
+themselves are scipy's (`binomtest`, `bootstrap`); this module adds the input checks, the
+project's choice of method and the rounded summary the metrics file reports.
 """
 
-import math
 from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
+from scipy.stats import binomtest, bootstrap
 
 from minicc.arrays import FloatArray
 
@@ -36,6 +38,10 @@ def _paired_arrays(
     return base, tuned
 
 
+def _mean_delta(base: FloatArray, tuned: FloatArray, axis: int) -> FloatArray:
+    return np.mean(tuned - base, axis=axis)
+
+
 def paired_bootstrap_ci(
     baseline: Sequence[float],
     finetuned: Sequence[float],
@@ -46,41 +52,49 @@ def paired_bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of mean(finetuned - baseline).
 
-    Each resample draws len(baseline) prompts with replacement, all resamples in one array
-    (memory: resamples x prompts integers), from `numpy.random.default_rng(seed)`, so the same
-    inputs and seed always give the same interval.
+    `scipy.stats.bootstrap` with `paired=True` draws one set of prompt indices per resample and
+    applies it to both arms, so each prompt's two scores stay together; the statistic is
+    vectorized, so all resamples go in one array (memory: resamples x prompts integers). The
+    generator is `numpy.random.default_rng(seed)`: the same inputs and seed give the same
+    interval. The percentile method, not scipy's default BCa: BCa's jackknife is undefined
+    when every delta is equal (a constant delta's interval is that delta).
     """
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
     base, tuned = _paired_arrays(baseline, finetuned)
-    deltas = tuned - base
-    rng = np.random.default_rng(seed)
-    indices = rng.integers(0, len(deltas), size=(resamples, len(deltas)))
-    means = deltas[indices].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    if len(base) == 1:
+        # scipy needs two observations; every resample of one prompt is that prompt.
+        delta = float(tuned[0] - base[0])
+        return delta, delta
+    result = bootstrap(
+        (base, tuned),
+        _mean_delta,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def mcnemar_exact(baseline_safe: Sequence[bool], finetuned_safe: Sequence[bool]) -> float:
     """Exact two-sided McNemar p-value for paired safe/unsafe outcomes.
 
     Under "no difference", each discordant prompt is equally likely to go either way, so the
-    smaller of b (safe -> unsafe) and c (unsafe -> safe) is Binomial(b + c, 1/2):
-    p = min(1, 2 * P(X <= min(b, c))), and 1.0 when no prompt changed. Exact integer sums (no
-    scipy) keep the small counts of a few dozen prompts exact.
+    number b of safe -> unsafe prompts among the b + c discordant ones is Binomial(b + c, 1/2):
+    the exact binomial test of b against p = 1/2, and 1.0 when no prompt changed.
     """
     _check_paired(baseline_safe, finetuned_safe)
     pairs = list(zip(baseline_safe, finetuned_safe, strict=True))
     b = sum(1 for before, after in pairs if before and not after)
     c = sum(1 for before, after in pairs if not before and after)
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return float(binomtest(b, b + c, p=0.5, alternative="two-sided").pvalue)
 
 
 def outcome_fractions(

@@ -29,6 +29,7 @@ def _discordant(b: int, c: int, both_safe: int = 0) -> tuple[list[bool], list[bo
 )
 def test_mcnemar_exact_matches_hand_computed_values(b: int, c: int, expected: float) -> None:
     baseline, finetuned = _discordant(b, c, both_safe=4)
+    # No tolerance: scipy's binomtest sums the same binomial terms, exact in binary at these n.
     assert mcnemar_exact(baseline, finetuned) == expected
 
 
@@ -76,9 +77,26 @@ def test_bootstrap_is_deterministic_for_a_seed() -> None:
 
 
 def test_bootstrap_of_a_constant_delta_is_that_delta() -> None:
+    # Also pins the pairing: resampling the two arms independently would mix prompts 1.0 apart.
     low, high = paired_bootstrap_ci([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], seed=0, resamples=100)
     assert low == pytest.approx(0.5)
     assert high == pytest.approx(0.5)
+
+
+def test_bootstrap_of_one_prompt_is_its_delta() -> None:
+    assert paired_bootstrap_ci([2.0], [4.5], seed=0) == (2.5, 2.5)
+
+
+def test_bootstrap_is_the_percentile_interval_of_resampled_prompt_means() -> None:
+    """The interval by hand: resample prompt indices from default_rng(seed), as the project did
+    before scipy; scipy draws the same indices, and its quantile and mean round differently in
+    the last bits only, hence the 1e-12 tolerance."""
+    baseline, finetuned = _shifted(n=37)
+    deltas = np.subtract(finetuned, baseline)
+    indices = np.random.default_rng(5).integers(0, len(deltas), size=(3000, len(deltas)))
+    expected = np.quantile(deltas[indices].mean(axis=1), [0.05, 0.95])
+    interval = paired_bootstrap_ci(baseline, finetuned, seed=5, resamples=3000, confidence=0.9)
+    assert interval == pytest.approx(tuple(expected), abs=1e-12)
 
 
 def test_wider_confidence_gives_a_wider_interval() -> None:
