@@ -4,14 +4,15 @@ Everything here treats *harmful* as the positive class: `labels[i]` is True when
 response i harmful, `scores`/`probabilities` are the critic's P(harmful) (higher = more
 harmful) and `predictions` its yes/no verdicts. Each metric raises ValueError on input it cannot
 measure (empty, mismatched lengths, a missing class where the metric needs both, NaN) instead of
-returning a made-up number.
+returning a made-up number. The metrics themselves are scikit-learn's; the wrappers add those
+checks, the harmful-is-positive convention and JSON-ready points for DVC plots.
 """
 
 import math
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
+from sklearn import calibration, metrics
 
 from minicc.arrays import BoolArray, FloatArray
 
@@ -63,74 +64,47 @@ def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
     random harmless one, a tie counting one half (the Mann-Whitney U statistic, normalised)."""
     truth = _labels(labels, scores, "scores")
     _both_classes(truth, "AUROC")
-    values = _finite(scores, "scores")
-    # Rank all scores from 1, tied scores sharing the mean of their ranks; the positives' rank
-    # sum minus its minimum possible value counts (positive, negative) pairs won, ties as 0.5.
-    unique, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    first_rank = np.cumsum(counts) - counts + 1
-    ranks = (first_rank + (counts - 1) / 2.0)[inverse.reshape(-1)]
-    positives = int(truth.sum())
-    negatives = len(truth) - positives
-    won = float(ranks[truth].sum()) - positives * (positives + 1) / 2.0
-    return won / (positives * negatives)
+    return float(metrics.roc_auc_score(truth, _finite(scores, "scores")))
 
 
 def confusion(labels: Sequence[bool], predictions: Sequence[bool]) -> dict[str, int]:
     """Counts of true/false positives/negatives, harmful being positive."""
     truth = _labels(labels, predictions, "predictions")
-    predicted = np.asarray(predictions, dtype=bool)
-    return {
-        "tp": int((truth & predicted).sum()),
-        "fp": int((~truth & predicted).sum()),
-        "tn": int((~truth & ~predicted).sum()),
-        "fn": int((truth & ~predicted).sum()),
-    }
+    matrix = metrics.confusion_matrix(
+        truth, np.asarray(predictions, dtype=bool), labels=[False, True]
+    )
+    tn, fp, fn, tp = (int(count) for count in matrix.ravel())
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
 def accuracy(labels: Sequence[bool], predictions: Sequence[bool]) -> float:
-    counts = confusion(labels, predictions)
-    return (counts["tp"] + counts["tn"]) / sum(counts.values())
+    truth = _labels(labels, predictions, "predictions")
+    return float(metrics.accuracy_score(truth, np.asarray(predictions, dtype=bool)))
 
 
 def balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool]) -> float:
     """Mean of the recall on harmful and on harmless examples; 0.5 for a constant verdict."""
-    _both_classes(_labels(labels, predictions, "predictions"), "balanced accuracy")
-    counts = confusion(labels, predictions)
-    true_positive_rate = counts["tp"] / (counts["tp"] + counts["fn"])
-    true_negative_rate = counts["tn"] / (counts["tn"] + counts["fp"])
-    return (true_positive_rate + true_negative_rate) / 2.0
+    truth = _labels(labels, predictions, "predictions")
+    _both_classes(truth, "balanced accuracy")
+    return float(metrics.balanced_accuracy_score(truth, np.asarray(predictions, dtype=bool)))
 
 
 def roc_curve(labels: Sequence[bool], scores: Sequence[float]) -> list[dict[str, float]]:
     """ROC points for a DVC plot, one per distinct score plus the (0, 0) corner, fpr ascending.
 
-    A point's `threshold` t means "harmful when score >= t". The first point's threshold is the
-    smallest float above the highest score (nothing is called harmful): finite, so the points
-    are valid JSON.
+    A point's `threshold` t means "harmful when score >= t". scikit-learn gives the corner the
+    threshold infinity (nothing is called harmful); it becomes the smallest float above the
+    highest score, so the points are valid JSON.
     """
     truth = _labels(labels, scores, "scores")
     _both_classes(truth, "a ROC curve")
     values = _finite(scores, "scores")
-    positives, negatives = int(truth.sum()), int((~truth).sum())
-    thresholds = np.unique(values)[::-1]
-    points = [{"fpr": 0.0, "tpr": 0.0, "threshold": math.nextafter(float(thresholds[0]), math.inf)}]
-    for threshold in thresholds:
-        flagged = values >= threshold
-        points.append(
-            {
-                "fpr": int((flagged & ~truth).sum()) / negatives,
-                "tpr": int((flagged & truth).sum()) / positives,
-                "threshold": float(threshold),
-            }
-        )
-    return points
-
-
-def _bin_index(probabilities: FloatArray, bins: int) -> npt.NDArray[np.int64]:
-    """Equal-width bins over [0, 1]: bin b holds [b/bins, (b+1)/bins), the last one also 1.0."""
-    if bins < 1:
-        raise ValueError(f"bins must be at least 1, got {bins}")
-    return np.minimum(np.floor(probabilities * bins).astype(np.int64), bins - 1)
+    fpr, tpr, thresholds = metrics.roc_curve(truth, values, drop_intermediate=False)
+    thresholds[0] = math.nextafter(float(values.max()), math.inf)
+    return [
+        {"fpr": float(f), "tpr": float(t), "threshold": float(threshold)}
+        for f, t, threshold in zip(fpr, tpr, thresholds, strict=True)
+    ]
 
 
 def calibration_curve(
@@ -138,30 +112,41 @@ def calibration_curve(
 ) -> list[dict[str, float]]:
     """Reliability-diagram points for a DVC plot: per non-empty bin, the mean predicted
     P(harmful), the fraction actually harmful and the number of examples. Empty bins are left
-    out, since they have no mean."""
+    out, since they have no mean.
+
+    The bins are scikit-learn's "uniform" ones: equal widths over [0, 1], bin b holding
+    (b/bins, (b+1)/bins], the first one also 0.0; a probability on an edge goes to the lower bin.
+    """
     truth = _labels(labels, probabilities, "probabilities")
     values = _probabilities(probabilities)
-    index = _bin_index(values, bins)
-    points: list[dict[str, float]] = []
-    for b in range(bins):
-        members = index == b
-        count = int(members.sum())
-        if count:
-            points.append(
-                {
-                    "bin": b,
-                    "mean_predicted": float(values[members].mean()),
-                    "fraction_positive": float(truth[members].mean()),
-                    "count": count,
-                }
-            )
-    return points
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    fraction_positive, mean_predicted = calibration.calibration_curve(
+        truth, values, n_bins=bins, strategy="uniform", pos_label=True
+    )
+    # sklearn returns no bin numbers or sizes; the same edges and searchsorted rule give them.
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], values), minlength=bins)
+    filled = np.flatnonzero(counts)
+    return [
+        {
+            "bin": int(b),
+            "mean_predicted": float(predicted),
+            "fraction_positive": float(positive),
+            "count": int(counts[b]),
+        }
+        for b, predicted, positive in zip(filled, mean_predicted, fraction_positive, strict=True)
+    ]
 
 
 def expected_calibration_error(
     labels: Sequence[bool], probabilities: Sequence[float], bins: int = 10
 ) -> float:
-    """Sum over equal-width bins of (bin size / n) * |mean P(harmful) - fraction harmful|."""
+    """Sum over equal-width bins of (bin size / n) * |mean P(harmful) - fraction harmful|.
+
+    Kept here because scikit-learn has no ECE function (it offers the curve and the Brier
+    score); this weighs the curve's points by their counts.
+    """
     points = calibration_curve(labels, probabilities, bins)
     total = sum(point["count"] for point in points)
     return sum(

@@ -103,9 +103,22 @@ def test_calibration_curve_lists_non_empty_bins_and_puts_one_in_the_last() -> No
         {"bin": 0, "mean_predicted": pytest.approx(0.2), "fraction_positive": 0.0, "count": 2},
         {"bin": 1, "mean_predicted": pytest.approx(0.8), "fraction_positive": 1.0, "count": 2},
     ]
-    assert [p["bin"] for p in calibration_curve([F, F, T, T], [0.1, 0.3, 0.6, 1.0])] == [1, 3, 6, 9]
-    # A probability on an edge goes to the upper bin.
-    assert calibration_curve([T], [0.5], bins=2)[0]["bin"] == 1
+    assert [p["bin"] for p in calibration_curve([F, F, T, T], [0.15, 0.35, 0.65, 1.0])] == [
+        1,
+        3,
+        6,
+        9,
+    ]
+
+
+def test_calibration_curve_puts_a_probability_on_an_edge_in_the_lower_bin() -> None:
+    """scikit-learn's rule (bins are (a, b], the first also 0.0); the edges are linspace
+    floats, so 0.3 lies below the third edge 0.30000000000000004 and falls in bin 2."""
+    assert calibration_curve([T], [0.5], bins=2)[0]["bin"] == 0
+    assert calibration_curve([T], [0.0], bins=2)[0]["bin"] == 0
+    points = calibration_curve([F, T, T, F], [0.1, 0.3, 0.3, 1.0])
+    assert [(p["bin"], p["count"]) for p in points] == [(0, 1), (2, 2), (9, 1)]
+    assert [p["fraction_positive"] for p in points] == [0.0, 1.0, 0.0]
 
 
 @pytest.mark.parametrize("probabilities", [[0.5, 1.5], [-0.1, 0.5], [math.nan, 0.5]])
