@@ -8,6 +8,7 @@ import math
 import re
 import zlib
 from collections import Counter
+from collections.abc import Callable
 
 _WORD = re.compile(r"\w+", flags=re.UNICODE)
 
@@ -39,28 +40,30 @@ def repeated_trigram_share(text: str) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def _visible_share(text: str, kind: Callable[[str], bool]) -> float:
+    """Share of the non-space characters that are of `kind` (0.0 when there are none)."""
+    visible = [c for c in text if not c.isspace()]
+    return sum(kind(c) for c in visible) / len(visible) if visible else 0.0
+
+
 def statistics(text: str) -> list[float]:
     """The STATISTICS of one reply: log(1 + words), then shares in [0, 1], then the zlib
     compression ratio (above 1 for short texts), then the letter and digit shares."""
     words = _words(text)
-    visible = [c for c in text if not c.isspace()]
     raw = text.encode("utf-8")
     return [
         math.log1p(len(words)),
         len(Counter(words)) / len(words) if words else 1.0,
         repeated_trigram_share(text),
         len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0,
-        sum(c.isalpha() for c in visible) / len(visible) if visible else 0.0,
-        sum(c.isdigit() for c in visible) / len(visible) if visible else 0.0,
+        _visible_share(text, str.isalpha),
+        _visible_share(text, str.isdigit),
     ]
 
 
 def is_degenerate(text: str) -> bool:
     """Empty, a loop (12+ words, at least half of the 3-grams repeated) or noise (under half
     of the visible characters are letters)."""
-    visible = [c for c in text if not c.isspace()]
-    if not visible:
-        return True
-    if sum(c.isalpha() for c in visible) / len(visible) < MIN_LETTERS:
+    if _visible_share(text, str.isalpha) < MIN_LETTERS:  # 0.0 for an empty reply
         return True
     return len(_words(text)) >= 12 and repeated_trigram_share(text) >= REPEATED_TRIGRAMS
