@@ -5,7 +5,8 @@
     python stages/evaluate.py --model finetuned --prompts data/eval_prompts.jsonl \
         --adapter models/lora-sft --out data/eval/finetuned.jsonl
 
-Both use `models.generator`; the fine-tuned model is that base with the adapter merged in.
+Both use `models.generator`; the fine-tuned model is that base with the LoRA adapter attached
+by peft, not merged into its weights (minicc/lora.py `apply_adapter` says why).
 Decoding comes from the `evaluate` params (greedy by default). Crash-safe like generate.
 """
 
