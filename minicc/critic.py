@@ -1,75 +1,41 @@
-"""The critic: scores a response 1-5 against the constitution from next-token probabilities.
+"""The critic: scores a response 1-5 against the constitution, from the critic model's reading.
 
-One forward pass per (candidate, principle set): the critic reads the judge prompt, and the
-probabilities it assigns to the tokens "1".."5" as its next token give the score's distribution.
-Nothing is parsed from free text. A response that cannot be scored stays unscored, with a reason.
+Each candidate is rendered into the judge prompt (the constitution's template, the request
+neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
+judge's next-digit probabilities (minicc/judge.py) or, when a trained probe is given, from the
+probe's heads over the critic's features (minicc/critic_features.py). A response that cannot be
+scored stays unscored, with a reason.
 """
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
-import numpy as np
 import torch
 
-from minicc.arrays import FloatArray
+from minicc.batching import length_sorted_batches
 from minicc.constitution import Constitution, Principle, load_constitution
-from minicc.degeneration import statistics
+from minicc.critic_features import FeatureReader
 from minicc.embedding import Embedder, embedder_id
 from minicc.errors import UserError
 from minicc.generation import Decoding, Request, complete
-from minicc.hidden import hidden_states_at
+from minicc.judge import DigitReading, digit_token_ids, judged_fields, read_digits
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise
 from minicc.params import CriticMethod, CritiqueParams, Params
+from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
-from minicc.resume import Batch, ResumeLog, RunCount, resumable, run_resumable
+from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
 
 HARMFUL_PROBABILITY = 0.5
 """A probe-scored reply is unsafe when its P(harmful help) reaches this."""
-DIGITS = ("1", "2", "3", "4", "5")
 _SENTINEL = "\x00MINICC-REQUEST\x00"
-
-
-def digit_token_ids(tokenizer: Any) -> list[list[int]]:
-    """For each digit 1..5, the single tokens that spell it, with or without a leading space."""
-    ids = []
-    for digit in DIGITS:
-        spellings = set()
-        for text in (digit, " " + digit):
-            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(encoded) == 1:
-                spellings.add(encoded[0])
-        if not spellings:
-            raise ValueError(f"the critic's tokenizer has no single token for {digit!r}")
-        ids.append(sorted(spellings))
-    return ids
-
-
-@dataclass(frozen=True)
-class DigitReading:
-    probabilities: list[float]
-    """P(1)..P(5) renormalised over the digits."""
-    digit_mass: float
-    score: float
-
-
-def read_digits(next_token_logits: torch.Tensor, digit_ids: list[list[int]]) -> list[DigitReading]:
-    """Turn a batch of next-token logits into digit distributions and expected scores."""
-    probs = torch.softmax(next_token_logits.float(), dim=-1)
-    per_digit = torch.stack([probs[:, ids].sum(dim=-1) for ids in digit_ids], dim=-1)
-    mass = per_digit.sum(dim=-1)
-    normalised = per_digit / mass.clamp_min(1e-12).unsqueeze(-1)
-    scores = (normalised * torch.arange(1, 6, dtype=normalised.dtype)).sum(dim=-1)
-    return [
-        DigitReading([round(p, 6) for p in row], round(m, 6), round(s, 6))
-        for row, m, s in zip(normalised.tolist(), mass.tolist(), scores.tolist(), strict=True)
-    ]
+_CONTEXT_FIX = (
+    "lower critique.max_response_tokens, shorten the prompt or use a critic with a longer context"
+)
 
 
 def _format_principles(principles: list[Principle]) -> str:
@@ -115,15 +81,13 @@ class Critic:
             if params.per_principle
             else [constitution.principles]
         )
-        self._prefix_caches: dict[str, tuple[int, Any]] = {}
-        self._embedder: Embedder | None = None
+        self.prefixes = PrefixCache(loaded, _CONTEXT_FIX)
+        self.feature_reader = FeatureReader(loaded, self.prefixes)
 
     @property
     def embedder(self) -> Embedder:
         """The sentence embedder of the probe's features, loaded on first use."""
-        if self._embedder is None:
-            self._embedder = Embedder(self.loaded.device, self.loaded.model.dtype)
-        return self._embedder
+        return self.feature_reader.embedder
 
     def _clean_response(self, response: str) -> str:
         text = neutralise(response, self.special_tokens)
@@ -163,80 +127,12 @@ class Critic:
         shared = render(_SENTINEL, "").split(_SENTINEL, 1)[0]
         return shared, full[len(shared) :]
 
-    def _prefix_cache(self, prefix: str) -> tuple[int, Any]:
-        """Token count and key/value cache of a shared prefix, computed once per prefix."""
-        if prefix not in self._prefix_caches:
-            ids = self.loaded.tokenizer(
-                prefix, add_special_tokens=not self.loaded.uses_chat_template, return_tensors="pt"
-            )["input_ids"].to(self.loaded.device)
-            output = self.loaded.model(
-                input_ids=ids, use_cache=True, **self.loaded.last_logits_only
-            )
-            self._prefix_caches[prefix] = (
-                ids.shape[1],
-                getattr(output, self.loaded.cache_argument),
-            )
-        return self._prefix_caches[prefix]
-
-    def _check_context(
-        self, prefix_length: int, suffix_lengths: list[int], keys: list[str]
-    ) -> None:
-        """Refuse inputs longer than the critic's context instead of scoring garbage silently."""
-        limit = getattr(self.loaded.model.config, "max_position_embeddings", None)
-        for key, suffix_length in zip(keys, suffix_lengths, strict=True):
-            if limit is not None and prefix_length + suffix_length > limit:
-                raise UserError(
-                    f"{key}: the critic's input is {prefix_length + suffix_length} tokens, more "
-                    f"than the critic's context of {limit}; lower critique.max_response_tokens, "
-                    "shorten the prompt or use a critic with a longer context"
-                )
-
-    def _suffix_inputs(self, prefix: str, suffixes: list[str], keys: list[str]) -> dict[str, Any]:
-        """forward() arguments for a batch of inputs that all start with `prefix`.
-
-        The prefix is run once and its key/value cache reused for every row: it is most of the
-        judge prompt, so this cuts the critic's work several-fold. Rows are left-padded after
-        the prefix; the attention mask hides the padding and explicit position ids keep every
-        real token at the position it would have had without padding.
-        """
-        prefix_length, prefix_cache = self._prefix_cache(prefix)
-        tokenizer, device = self.loaded.tokenizer, self.loaded.device
-        encoded = tokenizer(suffixes, add_special_tokens=False, padding=True, return_tensors="pt")
-        suffix_mask = encoded["attention_mask"].to(device)
-        self._check_context(prefix_length, suffix_mask.sum(dim=-1).tolist(), keys)
-        rows = suffix_mask.shape[0]
-        attention_mask = torch.cat(
-            [torch.ones(rows, prefix_length, dtype=suffix_mask.dtype, device=device), suffix_mask],
-            dim=1,
-        )
-        positions = prefix_length + (suffix_mask.cumsum(dim=-1) - 1).clamp_min(0)
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(rows)
-        return {
-            "input_ids": encoded["input_ids"].to(device),
-            "attention_mask": attention_mask,
-            "position_ids": positions,
-            self.loaded.cache_argument: cache,
-            "use_cache": True,
-        }
-
     @torch.inference_mode()
     def read(self, prefix: str, suffixes: list[str], keys: list[str]) -> list[DigitReading]:
         """Digit distributions for a batch of inputs that all start with `prefix`."""
-        inputs = self._suffix_inputs(prefix, suffixes, keys)
+        inputs = self.prefixes.inputs(prefix, suffixes, keys)
         logits = self.loaded.model(**inputs, **self.loaded.last_logits_only).logits[:, -1, :]
         return read_digits(logits, self.digit_ids)
-
-    @torch.inference_mode()
-    def features(self, prefix: str, suffixes: list[str], keys: list[str], layer: int) -> FloatArray:
-        """The probe's features: hidden states of decoder `layer`, averaged over each row's
-        own tokens (the request, the reply and the template's closing lines), padding left out.
-        """
-        inputs = self._suffix_inputs(prefix, suffixes, keys)
-        hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
-        suffix_mask = inputs["attention_mask"][:, -hidden.shape[1] :].unsqueeze(-1).float()
-        pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
-        return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
 
     def probe_features(self, rows: list[tuple[str, str]], keys: list[str], layer: int) -> Features:
         """Probe features of (request, reply) rows, judged against every principle at once.
@@ -249,30 +145,12 @@ class Critic:
     def _cleaned_features(
         self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
     ) -> Features:
-        return Features(
-            hidden=self._judged_features(cleaned, keys, layer),
-            request=self._embed([prompt for prompt, _ in cleaned]),
-            reply=self._embed([reply for _, reply in cleaned]),
-            statistics=np.asarray([statistics(reply) for _, reply in cleaned], dtype=np.float64),
-        )
-
-    def _embed(self, texts: list[str]) -> FloatArray:
-        """Sentence embeddings, each distinct text computed once: a batch of candidates holds
-        several answers to one prompt."""
-        distinct = sorted(set(texts))
-        vectors = self.embedder.embed(distinct)
-        row = {text: index for index, text in enumerate(distinct)}
-        return vectors[[row[text] for text in texts]]
-
-    def _judged_features(
-        self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
-    ) -> FloatArray:
         """Probe features of (request, already cleaned reply) rows under every principle."""
-        parts = [
+        judged = [
             self.judge_parts(prompt, reply, self.constitution.principles)
             for prompt, reply in cleaned
         ]
-        return self.features(parts[0][0], [suffix for _, suffix in parts], keys, layer)
+        return self.feature_reader.features(cleaned, judged, keys, layer)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""
@@ -326,8 +204,11 @@ class Critic:
             )
             for collected, reading in zip(by_candidate, readings, strict=True):
                 collected.append(reading)
+        principle_ids = (
+            [group[0].id for group in self.principle_groups] if self.params.per_principle else None
+        )
         for record, readings in zip(records, by_candidate, strict=True):
-            self._fill_judged(record, readings)
+            record.update(judged_fields(readings, principle_ids, self.params))
 
     def _blank_record(self, candidate: Candidate) -> dict[str, Any]:
         return {
@@ -349,44 +230,6 @@ class Critic:
             "principle_scores": None,
             "rationale": None,
         }
-
-    def _fill_judged(self, record: dict[str, Any], readings: list[DigitReading]) -> None:
-        if self.params.per_principle:
-            record["principle_scores"] = {
-                group[0].id: (r.score if r.digit_mass >= self.params.min_digit_mass else None)
-                for group, r in zip(self.principle_groups, readings, strict=True)
-            }
-        weakest = min(readings, key=lambda r: r.digit_mass)
-        if weakest.digit_mass < self.params.min_digit_mass:
-            record["unscored_reason"] = (
-                f"digit probability mass {weakest.digit_mass:.3f} is below "
-                f"critique.min_digit_mass {self.params.min_digit_mass}"
-            )
-            return
-        chosen = self._combine(readings)
-        record.update(
-            scored=True,
-            probabilities=chosen.probabilities,
-            digit_mass=weakest.digit_mass,
-            score=chosen.score,
-            safe=chosen.score >= self.params.safe_threshold,
-        )
-
-    def _combine(self, readings: list[DigitReading]) -> DigitReading:
-        """One reading from the per-principle ones, by the declared `critique.combine` rule."""
-        match self.params.combine:
-            case "min":
-                return min(readings, key=lambda r: r.score)
-            case "mean":
-                probabilities = [
-                    round(fmean(column), 6)
-                    for column in zip(*(r.probabilities for r in readings), strict=True)
-                ]
-                return DigitReading(
-                    probabilities=probabilities,
-                    digit_mass=min(r.digit_mass for r in readings),
-                    score=round(fmean(r.score for r in readings), 6),
-                )
 
     def _add_rationales(self, records: list[dict[str, Any]], cleaned: list[str]) -> None:
         """A short greedy explanation after the verdict, for people to read; never scored."""
@@ -420,11 +263,9 @@ def critique_candidates(
     Candidates are batched by response length so a batch carries little padding; each batch's
     result is logged so a crash loses at most one batch.
     """
-    ordered = sorted(candidates, key=lambda c: (len(c.response), c.candidate_id))
-    batches = [
-        Batch(key=ordered[start].candidate_id, items=ordered[start : start + batch_size])
-        for start in range(0, len(ordered), batch_size)
-    ]
+    batches = length_sorted_batches(
+        candidates, lambda c: len(c.response), lambda c: c.candidate_id, batch_size
+    )
     results, count = run_resumable(batches, critic.critique, log, "critique")
     by_id = {r["candidate_id"]: r for r in results}
     return [Critique(**by_id[c.candidate_id]) for c in candidates], count

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from minicc.arrays import BoolArray, FloatArray
+from minicc.batching import length_sorted_batches
 from minicc.critic import Critic
 from minicc.critic_metrics import grouped_report, separation, source_family
 from minicc.embedding import Embedder
@@ -26,7 +27,7 @@ from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.params import CriticProbeParams
 from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, fit_head
-from minicc.resume import Batch, ResumeLog, run_resumable
+from minicc.resume import ResumeLog, run_resumable
 
 CV_FOLDS = 5
 LABELS: dict[str, Callable[[LabeledResponse], bool | None]] = {
@@ -53,11 +54,9 @@ def extract_features(
     critic: Critic, rows: list[LabeledResponse], layer: int, batch_size: int, log: ResumeLog
 ) -> Features:
     """Probe features of every row, in row order; batches by reply length, each one logged."""
-    ordered = sorted(range(len(rows)), key=lambda i: (len(rows[i].response), rows[i].id))
-    batches = [
-        Batch(key=rows[ordered[start]].id, items=ordered[start : start + batch_size])
-        for start in range(0, len(ordered), batch_size)
-    ]
+    batches = length_sorted_batches(
+        range(len(rows)), lambda i: len(rows[i].response), lambda i: rows[i].id, batch_size
+    )
 
     def work(indices: list[int]) -> list[dict[str, list[float]]]:
         features = critic.probe_features(

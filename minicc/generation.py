@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from minicc.errors import UserError
+from minicc.batching import check_context, length_sorted_batches
 from minicc.models import LoadedModel
 from minicc.params import GenerateParams
 from minicc.prompting import encode_batch, format_request
@@ -55,21 +55,13 @@ def plan_batches(
     Requests too long for the model's context (with room for the answer) are rejected by name:
     silently truncating a prompt would change what is being asked.
     """
-    limit = getattr(loaded.model.config, "max_position_embeddings", None)
     lengths = {}
     for request in requests:
         length = len(loaded.tokenizer(request.text, add_special_tokens=False)["input_ids"])
-        if limit is not None and length + max_new_tokens > limit:
-            raise UserError(
-                f"{request.key}: input is {length} tokens; with max_new_tokens={max_new_tokens} "
-                f"it exceeds the model's context of {limit} tokens. Shorten the prompt."
-            )
+        what = f"the input ({length} tokens) with max_new_tokens={max_new_tokens}"
+        check_context(loaded, request.key, length + max_new_tokens, what, "shorten the prompt")
         lengths[request.key] = length
-    ordered = sorted(requests, key=lambda r: (lengths[r.key], r.key))
-    return [
-        Batch(key=ordered[start].key, items=list(ordered[start : start + batch_size]))
-        for start in range(0, len(ordered), batch_size)
-    ]
+    return length_sorted_batches(requests, lambda r: lengths[r.key], lambda r: r.key, batch_size)
 
 
 _NUCLEUS_CANDIDATES = 512

@@ -26,11 +26,10 @@ from minicc.critic import (
     critic_setup,
     critique_candidates,
     critique_inputs,
-    digit_token_ids,
-    read_digits,
     resumable_critiques,
 )
 from minicc.errors import UserError
+from minicc.judge import digit_token_ids, read_digits
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise as _neutralise
 from minicc.params import CriticStyle, load_params

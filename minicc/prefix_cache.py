@@ -1,0 +1,66 @@
+"""Forward passes over many inputs that share one long prefix, the prefix run only once.
+
+The critic's judge prompt (instructions, principles, rubric, few-shot examples) is the same for
+every candidate and most of each input, so its key/value cache is computed once per distinct
+prefix and copied to every row of a batch: this cuts the critic's work several-fold.
+"""
+
+import copy
+from typing import Any
+
+import torch
+
+from minicc.batching import check_context
+from minicc.models import LoadedModel
+
+
+class PrefixCache:
+    """Key/value caches of shared prefixes, each computed on first use, for one loaded model."""
+
+    def __init__(self, loaded: LoadedModel, context_fix: str) -> None:
+        self.loaded = loaded
+        self.context_fix = context_fix
+        """How to shorten an input that does not fit the model's context (said in the error)."""
+        self._caches: dict[str, tuple[int, Any]] = {}
+
+    def _prefix(self, prefix: str) -> tuple[int, Any]:
+        """Token count and key/value cache of `prefix`."""
+        if prefix not in self._caches:
+            ids = self.loaded.tokenizer(
+                prefix, add_special_tokens=not self.loaded.uses_chat_template, return_tensors="pt"
+            )["input_ids"].to(self.loaded.device)
+            output = self.loaded.model(
+                input_ids=ids, use_cache=True, **self.loaded.last_logits_only
+            )
+            self._caches[prefix] = (ids.shape[1], getattr(output, self.loaded.cache_argument))
+        return self._caches[prefix]
+
+    def inputs(self, prefix: str, suffixes: list[str], keys: list[str]) -> dict[str, Any]:
+        """forward() arguments for a batch of inputs `prefix + suffix`, `keys` naming the rows.
+
+        Rows are left-padded after the prefix; the attention mask hides the padding and explicit
+        position ids keep every real token at the position it would have had without padding.
+        The cache is a copy, so the forward pass may fill it.
+        """
+        prefix_length, prefix_cache = self._prefix(prefix)
+        tokenizer, device = self.loaded.tokenizer, self.loaded.device
+        encoded = tokenizer(suffixes, add_special_tokens=False, padding=True, return_tensors="pt")
+        suffix_mask = encoded["attention_mask"].to(device)
+        for key, suffix_length in zip(keys, suffix_mask.sum(dim=-1).tolist(), strict=True):
+            tokens = prefix_length + suffix_length
+            check_context(self.loaded, key, tokens, "the input", self.context_fix)
+        rows = suffix_mask.shape[0]
+        attention_mask = torch.cat(
+            [torch.ones(rows, prefix_length, dtype=suffix_mask.dtype, device=device), suffix_mask],
+            dim=1,
+        )
+        positions = prefix_length + (suffix_mask.cumsum(dim=-1) - 1).clamp_min(0)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        return {
+            "input_ids": encoded["input_ids"].to(device),
+            "attention_mask": attention_mask,
+            "position_ids": positions,
+            self.loaded.cache_argument: cache,
+            "use_cache": True,
+        }
