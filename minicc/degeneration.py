@@ -62,8 +62,17 @@ def statistics(text: str) -> list[float]:
 
 
 def is_degenerate(text: str) -> bool:
-    """Empty, a loop (12+ words, at least half of the 3-grams repeated) or noise (under half
-    of the visible characters are letters)."""
+    """The degeneration rule, used for the degeneration rate of evaluation and summarize.
+
+    A reply is degenerate when any of these holds:
+    - empty: no visible (non-whitespace) character;
+    - noise: fewer than MIN_LETTERS (half) of its visible characters are letters (exactly half
+      is not noise);
+    - a loop: it has at least 12 words (`\\w+` runs, case-folded) and at least
+      REPEATED_TRIGRAMS (half) of its word 3-grams repeat an earlier one
+      (`repeated_trigram_share`). Shorter replies are never called loops: a few repeated words
+      ("no no no") are too little evidence.
+    """
     if _visible_share(text, str.isalpha) < MIN_LETTERS:  # 0.0 for an empty reply
         return True
     return len(_words(text)) >= 12 and repeated_trigram_share(text) >= REPEATED_TRIGRAMS

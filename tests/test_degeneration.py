@@ -82,3 +82,17 @@ def test_regression_a_punctuated_phrase_loop_is_degenerate() -> None:
     text = " ".join(["I'm a bomb-planner,"] * 10)
     assert repeated_trigram_share(text) == pytest.approx(1 - 5 / 48)
     assert is_degenerate(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "share", "degenerate"),
+    [
+        # 12 words, 10 3-grams of which 5 distinct: exactly REPEATED_TRIGRAMS repeat -> a loop.
+        ("a b c d e a b c d e a b", 0.5, True),
+        # 12 words, 10 3-grams of which 6 distinct: 0.4 repeat -> not a loop.
+        ("a b c d e f a b c d e f", 0.4, False),
+    ],
+)
+def test_the_loop_threshold_is_inclusive(text: str, share: float, degenerate: bool) -> None:
+    assert repeated_trigram_share(text) == pytest.approx(share)
+    assert is_degenerate(text) is degenerate
