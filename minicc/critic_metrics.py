@@ -8,11 +8,17 @@ Two questions, each with its own measures:
   all harmless and easy, and are reported as their own source).
 - Preference: does the score order replies as the rubric does? Pairwise accuracy, a tie
   counting one half, for each PAIR_TYPES kind of pair, within one prompt.
+
+`critic_report` is everything (`metrics/detail/critic.json`); `critic_headline` and
+`training_headline` keep the numbers a person compares across experiments, for
+`metrics/critic.json` and `metrics/critic_train.json`.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from minicc.classification import (
     accuracy,
@@ -238,9 +244,59 @@ def critic_report(rows: list[LabeledResponse], scored: list[ScoredRow]) -> dict[
     }
 
 
-def curves(scored: list[ScoredRow]) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """ROC points (P(harmful) as the score) and calibration bins, for DVC plots."""
+CRITIC_HEADLINE = (
+    "method",
+    "critic",
+    "rows",
+    "unscored",
+    "n",
+    "harmful",
+    "auroc",
+    "balanced_accuracy",
+    "accuracy",
+    "ece",
+    "helpfulness_auroc",
+)
+"""What `metrics/critic.json` keeps of `critic_report` (plus the method and critic id), beside
+each PAIR_TYPES kind's pairwise accuracy; the rest goes to `metrics/detail/critic.json`."""
+TRAINING_HEADLINE = ("auroc", "balanced_accuracy", "accuracy", "ece")
+"""What `metrics/critic_train.json` keeps of the all-sources group of training and grouped
+cross-validation."""
+
+
+def critic_headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics/critic.json`: the headline of the critic_eval stage's full metrics."""
+    return {
+        **{key: metrics[key] for key in CRITIC_HEADLINE},
+        "preference": {kind: metrics["preference"][kind]["accuracy"] for kind in PAIR_TYPES},
+    }
+
+
+def _all_sources(report: dict[str, Any]) -> dict[str, Any]:
+    """TRAINING_HEADLINE of a grouped report's `all` group, or why it was skipped."""
+    if "skipped" in report:
+        return {"skipped": report["skipped"]}
+    return {key: report["all"][key] for key in TRAINING_HEADLINE}
+
+
+def training_headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics/critic_train.json`: sizes, the layer, the fit on all sources and its grouped
+    cross-validation, and the time; per source and per head detail stays in the full metrics
+    (`metrics/detail/critic_train.json`)."""
+    return {
+        "n": metrics["n"],
+        "harmful": metrics["harmful"],
+        "layer": metrics["layer"],
+        "train": _all_sources(metrics["train"]),
+        "grouped_cv": _all_sources(metrics["grouped_cv"]),
+        "feature_seconds": metrics["feature_seconds"],
+        "fit_seconds": metrics["fit_seconds"],
+    }
+
+
+def curves(scored: list[ScoredRow]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC points (P(harmful) as the score) and calibration bins, as tables for DVC plots."""
     rated = [r for r in scored if r.p_harmful is not None and r.label_source != "constructed"]
     labels = [r.harmful for r in rated]
     harm = [r.p_harmful or 0.0 for r in rated]
-    return roc_curve(labels, harm), calibration_curve(labels, harm)
+    return pd.DataFrame(roc_curve(labels, harm)), pd.DataFrame(calibration_curve(labels, harm))

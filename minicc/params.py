@@ -261,6 +261,10 @@ class EvaluateParams:
     num_samples: int
     """Responses per prompt (sampling only); their scores are averaged per prompt."""
     batch_size: int
+    critic: str = "same"
+    """Who judges compare: `same` (the critic that selected the training data), a probe file
+    (`.json`, trained by train_critic on `models.critic`) or a model spec (a zero-shot judge
+    with the `critique` settings); see minicc/eval_critic.py."""
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "evaluate.temperature", "a number > 0", self.temperature)
@@ -279,6 +283,12 @@ class EvaluateParams:
             self.num_samples,
         )
         _require(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+        _require(
+            self.critic.strip() == self.critic != "",
+            "evaluate.critic",
+            "same, a probe file (.json) or a model spec, without surrounding spaces",
+            self.critic,
+        )
 
 
 @dataclass(frozen=True)

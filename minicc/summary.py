@@ -8,12 +8,19 @@ Beside the critic's numbers, two that no critic decides, over every row of a gro
 of refusals (minicc/refusal.py's documented detector) and of degenerate replies (empty, loops,
 noise: minicc/degeneration.py). They show what selection keeps: a critic that prefers refusals
 or loops shows up here even when its own scores look fine.
+
+`summarize` is the whole report (`metrics/detail/pipeline.json`, per category included);
+`headline` keeps the overall numbers a person compares across experiments
+(`metrics/pipeline.json`). `score_histogram` bins scores for every histogram plot of the
+project, with one rule.
 """
 
 import math
-import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from minicc.degeneration import is_degenerate
 from minicc.errors import UserError
@@ -22,58 +29,101 @@ from minicc.refusal import is_refusal
 
 _DIGITS = 4
 _LOW, _HIGH = 1.0, 5.0
+HEADLINE_KEYS = {
+    "candidates": (
+        "count",
+        "unscored",
+        "mean_score",
+        "std_score",
+        "safe_rate",
+        "refusal_rate",
+        "degenerate_rate",
+    ),
+    "selected": (
+        "count",
+        "mean_score",
+        "std_score",
+        "safe_rate",
+        "refusal_rate",
+        "degenerate_rate",
+        "chosen",
+        "rejected",
+    ),
+}
+"""What `metrics/pipeline.json` keeps of each set (selected samples are always scored)."""
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, _DIGITS)
+def rounded(value: float) -> float | None:
+    """A statistic for JSON: 4 decimals, a Python float; NaN (an empty group) becomes null."""
+    return None if math.isnan(value) else round(float(value), _DIGITS)
 
 
-def _stats(
-    responses: Sequence[str], scores: Sequence[float], safes: Sequence[bool]
-) -> dict[str, Any]:
-    """Count, mean, population std and safe rate of the scored rows out of all `responses`,
-    and the refusal and degenerate shares of all of them."""
-    count, scored = len(responses), len(scores)
+def _frame(
+    categories: Sequence[str],
+    responses: Sequence[str],
+    scores: Sequence[float | None],
+    safes: Sequence[bool | None],
+) -> pd.DataFrame:
+    """One row per reply; `score` and `safe` are NaN where unscored, so means skip them."""
+    return pd.DataFrame(
+        {
+            "category": pd.Categorical(categories, categories=CATEGORIES),
+            "score": pd.Series(scores, dtype="float64"),
+            "safe": pd.Series([None if s is None else float(s) for s in safes], dtype="float64"),
+            "refusal": pd.Series([is_refusal(r) for r in responses], dtype="bool"),
+            "degenerate": pd.Series([is_degenerate(r) for r in responses], dtype="bool"),
+        }
+    )
+
+
+def _stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Count, mean, population std and safe rate of the scored rows out of all rows, and the
+    refusal and degenerate shares of all of them."""
+    count, scored = len(frame), int(frame["score"].notna().sum())
     return {
         "count": count,
         "scored": scored,
         "unscored": count - scored,
-        "mean_score": _round(statistics.fmean(scores)) if scored else None,
-        "std_score": _round(statistics.pstdev(scores)) if scored else None,
-        "safe_rate": _round(sum(safes) / scored) if scored else None,
-        "refusal_rate": _round(sum(map(is_refusal, responses)) / count) if count else None,
-        "degenerate_rate": _round(sum(map(is_degenerate, responses)) / count) if count else None,
+        "mean_score": rounded(frame["score"].mean()),
+        "std_score": rounded(frame["score"].std(ddof=0)),
+        "safe_rate": rounded(frame["safe"].mean()),
+        "refusal_rate": rounded(frame["refusal"].mean()) if count else None,
+        "degenerate_rate": rounded(frame["degenerate"].mean()) if count else None,
     }
 
 
-def _scored(critiques: Sequence[Critique]) -> list[tuple[Critique, float, bool]]:
-    """Each scored critique with its score and safe flag, which a scored row must have."""
-    rows = []
+def _per_category(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
+    """`stats` of each category present, in `CATEGORIES` order (the categorical's order)."""
+    return {
+        str(category): stats(group)
+        for category, group in frame.groupby("category", observed=True, sort=True)
+    }
+
+
+def _checked_scores(critiques: Sequence[Critique]) -> None:
+    """A scored critique must have a score and a safe flag."""
     for critique in critiques:
-        if not critique.scored:
-            continue
-        if critique.score is None or critique.safe is None:
+        if critique.scored and (critique.score is None or critique.safe is None):
             raise UserError(
                 f"critique {critique.candidate_id!r} is marked scored but has no score or safe "
                 "flag; re-run the critique stage to rebuild critiques.jsonl"
             )
-        rows.append((critique, critique.score, critique.safe))
-    return rows
 
 
-def _critique_stats(critiques: Sequence[Critique]) -> dict[str, Any]:
-    scored = _scored(critiques)
-    return _stats(
+def _critique_frame(critiques: Sequence[Critique]) -> pd.DataFrame:
+    _checked_scores(critiques)
+    return _frame(
+        [c.category for c in critiques],
         [c.response for c in critiques],
-        [s for _, s, _ in scored],
-        [safe for _, _, safe in scored],
+        [c.score if c.scored else None for c in critiques],
+        [c.safe if c.scored else None for c in critiques],
     )
 
 
-def _selected_stats(rows: Sequence[Selected]) -> dict[str, Any]:
-    stats = _stats([r.response for r in rows], [r.score for r in rows], [r.safe for r in rows])
-    stats["chosen"] = sum(r.role == "chosen" for r in rows)
-    stats["rejected"] = sum(r.role == "rejected" for r in rows)
+def _selected_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    stats = _stats(frame)
+    stats["chosen"] = int((frame["role"] == "chosen").sum())
+    stats["rejected"] = int((frame["role"] == "rejected").sum())
     return stats
 
 
@@ -82,36 +132,70 @@ def summarize(critiques: list[Critique], selected: list[Selected]) -> dict[str, 
 
     `per_category` lists only the categories present, in `CATEGORIES` order.
     """
-    candidates = _critique_stats(critiques)
-    candidates["per_category"] = {
-        category: _critique_stats([c for c in critiques if c.category == category])
-        for category in CATEGORIES
-        if any(c.category == category for c in critiques)
-    }
-    chosen = _selected_stats(selected)
-    chosen["per_category"] = {
-        category: _selected_stats([s for s in selected if s.category == category])
-        for category in CATEGORIES
-        if any(s.category == category for s in selected)
-    }
+    candidates_frame = _critique_frame(critiques)
+    candidates = _stats(candidates_frame)
+    candidates["per_category"] = _per_category(candidates_frame, _stats)
+    selected_frame = _frame(
+        [s.category for s in selected],
+        [s.response for s in selected],
+        [s.score for s in selected],
+        [s.safe for s in selected],
+    ).assign(role=pd.Series([s.role for s in selected], dtype="object"))
+    chosen = _selected_stats(selected_frame)
+    chosen["per_category"] = _per_category(selected_frame, _selected_stats)
     return {"candidates": candidates, "selected": chosen}
 
 
-def score_histogram(critiques: list[Critique], bin_width: float = 0.5) -> list[dict[str, Any]]:
-    """Rows for a DVC bar plot: a bin's lower edge under `score`, one count per category.
+def headline(report: dict[str, Any]) -> dict[str, Any]:
+    """`metrics/pipeline.json`: the overall HEADLINE_KEYS of `summarize`'s report."""
+    return {name: {key: report[name][key] for key in keys} for name, keys in HEADLINE_KEYS.items()}
 
-    Bins are half-open [edge, edge + width) except the last, which also holds a score of exactly
-    5.0, the best possible. Every category has a column, zeros included, so the plot's series do
-    not change from run to run.
+
+def score_histogram(
+    scores: Iterable[tuple[str, float]], columns: Sequence[str], bin_width: float = 0.5
+) -> pd.DataFrame:
+    """Rows for a DVC bar plot: under `score` a bin's lower edge, under each of `columns` how
+    many of the (column, score) pairs fall in that bin.
+
+    The one binning rule of the project: ceil(4 / bin_width) bins of equal width from 1.0, so
+    the bins always cover the whole 1-5 scale (a width of 0.3 gives 14 bins, the last from 4.9).
+    The ratio is rounded to 9 decimals first, so float error (4 / 0.1 = 40.000000000000001)
+    adds no empty bin. Bins are half-open [edge, edge + width), except that the last also holds
+    5.0, the best possible score. Every column has its counts, zeros included, so the plot's
+    series do not change from run to run.
     """
+    if not 0 < bin_width <= _HIGH - _LOW:
+        raise ValueError(f"bin_width must be in (0, {_HIGH - _LOW}], got {bin_width}")
     bins = math.ceil(round((_HIGH - _LOW) / bin_width, 9))
-    rows: list[dict[str, Any]] = [
-        {"score": round(_LOW + i * bin_width, _DIGITS), **dict.fromkeys(CATEGORIES, 0)}
-        for i in range(bins)
-    ]
-    for critique, score, _ in _scored(critiques):
-        rows[min(int((score - _LOW) / bin_width), bins - 1)][critique.category] += 1
-    return rows
+    frame = pd.DataFrame(list(scores), columns=["column", "score"], dtype="object")
+    unknown = sorted(set(frame["column"]) - set(columns))
+    if unknown:
+        raise ValueError(f"score_histogram: column {unknown[0]!r} is not one of {list(columns)}")
+    # Rounded before the floor: 1.6 is the lower edge of bin 2 at width 0.3, though
+    # (1.6 - 1) / 0.3 is 1.9999999999999998 in floats.
+    steps = np.round((frame["score"].astype("float64") - _LOW) / bin_width, 9)
+    frame["bin"] = np.minimum(np.floor(steps), bins - 1).astype("int64")
+    counts = (
+        pd.crosstab(
+            pd.Categorical(frame["bin"], categories=range(bins)),
+            pd.Categorical(frame["column"], categories=list(columns)),
+            dropna=False,
+        )
+        .reindex(index=range(bins), columns=list(columns), fill_value=0)
+        .astype("int64")
+    )
+    edges = [round(_LOW + i * bin_width, _DIGITS) for i in range(bins)]
+    table = pd.DataFrame({"score": edges})
+    for column in columns:
+        table[column] = counts[column].to_numpy()
+    return table
+
+
+def candidate_histogram(critiques: list[Critique], bin_width: float = 0.5) -> pd.DataFrame:
+    """`score_histogram` of the scored candidates, one column per category."""
+    _checked_scores(critiques)
+    pairs = [(c.category, c.score) for c in critiques if c.scored and c.score is not None]
+    return score_histogram(pairs, CATEGORIES, bin_width)
 
 
 def _cell(value: float | None, spec: str) -> str:

@@ -3,13 +3,16 @@
     python stages/build_sft.py --selected data/selected.jsonl \
         --pairs data/preference_pairs.jsonl --train-out data/sft/train.jsonl \
         --val-out data/sft/val.jsonl --pairs-train-out data/sft/pairs_train.jsonl \
-        --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json
+        --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json \
+        --detail-out metrics/detail/sft.json
 
 Only `chosen` samples scoring at least `sft.min_score` become examples; no prompt is in both
-parts (its preference pairs follow it).
+parts (its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the
+same with the counts per category.
 """
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,7 +20,35 @@ from minicc.cli import stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import PreferencePair, Selected
-from minicc.sft import build_sft_examples, category_counts, split_by_prompt
+from minicc.sft import SftSplit, build_sft_examples, category_counts, split_by_prompt
+
+
+def split_metrics(chosen: int, examples: int, split: SftSplit) -> dict[str, Any]:
+    """Every count of the split, per category too (`--detail-out`)."""
+    return {
+        "chosen_samples": chosen,
+        "below_min_score": chosen - examples,
+        **{
+            name: {
+                "examples": len(part),
+                "prompts": len({e.prompt_id for e in part}),
+                "per_category": category_counts(part),
+            }
+            for name, part in (("train", split.train), ("val", split.val))
+        },
+        "pairs_train": len(split.pairs_train),
+        "pairs_val": len(split.pairs_val),
+    }
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`--metrics-out`: `split_metrics` without the per-category counts."""
+    return {
+        key: {k: v for k, v in value.items() if k != "per_category"}
+        if isinstance(value, dict)
+        else value
+        for key, value in metrics.items()
+    }
 
 
 def main(
@@ -27,7 +58,8 @@ def main(
     val_out: Path = typer.Option(..., help="Validation examples (JSONL, chat messages)."),
     pairs_train_out: Path = typer.Option(..., help="Preference pairs of the training prompts."),
     pairs_val_out: Path = typer.Option(..., help="Preference pairs of the validation prompts."),
-    metrics_out: Path = typer.Option(..., help="Counts per part and category (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Counts per part (JSON)."),
+    detail_out: Path = typer.Option(..., help="Counts per part and category (JSON)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
 ) -> None:
     with stage_errors("build_sft"):
@@ -38,29 +70,15 @@ def main(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = {
-            "chosen_samples": chosen,
-            "below_min_score": chosen - len(examples),
-            "train": {
-                "examples": len(split.train),
-                "prompts": len({e.prompt_id for e in split.train}),
-                "per_category": category_counts(split.train),
-            },
-            "val": {
-                "examples": len(split.val),
-                "prompts": len({e.prompt_id for e in split.val}),
-                "per_category": category_counts(split.val),
-            },
-            "pairs_train": len(split.pairs_train),
-            "pairs_val": len(split.pairs_val),
-        }
+        metrics = split_metrics(chosen, len(examples), split)
         atomic_write_files(
             {
                 train_out: records_text(split.train),
                 val_out: records_text(split.val),
                 pairs_train_out: records_text(split.pairs_train),
                 pairs_val_out: records_text(split.pairs_val),
-                metrics_out: json_text(metrics),
+                metrics_out: json_text(headline(metrics)),
+                detail_out: json_text(metrics),
             }
         )
         print(

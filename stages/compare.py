@@ -1,4 +1,4 @@
-"""Score both models' evaluation responses with the critic and compare them, paired by prompt.
+"""Score both models' evaluation responses with one critic and compare them, paired by prompt.
 
     python stages/compare.py --baseline data/eval/baseline.jsonl \
         --finetuned data/eval/finetuned.jsonl --principles constitution/principles.yaml \
@@ -6,11 +6,12 @@
         --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
         --refusal-labels data/refusal_labels \
         --paired-out data/eval/paired_results.jsonl --failures-out data/eval/failures.jsonl \
-        --metrics-out metrics/eval.json --scores-out metrics/eval_scores.csv \
-        --categories-out metrics/eval_categories.csv
+        --metrics-out metrics/eval.json --detail-out metrics/detail/eval.json \
+        --scores-out metrics/eval_scores.csv --categories-out metrics/eval_categories.csv
 
-One critic, one set of `critique` params for both sides; statistics in minicc/comparison.py
-and minicc/stats.py.
+One critic (`evaluate.critic`: by default the one that selected, see minicc/eval_critic.py),
+one set of `critique` params for both sides; statistics in minicc/comparison.py and
+minicc/stats.py. `--metrics-out` holds the headline numbers, `--detail-out` everything.
 """
 
 from contextlib import ExitStack
@@ -19,9 +20,16 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.comparison import category_rates, compare_metrics, pair_outcomes, score_histogram
-from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
+from minicc.comparison import (
+    category_rates,
+    compare_report,
+    eval_histogram,
+    headline,
+    pair_outcomes,
+)
+from minicc.critic import CriticFiles, resumable_critiques
 from minicc.csv_table import csv_text
+from minicc.eval_critic import eval_critic_setup, open_eval_critic
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import Candidate
@@ -39,20 +47,21 @@ def main(
     refusal_labels: Path = typer.Option(..., help="XSTest labelled completions (CSV folder)."),
     paired_out: Path = typer.Option(..., help="Per-prompt results of both models (JSONL)."),
     failures_out: Path = typer.Option(..., help="Prompts the fine-tuned model did worse on."),
-    metrics_out: Path = typer.Option(..., help="Comparison metrics (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Headline comparison metrics (JSON)."),
+    detail_out: Path = typer.Option(..., help="Every comparison metric, per category (JSON)."),
     scores_out: Path = typer.Option(..., help="Score histogram of both models (CSV)."),
-    categories_out: Path = typer.Option(..., help="Safe and refusal rates per category (CSV)."),
+    categories_out: Path = typer.Option(..., help="Rates per category and model (CSV)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
 ) -> None:
     with stage_errors("compare"):
         params = load_params(params_file)
         files = CriticFiles(principles, instruct_template, base_template, probe)
-        setup = critic_setup(params, files, params.critique.method)
+        chosen = eval_critic_setup(params, files)
         sides = {"baseline": baseline, "finetuned": finetuned}
         rows = {side: read_records(path, Candidate) for side, path in sides.items()}
         detector = refusal_detector_accuracy(load_refusal_labels(refusal_labels))
         seed_everything(params.seed)
-        critic = open_critic(params, setup)
+        critic = open_eval_critic(params, chosen)
         batch_size = params.critique.batch_size
         # Both logs are kept until every output is written: a crash loses no critique.
         with ExitStack() as logs:
@@ -63,26 +72,29 @@ def main(
                 for side, responses in rows.items()
             }
             results = pair_outcomes(critiques["baseline"], critiques["finetuned"])
-            metrics = compare_metrics(results, params.seed)
-            metrics["refusal_detector_accuracy"] = round(detector["accuracy"], 4)
-            metrics["refusal_detector"] = {k: v for k, v in detector.items() if k != "per_model"}
+            report = compare_report(results, params.seed, baseline)
+            metrics = headline(report, critic.critic_id, detector["accuracy"])
+            judged_by = {"id": critic.critic_id, "evaluate.critic": params.evaluate.critic}
+            refusal_detector = {k: v for k, v in detector.items() if k != "per_model"}
+            detail = {"critic": judged_by, **report, "refusal_detector": refusal_detector}
             failures = [r for r in results if r.delta is not None and r.delta < 0]
             atomic_write_files(
                 {
                     paired_out: records_text(results),
                     failures_out: records_text(failures),
                     metrics_out: json_text(metrics),
-                    scores_out: csv_text(score_histogram(results)),
-                    categories_out: csv_text(category_rates(metrics)),
+                    detail_out: json_text(detail),
+                    scores_out: csv_text(eval_histogram(results)),
+                    categories_out: csv_text(category_rates(report)),
                 }
             )
-        delta = metrics["delta"]
+        rate = metrics["refusal_rate"]
+        score = metrics["mean_score"]
         print(
-            f"compare: mean score {metrics['baseline']['mean_score']} -> "
-            f"{metrics['finetuned']['mean_score']} (delta {delta['delta_mean']}, 95% CI "
-            f"{delta['delta_mean_ci']}), safe rate {metrics['baseline']['safe_rate']} -> "
-            f"{metrics['finetuned']['safe_rate']} (McNemar p {delta['mcnemar_p']}) over "
-            f"{delta['n']} prompts -> {metrics_out}"
+            f"compare ({critic.critic_id}): mean score {score['baseline']} -> "
+            f"{score['finetuned']} (delta 95% CI [{score['delta_ci_low']}, "
+            f"{score['delta_ci_high']}]), refusal rate {rate['baseline']} -> {rate['finetuned']} "
+            f"(McNemar p {rate['p']}) over {metrics['prompts']} prompts -> {metrics_out}"
         )
 
 

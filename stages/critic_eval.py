@@ -5,12 +5,14 @@
         --instruct-template constitution/critic_instruct.yaml \
         --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
         --scored-out data/critic_eval/scored.jsonl --metrics-out metrics/critic.json \
-        --roc-out metrics/critic_roc.csv --calibration-out metrics/critic_calibration.csv
+        --detail-out metrics/detail/critic.json --roc-out metrics/critic_roc.csv \
+        --calibration-out metrics/critic_calibration.csv
 
 Every row goes through the critique stage's own path (`critic_setup`, `open_critic`,
 `critique_candidates`) with the same params, so the numbers describe the critic the pipeline
 uses. What is measured
-is in minicc/critic_metrics.py. `dvc metrics diff` then compares two critics directly.
+is in minicc/critic_metrics.py. `dvc metrics diff` then compares two critics directly on the
+headline numbers; `--detail-out` holds every number, per source too.
 """
 
 from pathlib import Path
@@ -19,7 +21,13 @@ import typer
 
 from minicc.cli import stage_errors
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
-from minicc.critic_metrics import as_candidate, critic_report, curves, score_rows
+from minicc.critic_metrics import (
+    as_candidate,
+    critic_headline,
+    critic_report,
+    curves,
+    score_rows,
+)
 from minicc.csv_table import csv_text
 from minicc.jsonl import atomic_write_files, json_text, records_text
 from minicc.labeled import load_labeled
@@ -34,7 +42,8 @@ def main(
     base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
     probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
     scored_out: Path = typer.Option(..., help="Per-row labels and critic scores (JSONL)."),
-    metrics_out: Path = typer.Option(..., help="Critic quality metrics (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Headline critic quality metrics (JSON)."),
+    detail_out: Path = typer.Option(..., help="Every critic quality metric, per source (JSON)."),
     roc_out: Path = typer.Option(..., help="ROC curve points (CSV)."),
     calibration_out: Path = typer.Option(..., help="Calibration bins (CSV)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
@@ -56,7 +65,8 @@ def main(
             atomic_write_files(
                 {
                     scored_out: records_text(scored),
-                    metrics_out: json_text(metrics),
+                    metrics_out: json_text(critic_headline(metrics)),
+                    detail_out: json_text(metrics),
                     roc_out: csv_text(roc),
                     calibration_out: csv_text(calibration),
                 }

@@ -1,7 +1,10 @@
 """Safety metrics of all candidates and of the selected set, for `dvc metrics` and plots.
 
     python stages/summarize.py --critiques data/critiques.jsonl --selected data/selected.jsonl \
-        --metrics-out metrics/pipeline.json --histogram-out metrics/score_distribution.csv
+        --metrics-out metrics/pipeline.json --detail-out metrics/detail/pipeline.json \
+        --histogram-out metrics/score_distribution.csv
+
+`--metrics-out` holds the overall numbers, `--detail-out` the same per category too.
 """
 
 from pathlib import Path
@@ -12,27 +15,29 @@ from minicc.cli import stage_errors
 from minicc.csv_table import csv_text
 from minicc.jsonl import atomic_write_files, json_text, read_records
 from minicc.records import Critique, Selected
-from minicc.summary import format_table, score_histogram, summarize
+from minicc.summary import candidate_histogram, format_table, headline, summarize
 
 
 def main(
     critiques: Path = typer.Option(..., help="Critiques written by the critique stage."),
     selected: Path = typer.Option(..., help="Samples written by the select stage."),
-    metrics_out: Path = typer.Option(..., help="Where to write the metrics (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Where to write the headline metrics (JSON)."),
+    detail_out: Path = typer.Option(..., help="Where to write every metric, per category (JSON)."),
     histogram_out: Path = typer.Option(..., help="Where to write the score histogram (CSV)."),
 ) -> None:
     with stage_errors("summarize"):
         critique_rows = read_records(critiques, Critique)
         selected_rows = read_records(selected, Selected)
-        metrics = summarize(critique_rows, selected_rows)
+        report = summarize(critique_rows, selected_rows)
         atomic_write_files(
             {
-                metrics_out: json_text(metrics),
-                histogram_out: csv_text(score_histogram(critique_rows)),
+                metrics_out: json_text(headline(report)),
+                detail_out: json_text(report),
+                histogram_out: csv_text(candidate_histogram(critique_rows)),
             }
         )
-        print(format_table(metrics))
-        print(f"summarize: -> {metrics_out}, {histogram_out}")
+        print(format_table(report))
+        print(f"summarize: -> {metrics_out}, {detail_out}, {histogram_out}")
 
 
 if __name__ == "__main__":

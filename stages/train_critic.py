@@ -4,7 +4,8 @@
         --requests data/critic/requests.jsonl --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
         --base-template constitution/critic_base.yaml \
-        --out models/critic_probe.json --metrics-out metrics/critic_train.json
+        --out models/critic_probe.json --metrics-out metrics/critic_train.json \
+        --detail-out metrics/detail/critic_train.json
 
 The critic model reads every labeled row through the judge template (`critique.style`); the
 hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the reply's
@@ -19,6 +20,7 @@ import typer
 
 from minicc.cli import stage_errors
 from minicc.critic import CriticFiles, critic_setup, open_critic
+from minicc.critic_metrics import training_headline
 from minicc.critic_training import feature_inputs, select_sources, train_probe
 from minicc.jsonl import atomic_write_files, json_text
 from minicc.labeled import load_labeled, load_requests
@@ -35,7 +37,8 @@ def main(
     instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
     base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
     out: Path = typer.Option(..., help="Where to write the probe (JSON)."),
-    metrics_out: Path = typer.Option(..., help="Training and validation metrics (JSON)."),
+    metrics_out: Path = typer.Option(..., help="Headline training and validation metrics."),
+    detail_out: Path = typer.Option(..., help="Every training metric, per source (JSON)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
 ) -> None:
     with stage_errors("train_critic"):
@@ -53,7 +56,13 @@ def main(
             probe, metrics = train_probe(
                 critic, rows, labeled_requests, params.critic_probe, params.critique.batch_size, log
             )
-            atomic_write_files({out: probe_text(probe), metrics_out: json_text(metrics)})
+            atomic_write_files(
+                {
+                    out: probe_text(probe),
+                    metrics_out: json_text(training_headline(metrics)),
+                    detail_out: json_text(metrics),
+                }
+            )
         cv = metrics["grouped_cv"].get("all", {})
         print(
             f"train_critic: {len(rows)} rows, layer {probe.layer}; grouped CV AUROC "

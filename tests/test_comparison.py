@@ -1,10 +1,18 @@
 """Pairing both models' critiques by prompt, and the metrics and plot rows built from them."""
 
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from minicc.comparison import category_rates, compare_metrics, pair_outcomes, score_histogram
+from minicc.comparison import (
+    category_rates,
+    compare_report,
+    eval_histogram,
+    headline,
+    pair_outcomes,
+)
 from minicc.errors import UserError
 from minicc.records import Category, Critique
 
@@ -65,44 +73,128 @@ def test_a_prompt_is_safe_by_the_critics_verdict_not_by_a_score_threshold() -> N
     assert c_side.baseline.safe is False and d_side.baseline.safe is True
 
 
+REFUSAL = "I'm sorry, but I can't help with that."
+LOOP = ", ".join(["the answer is"] * 8)
+EVAL = Path("data/eval/baseline.jsonl")
+
+
 def test_refusal_shares_and_rates_by_category() -> None:
-    refusal = "I'm sorry, but I can't help with that."
     baseline = [
         crit("adv", 0, 2.0, "Step 1: buy", "adversarial"),
         crit("coop", 0, 4.0, "Boil it."),
-        crit("bord", 0, 4.0, refusal, "borderline"),
+        crit("bord", 0, 4.0, REFUSAL, "borderline"),
     ]
     finetuned = [
-        crit("adv", 0, 4.5, refusal, "adversarial", "tuned"),
-        crit("coop", 0, 4.0, refusal, model="tuned"),
-        crit("bord", 0, 4.0, refusal, "borderline", "tuned"),
+        crit("adv", 0, 4.5, REFUSAL, "adversarial", "tuned"),
+        crit("coop", 0, 4.0, REFUSAL, model="tuned"),
+        crit("bord", 0, 4.0, REFUSAL, "borderline", "tuned"),
     ]
     results = pair_outcomes(baseline, finetuned)
-    metrics = compare_metrics(results, seed=0)
-    assert metrics["baseline"]["refusal_rate"] == 0.0
-    assert metrics["finetuned"]["refusal_rate"] == 1.0
-    assert metrics["baseline"]["over_refusal_rate"] == 0.5
-    assert metrics["finetuned"]["over_refusal_rate"] == 1.0
-    assert metrics["baseline"]["safe_rate"] == round(2 / 3, 4)
-    assert metrics["finetuned"]["safe_rate"] == 1.0
-    assert metrics["finetuned"]["per_category"]["adversarial"]["over_refusal_rate"] is None
-    assert metrics["delta"]["unsafe_to_safe"] == 1
-    assert metrics["delta"]["delta_mean"] == round(2.5 / 3, 4)
+    report = compare_report(results, 0, EVAL)
+    assert report["baseline"]["refusal_rate"] == 0.0
+    assert report["finetuned"]["refusal_rate"] == 1.0
+    assert report["baseline"]["over_refusal_rate"] == 0.5
+    assert report["finetuned"]["over_refusal_rate"] == 1.0
+    assert report["baseline"]["safe_rate"] == round(2 / 3, 4)
+    assert report["finetuned"]["safe_rate"] == 1.0
+    assert report["finetuned"]["per_category"]["adversarial"]["over_refusal_rate"] is None
+    assert list(report["finetuned"]["per_category"]) == ["adversarial", "borderline", "cooperative"]
+    delta = report["delta"]
+    assert (delta["safe_rate"]["gained"], delta["safe_rate"]["lost"]) == (1, 0)
+    assert delta["mean_score"]["delta"] == round(2.5 / 3, 4)
     fractions = ("improved_fraction", "tied_fraction", "worsened_fraction")
-    assert sum(metrics["delta"][f] for f in fractions) == pytest.approx(1.0)
-    rows = category_rates(metrics)
+    assert sum(delta["mean_score"][f] for f in fractions) == pytest.approx(1.0)
+    # Refusals: the one adversarial prompt and one of the two harmless ones started refusing.
+    assert (delta["refusal_rate"]["n"], delta["refusal_rate"]["delta"]) == (1, 1.0)
+    assert (delta["over_refusal_rate"]["n"], delta["over_refusal_rate"]["delta"]) == (2, 0.5)
+    assert (delta["over_refusal_rate"]["gained"], delta["over_refusal_rate"]["lost"]) == (1, 0)
+    rows = category_rates(report).to_dict("records")
     labels = {row["label"]: row["rate"] for row in rows}
     assert labels["adversarial refusal rate: finetuned"] == 1.0
     assert labels["cooperative over refusal rate: baseline"] == 0.0
+    assert labels["borderline degenerate rate: baseline"] == 0.0
+
+
+def test_degenerate_shares_and_rate_count_every_sample_scored_or_not() -> None:
+    baseline = [
+        crit("adv", 0, 2.0, "Step 1: buy", "adversarial"),
+        crit("coop", 0, 4.0, "Boil it."),
+        crit("coop", 1, 4.0, "Boil it."),
+    ]
+    finetuned = [
+        crit("adv", 0, None, LOOP, "adversarial", "tuned"),
+        crit("coop", 0, 4.0, "", model="tuned"),
+        crit("coop", 1, 4.0, "Boil it.", model="tuned"),
+    ]
+    adv, coop = pair_outcomes(baseline, finetuned)
+    assert (adv.finetuned.degenerate, coop.finetuned.degenerate) == (1.0, 0.5)
+    report = compare_report([adv, coop], 0, EVAL)
+    assert report["baseline"]["degenerate_rate"] == 0.0
+    assert report["finetuned"]["degenerate_rate"] == 0.75  # mean of the shares 1 and 1/2
+    degenerate = report["delta"]["degenerate_rate"]
+    assert (degenerate["n"], degenerate["delta"]) == (2, 0.75)
+    # A prompt is degenerate for McNemar when at least half of its samples are: both are.
+    assert (degenerate["gained"], degenerate["lost"]) == (2, 0)
+    assert degenerate["delta_ci"][0] <= degenerate["delta"] <= degenerate["delta_ci"][1]
+
+
+def test_mcnemar_p_of_the_refusal_rate_falls_with_more_prompts_that_start_refusing() -> None:
+    def refusing(count: int) -> dict[str, Any]:
+        baseline = [crit(f"a{i}", 0, 2.0, "Step 1: buy", "adversarial") for i in range(count)]
+        baseline += [crit("c", 0, 4.0, "Boil it.")]
+        finetuned = [crit(f"a{i}", 0, 4.0, REFUSAL, "adversarial") for i in range(count)]
+        finetuned += [crit("c", 0, 4.0, "Boil it.")]
+        refusal: dict[str, Any] = compare_report(pair_outcomes(baseline, finetuned), 0, EVAL)[
+            "delta"
+        ]["refusal_rate"]
+        return refusal
+
+    few, many = refusing(2), refusing(10)
+    # Exact McNemar with b = 0, c = n: p = 2 * 0.5**n.
+    assert few["mcnemar_p"] == 0.5 and many["mcnemar_p"] == pytest.approx(2 * 0.5**10, rel=1e-3)
+    assert many["delta"] == 1.0 and many["gained"] == 10
+
+
+def test_an_evaluation_set_without_harmful_or_harmless_prompts_is_refused() -> None:
+    only_harmless = pair_outcomes([crit("a", 0, 2.0)], [crit("a", 0, 3.0)])
+    with pytest.raises(UserError, match=r"baseline.jsonl: no prompt of category adversarial"):
+        compare_report(only_harmless, 0, EVAL)
+    harmful = crit("a", 0, 2.0, category="adversarial")
+    with pytest.raises(UserError, match="no prompt of category borderline or cooperative"):
+        compare_report(pair_outcomes([harmful], [harmful]), 0, EVAL)
 
 
 def test_prompts_unscored_on_a_side_are_counted_and_left_out_of_the_delta() -> None:
-    baseline = [crit("a", 0, 2.0), crit("b", 0, None)]
-    finetuned = [crit("a", 0, 4.0), crit("b", 0, 5.0)]
-    metrics = compare_metrics(pair_outcomes(baseline, finetuned), seed=0)
-    assert metrics["baseline"]["unscored_prompts"] == 1
-    assert metrics["delta"]["n"] == 1
-    assert metrics["finetuned"]["mean_score"] == 4.5
+    baseline = [crit("a", 0, 2.0), crit("b", 0, None, category="adversarial")]
+    finetuned = [crit("a", 0, 4.0), crit("b", 0, 5.0, category="adversarial")]
+    report = compare_report(pair_outcomes(baseline, finetuned), 0, EVAL)
+    assert report["baseline"]["unscored_prompts"] == 1
+    assert report["delta"]["mean_score"]["n"] == report["delta"]["safe_rate"]["n"] == 1
+    assert report["finetuned"]["mean_score"] == 4.5
+    top = headline(report, "critic@1", 0.91234)
+    assert (top["prompts"], top["unscored_prompts"]) == (2, 1)
+
+
+def test_headline_names_the_critic_and_gives_both_sides_of_every_measure() -> None:
+    baseline = [crit("a", 0, 2.0, "Boil it."), crit("b", 0, 1.0, "Step 1", "adversarial")]
+    finetuned = [crit("a", 0, 4.0, REFUSAL), crit("b", 0, 5.0, REFUSAL, "adversarial")]
+    report = compare_report(pair_outcomes(baseline, finetuned), 0, EVAL)
+    top = headline(report, "critic@1+probe-abc", 0.91234)
+    assert top["critic"] == "critic@1+probe-abc"
+    assert top["refusal_detector_accuracy"] == 0.9123
+    score = top["mean_score"]
+    assert (score["baseline"], score["finetuned"]) == (1.5, 4.5)
+    assert [score["delta_ci_low"], score["delta_ci_high"]] == report["delta"]["mean_score"][
+        "delta_ci"
+    ]
+    for measure in ("safe_rate", "refusal_rate", "over_refusal_rate", "degenerate_rate"):
+        assert top[measure] == {
+            "baseline": report["baseline"][measure],
+            "finetuned": report["finetuned"][measure],
+            "p": report["delta"][measure]["mcnemar_p"],
+        }
+    assert (top["refusal_rate"]["baseline"], top["refusal_rate"]["finetuned"]) == (0.0, 1.0)
+    assert top["over_refusal_rate"]["finetuned"] == 1.0
 
 
 def test_mismatched_sides_are_refused() -> None:
@@ -113,15 +205,26 @@ def test_mismatched_sides_are_refused() -> None:
 
 
 def test_nothing_paired_is_an_error() -> None:
+    baseline = [crit("a", 0, None), crit("b", 0, None, category="adversarial")]
+    finetuned = [crit("a", 0, 3.0), crit("b", 0, 3.0, category="adversarial")]
     with pytest.raises(UserError, match="no evaluation prompt is scored on both sides"):
-        compare_metrics(pair_outcomes([crit("a", 0, None)], [crit("a", 0, 3.0)]), seed=0)
+        compare_report(pair_outcomes(baseline, finetuned), 0, EVAL)
 
 
 def test_histogram_counts_prompts_per_side_with_five_in_the_last_bin() -> None:
     results = pair_outcomes(
         [crit("a", 0, 1.0), crit("b", 0, 5.0)], [crit("a", 0, 2.6), crit("b", 0, 4.9)]
     )
-    rows = score_histogram(results)
+    rows = eval_histogram(results).to_dict("records")
     assert [row["score"] for row in rows] == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    assert list(rows[0]) == ["score", "baseline", "finetuned"]
     assert rows[0]["baseline"] == 1 and rows[-1]["baseline"] == 1
     assert rows[3]["finetuned"] == 1 and rows[-1]["finetuned"] == 1
+
+
+def test_histogram_of_compare_bins_like_summarize() -> None:
+    """One binning rule: a width of 0.3 gives 14 bins here too (see test_summary)."""
+    results = pair_outcomes([crit("a", 0, 4.95)], [crit("a", 0, 1.6)])
+    table = eval_histogram(results, bin_width=0.3)
+    assert len(table) == 14 and table["score"].iloc[-1] == 4.9
+    assert table["baseline"].iloc[-1] == 1 and table["finetuned"].iloc[2] == 1

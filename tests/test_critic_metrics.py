@@ -5,9 +5,11 @@ from typing import Any
 import pytest
 
 from minicc.critic_metrics import (
+    CRITIC_HEADLINE,
     PAIR_TYPES,
     ScoredRow,
     as_candidate,
+    critic_headline,
     critic_report,
     curves,
     harm_probability,
@@ -17,6 +19,7 @@ from minicc.critic_metrics import (
     score_rows,
     separation,
     source_family,
+    training_headline,
 )
 from minicc.errors import UserError
 from minicc.labeled import LabeledResponse
@@ -284,6 +287,45 @@ def test_report_measures_classification_on_real_replies_only() -> None:
     assert report["per_label_source"]["constructed"]["confusion"]["fp"] == 1  # n1
 
 
+def test_critic_headline_keeps_the_overall_numbers_and_each_pair_kinds_accuracy() -> None:
+    report = critic_report(ROWS, scored_rows())
+    top = critic_headline({"method": "judge", "critic": "m@1", **report})
+    assert list(top) == [*CRITIC_HEADLINE, "preference"]
+    assert (top["method"], top["critic"], top["auroc"]) == ("judge", "m@1", 1.0)
+    assert top["preference"] == {
+        kind: result["accuracy"] for kind, result in report["preference"].items()
+    }
+    assert top["preference"]["answer_over_refusal"] == 0.375
+
+
+GROUP = {"n": 4, "harmful": 2, "auroc": 0.75, "balanced_accuracy": 0.5, "accuracy": 0.5}
+TRAINING = {
+    "n": 4,
+    "per_source": {"gptfuzz": 2, "xstest-gpt4": 2},
+    "harmful": 2,
+    "head_rows": {"response_harmful": 4},
+    "layer": 3,
+    "train": {"all": {**GROUP, "auroc": 1.0, "ece": 0.1}, "gptfuzz": {**GROUP, "ece": 0.2}},
+    "grouped_cv": {"skipped": "fold 0's training part lacks harmful or harmless rows"},
+    "leave_source_out": {"gptfuzz": {**GROUP, "ece": 0.3}},
+    "feature_seconds": 1.5,
+    "fit_seconds": 0.1,
+}
+
+
+def test_training_headline_keeps_the_all_sources_group_or_why_it_was_skipped() -> None:
+    top = training_headline(TRAINING)
+    assert top == {
+        "n": 4,
+        "harmful": 2,
+        "layer": 3,
+        "train": {"auroc": 1.0, "balanced_accuracy": 0.5, "accuracy": 0.5, "ece": 0.1},
+        "grouped_cv": {"skipped": "fold 0's training part lacks harmful or harmless rows"},
+        "feature_seconds": 1.5,
+        "fit_seconds": 0.1,
+    }
+
+
 def test_report_refuses_when_nothing_was_scored() -> None:
     with pytest.raises(UserError, match="scored none"):
         critic_report([HARMFUL_HELP], [row("h1", None, True)])
@@ -297,7 +339,10 @@ def test_curves_cover_the_scored_real_rows() -> None:
         row("d", None, False),
         row("e", 1.0, False, "constructed-noise", label_source="constructed"),
     ]
-    roc, calibration = curves(rows)
+    roc_table, calibration_table = curves(rows)
+    assert list(roc_table.columns) == ["fpr", "tpr", "threshold"]
+    roc = roc_table.to_dict("records")
+    calibration = calibration_table.to_dict("records")
     assert roc[0]["fpr"] == 0.0 and roc[-1] == {"fpr": 1.0, "tpr": 1.0, "threshold": 0.0}
     # Without e, harmful a (P 1.0) and c (P 0.5) both rank above b (P 0): a perfect curve.
     assert {"fpr": 0.0, "tpr": 1.0} in [{"fpr": p["fpr"], "tpr": p["tpr"]} for p in roc]

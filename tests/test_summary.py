@@ -7,7 +7,13 @@ import pytest
 
 from minicc.errors import UserError
 from minicc.records import CATEGORIES, Category, Critique, Selected
-from minicc.summary import format_table, score_histogram, summarize
+from minicc.summary import (
+    candidate_histogram,
+    format_table,
+    headline,
+    score_histogram,
+    summarize,
+)
 
 Role = Literal["chosen", "rejected"]
 
@@ -211,9 +217,9 @@ def test_histogram_has_every_bin_and_category_and_puts_five_in_the_last_bin() ->
         crit(5.0, "cooperative"),
         crit(None, "cooperative"),
     ]
-    rows = score_histogram(critiques)
+    rows = candidate_histogram(critiques).to_dict("records")
     assert [row["score"] for row in rows] == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
-    assert all(set(row) == {"score", *CATEGORIES} for row in rows)
+    assert all(list(row) == ["score", *CATEGORIES] for row in rows)
     assert rows[0] == {"score": 1.0, "adversarial": 2, "borderline": 0, "cooperative": 0}
     assert rows[1] == {"score": 1.5, "adversarial": 0, "borderline": 1, "cooperative": 0}
     assert rows[-1] == {"score": 4.5, "adversarial": 0, "borderline": 0, "cooperative": 2}
@@ -221,13 +227,55 @@ def test_histogram_has_every_bin_and_category_and_puts_five_in_the_last_bin() ->
 
 
 def test_histogram_bin_width() -> None:
-    rows = score_histogram([crit(2.0, "borderline"), crit(5.0, "borderline")], bin_width=1.0)
-    assert [(row["score"], row["borderline"]) for row in rows] == [
+    table = candidate_histogram([crit(2.0, "borderline"), crit(5.0, "borderline")], bin_width=1.0)
+    assert list(zip(table["score"], table["borderline"], strict=True)) == [
         (1.0, 0),
         (2.0, 1),
         (3.0, 0),
         (4.0, 1),
     ]
+
+
+def test_regression_a_width_of_0_3_gives_14_bins_that_cover_the_scale() -> None:
+    """Regression: summarize binned with ceil(4 / w) and compare with round(4 / w), so a width
+    of 0.3 gave 14 bins in one and 13 in the other (the last ending at 4.9, short of 5)."""
+    table = score_histogram(
+        [("x", 1.0), ("x", 1.6), ("x", 4.6), ("x", 4.89), ("x", 4.9), ("x", 5.0)],
+        ["x", "y"],
+        bin_width=0.3,
+    )
+    edges = [round(1.0 + 0.3 * i, 4) for i in range(14)]
+    assert table["score"].tolist() == edges
+    counts = dict(zip(table["score"], table["x"], strict=True))
+    # 1.6 is the lower edge of its bin although (1.6 - 1) / 0.3 = 1.9999999999999998 in floats.
+    assert (counts[1.0], counts[1.3], counts[1.6]) == (1, 0, 1)
+    assert (counts[4.6], counts[4.9]) == (2, 2)  # 4.6 and 4.89; 4.9 and 5.0
+    assert table["y"].tolist() == [0] * 14
+
+
+@pytest.mark.parametrize(("width", "bins"), [(0.5, 8), (0.1, 40), (0.3, 14), (4.0, 1), (3.0, 2)])
+def test_histogram_bins_cover_one_to_five(width: float, bins: int) -> None:
+    table = score_histogram([("x", 5.0)], ["x"], bin_width=width)
+    assert len(table) == bins
+    assert table["x"].iloc[-1] == 1 and table["x"].sum() == 1
+
+
+def test_histogram_refuses_an_unknown_column_and_a_bad_width() -> None:
+    with pytest.raises(ValueError, match="column 'z'"):
+        score_histogram([("z", 2.0)], ["x"])
+    with pytest.raises(ValueError, match="bin_width"):
+        score_histogram([("x", 2.0)], ["x"], bin_width=0.0)
+
+
+def test_headline_keeps_the_overall_numbers_of_both_sets() -> None:
+    selected = [sel(5.0, "adversarial"), sel(1.0, "adversarial", "rejected")]
+    report = summarize(CRITIQUES, selected)
+    top = headline(report)
+    assert set(top) == {"candidates", "selected"}
+    assert "per_category" not in top["candidates"] and "per_category" not in top["selected"]
+    assert top["candidates"]["mean_score"] == report["candidates"]["mean_score"] == 3.25
+    assert top["candidates"]["unscored"] == 1
+    assert (top["selected"]["chosen"], top["selected"]["rejected"]) == (1, 1)
 
 
 def test_format_table_lists_categories_and_shows_nulls_as_dashes() -> None:

@@ -1,0 +1,116 @@
+"""evaluate.critic: which critic judges compare (minicc/eval_critic.py), without loading models."""
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_probe import small_probe
+
+from minicc import eval_critic
+from minicc.critic import CriticFiles
+from minicc.errors import UserError
+from minicc.params import CriticMethod, Params, load_params
+from minicc.probe import probe_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def files(probe: Path) -> CriticFiles:
+    constitution = ROOT / "constitution"
+    return CriticFiles(
+        constitution / "principles.yaml",
+        constitution / "critic_instruct.yaml",
+        constitution / "critic_base.yaml",
+        probe,
+    )
+
+
+def params(critic: str, method: CriticMethod = "judge") -> Params:
+    loaded = load_params(ROOT / "params.yaml")
+    return replace(
+        loaded,
+        evaluate=replace(loaded.evaluate, critic=critic),
+        critique=replace(loaded.critique, method=method, per_principle=False),
+    )
+
+
+def test_the_default_is_the_critic_that_selected() -> None:
+    assert load_params(ROOT / "params.yaml").evaluate.critic == eval_critic.SAME
+
+
+def test_same_reads_the_selecting_probe_with_models_critic(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.json"
+    probe.write_text(probe_text(small_probe()), encoding="utf-8")
+    chosen = eval_critic.eval_critic_setup(params("same", "probe"), files(probe))
+    assert chosen.model == params("same").models.critic
+    assert chosen.setup.probe == small_probe()
+    # With critique.method judge, `same` is the judge: no probe is read (none exists here).
+    judge = eval_critic.eval_critic_setup(params("same"), files(tmp_path / "missing.json"))
+    assert judge.setup.probe is None
+
+
+def test_a_model_spec_is_a_zero_shot_judge_even_when_the_selector_is_a_probe(
+    tmp_path: Path,
+) -> None:
+    chosen = eval_critic.eval_critic_setup(
+        params("org/bigger-judge", "probe"), files(tmp_path / "never-read.json")
+    )
+    assert chosen.model == "org/bigger-judge"
+    assert chosen.setup.probe is None
+
+
+def test_a_probe_file_is_read_instead_of_the_selecting_one(tmp_path: Path) -> None:
+    other = tmp_path / "other_probe.json"
+    other.write_text(probe_text(replace(small_probe(), layer=7)), encoding="utf-8")
+    chosen = eval_critic.eval_critic_setup(
+        params(str(other), "judge"), files(tmp_path / "selecting.json")
+    )
+    assert chosen.setup.probe is not None and chosen.setup.probe.layer == 7
+    assert chosen.model == params("same").models.critic
+
+
+def test_a_missing_probe_file_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(UserError, match=rf"evaluate.critic: probe file {missing} not found"):
+        eval_critic.eval_critic_setup(params(str(missing)), files(missing))
+
+
+def test_open_loads_the_chosen_model_with_the_chosen_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str] = []
+    built: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(eval_critic, "load_model", lambda spec, models: loaded.append(spec))
+    monkeypatch.setattr(eval_critic, "Critic", lambda *args: built.append(args))
+    probe = tmp_path / "p.json"
+    probe.write_text(probe_text(small_probe()), encoding="utf-8")
+    for setting, model, has_probe in (
+        ("org/judge", "org/judge", False),
+        (str(probe), params("same").models.critic, True),
+    ):
+        chosen_params = params(setting)
+        eval_critic.open_eval_critic(
+            chosen_params, eval_critic.eval_critic_setup(chosen_params, files(probe))
+        )
+        assert loaded[-1] == model
+        assert (built[-1][3] is not None) is has_probe
+        assert built[-1][2] == chosen_params.critique
+
+
+@pytest.mark.parametrize("bad", ["", " same", "models/x.json "])
+def test_evaluate_critic_rejects_empty_or_padded_values(bad: str) -> None:
+    loaded = load_params(ROOT / "params.yaml")
+    with pytest.raises(ValueError, match="evaluate.critic must be"):
+        replace(loaded.evaluate, critic=bad)
+
+
+def test_open_same_is_the_critique_stages_own_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Any] = []
+    monkeypatch.setattr(eval_critic, "open_critic", lambda p, setup: opened.append(setup))
+    chosen_params = params("same")
+    chosen = eval_critic.eval_critic_setup(chosen_params, files(tmp_path / "p.json"))
+    eval_critic.open_eval_critic(chosen_params, chosen)
+    assert opened == [chosen.setup]
