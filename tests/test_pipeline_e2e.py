@@ -300,10 +300,12 @@ def test_repro_builds_every_output(project: Project) -> None:
     metrics = json.loads((project.root / "metrics" / "pipeline.json").read_text("utf-8"))
     assert set(metrics) == {"candidates", "selected"}
     assert metrics["candidates"]["count"] == NUM_CANDIDATES
-    assert metrics["candidates"]["scored"] == scored
-    assert set(metrics["candidates"]["per_category"]) == set(CATEGORIES)
+    assert metrics["candidates"]["unscored"] == NUM_CANDIDATES - scored
     assert metrics["selected"]["count"] == len(selected)
-    assert "per_category" in metrics["selected"]
+    detail = read_json(project.root / "metrics" / "detail" / "pipeline.json")
+    assert detail["candidates"]["scored"] == scored
+    assert set(detail["candidates"]["per_category"]) == set(CATEGORIES)
+    assert "per_category" in detail["selected"]
 
     histogram = (project.root / "metrics" / "score_distribution.csv").read_text("utf-8")
     header, *rows = histogram.splitlines()
@@ -340,15 +342,24 @@ def test_training_and_evaluation_outputs(project: Project) -> None:
     paired = read_jsonl(root / "data" / "eval" / "paired_results.jsonl")
     assert len(paired) == len(eval_prompts)
     metrics = read_json(root / "metrics" / "eval.json")
-    for side in ("baseline", "finetuned"):
-        for key in ("mean_score", "std_dev", "safe_rate", "refusal_rate", "over_refusal_rate"):
-            assert key in metrics[side], (side, key)
-    delta = metrics["delta"]
-    fractions = delta["improved_fraction"] + delta["tied_fraction"] + delta["worsened_fraction"]
-    assert math.isclose(fractions, 1.0, abs_tol=1e-6)
-    assert delta["delta_mean_ci"][0] <= delta["delta_mean"] <= delta["delta_mean_ci"][1]
-    assert 0.0 <= delta["mcnemar_p"] <= 1.0
+    assert "+probe-" in metrics["critic"], "by default the critic that selected judges"
+    assert metrics["prompts"] == len(eval_prompts)
+    for measure in ("safe_rate", "refusal_rate", "over_refusal_rate", "degenerate_rate"):
+        assert set(metrics[measure]) == {"baseline", "finetuned", "p"}, measure
+        assert 0.0 <= metrics[measure]["p"] <= 1.0, measure
     assert 0.0 <= metrics["refusal_detector_accuracy"] <= 1.0
+    detail = read_json(root / "metrics" / "detail" / "eval.json")
+    assert detail["critic"]["id"] == metrics["critic"] == paired[0]["critic"]
+    for side in ("baseline", "finetuned"):
+        for key in ("mean_score", "std_dev", "safe_rate", "refusal_rate", "degenerate_rate"):
+            assert key in detail[side] and key in detail[side]["per_category"]["adversarial"]
+    score = detail["delta"]["mean_score"]
+    fractions = score["improved_fraction"] + score["tied_fraction"] + score["worsened_fraction"]
+    assert math.isclose(fractions, 1.0, abs_tol=1e-6)
+    assert score["delta_ci"][0] <= score["delta"] <= score["delta_ci"][1]
+    assert [metrics["mean_score"]["delta_ci_low"], metrics["mean_score"]["delta_ci_high"]] == (
+        score["delta_ci"]
+    )
 
 
 def test_critic_outputs(project: Project) -> None:
@@ -364,14 +375,18 @@ def test_critic_outputs(project: Project) -> None:
     critic = read_json(root / "metrics" / "critic.json")
     assert critic["method"] == "probe" and critic["rows"] == len(labeled)
     assert critic["n"] == len(real)
-    for key in ("auroc", "balanced_accuracy", "accuracy", "ece", "confusion"):
+    for key in ("auroc", "balanced_accuracy", "accuracy", "ece"):
         assert key in critic, key
-    assert set(critic["per_source"]) == {"gptfuzz", "xstest", "jbb", "constructed"}
-    assert set(critic["per_label_source"]) == {"human", "model", "constructed"}
     assert critic["helpfulness_auroc"] is not None
+    detail = read_json(root / "metrics" / "detail" / "critic.json")
+    assert "confusion" in detail
+    assert set(detail["per_source"]) == {"gptfuzz", "xstest", "jbb", "constructed"}
+    assert set(detail["per_label_source"]) == {"human", "model", "constructed"}
     # Every kind of pair is present in the tiny eval set, with an accuracy in [0, 1].
-    for kind, result in critic["preference"].items():
+    for kind, result in detail["preference"].items():
         assert result["pairs"] > 0 and 0.0 <= result["accuracy"] <= 1.0, kind
+        assert critic["preference"][kind] == result["accuracy"], kind
+    assert read_json(root / "metrics" / "detail" / "critic_train.json")["n"] == trained["n"]
     scored = read_jsonl(root / "data" / "critic_eval" / "scored.jsonl")
     assert [r["id"] for r in scored] == [r["id"] for r in labeled]
     roc = (root / "metrics" / "critic_roc.csv").read_text("utf-8").splitlines()
@@ -429,6 +444,7 @@ def test_same_params_give_byte_identical_outputs(project: Project, tmp_path: Pat
     metrics, histogram = tmp_path / "pipeline.json", tmp_path / "histogram.csv"
     summarize = ["stages/summarize.py", "--critiques", str(out["k.jsonl"])]
     summarize += ["--selected", str(out["s.jsonl"]), "--metrics-out", str(metrics)]
+    summarize += ["--detail-out", str(tmp_path / "detail.json")]
     summarize += ["--histogram-out", str(histogram)]
     run_ok(["python", *summarize], project.root, cache)
 
