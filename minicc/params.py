@@ -5,7 +5,7 @@ out-of-range values are rejected with a message naming the key and what is allow
 never silently falls back to a default.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -311,33 +311,10 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
-    sections = {f.name: f.type for f in fields(Params)}
-    unknown = sorted(set(raw) - set(sections))
-    if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sections)}")
-    missing = [name for name in sections if name not in raw]
-    if missing:
-        raise UserError(f"{path}: missing key {missing[0]!r}")
-    seed = raw["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise UserError(f"{path}: key 'seed' must be an integer >= 0, got {seed!r}")
-    section_types = {
-        "models": ModelsParams,
-        "generate": GenerateParams,
-        "critique": CritiqueParams,
-        "critic_probe": CriticProbeParams,
-        "select": SelectParams,
-        "sft": SftParams,
-        "train": TrainParams,
-        "evaluate": EvaluateParams,
-    }
-    built: dict[str, Any] = {"seed": seed}
-    for name, section_type in section_types.items():
-        value = raw[name]
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: section {name!r} must be a mapping of keys to values")
-        try:
-            built[name] = build(section_type, value, name)
-        except ValueError as error:
-            raise UserError(f"{path}: {error}") from None
-    return Params(**built)
+    try:
+        params: Params = build(Params, raw, str(path))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if params.seed < 0:
+        raise UserError(f"{path}: key 'seed' must be an integer >= 0, got {params.seed!r}")
+    return params

@@ -135,9 +135,11 @@ class Probe:
     def distribution(self, features: Features) -> FloatArray:
         """(rows, 5) probabilities of the rubric's points."""
         rows = features.request.shape[0]
+        # The three reply heads read the same blocks: build each distinct matrix once.
+        matrices = {HEAD_BLOCKS[name]: features.matrix(HEAD_BLOCKS[name]) for name in self.heads}
         values = {
             name: (
-                self.heads[name].probability(features.matrix(HEAD_BLOCKS[name]))
+                self.heads[name].probability(matrices[HEAD_BLOCKS[name]])
                 if name in self.heads
                 else np.full(rows, DEFAULTS[name])
             )
@@ -241,23 +243,13 @@ def load_probe(path: Path) -> Probe:
         raw: Any = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
             raise ValueError("expected a JSON object")
-        heads = raw.get("heads")
-        if isinstance(heads, dict):
-            unknown = sorted(set(heads) - set(HEAD_NAMES))
-            if unknown:
-                raise ValueError(f"unknown head {unknown[0]!r}; heads are {', '.join(HEAD_NAMES)}")
-            raw["heads"] = {
-                name: build(LinearHead, head, f"{path}: heads.{name}")
-                if isinstance(head, dict)
-                else head
-                for name, head in heads.items()
-            }
         probe: Probe = build(Probe, raw, str(path))
-    except (ValueError, TypeError) as error:
+    except ValueError as error:
         raise UserError(f"{path}: not a critic probe file ({error})") from None
+    unknown = sorted(set(probe.heads) - set(HEAD_NAMES))
+    if unknown:
+        raise UserError(f"{path}: unknown head {unknown[0]!r}; heads are {', '.join(HEAD_NAMES)}")
     for name, head in probe.heads.items():
-        if not isinstance(head, LinearHead):
-            raise UserError(f"{path}: heads.{name} is not a head; retrain the probe")
         if len({len(head.feature_mean), len(head.feature_scale), len(head.weights)}) != 1:
             raise UserError(f"{path}: heads.{name}: the feature sizes disagree; retrain it")
     if "response_harmful" not in probe.heads:

@@ -1,7 +1,7 @@
 """Check plain JSON/YAML values against dataclass field types, with messages a person can act on.
 
-Both the params loader and the JSONL reader use this, so a wrong type is reported the same way
-wherever it comes from.
+The params loader, the JSONL reader and the probe and constitution loaders use this, so a wrong
+type is reported the same way wherever it comes from.
 """
 
 import dataclasses
@@ -23,6 +23,8 @@ def describe(hint: Any) -> str:
         return f"a mapping of {describe(key)} to {describe(value)}"
     if hint is type(None):
         return "null"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of keys to values"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -52,24 +54,60 @@ def matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def build(cls: type, data: dict[str, Any], where: str) -> Any:
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a hint asks for, alone or in a union with None (a nested section)."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    found = [o for o in options if dataclasses.is_dataclass(o) and isinstance(o, type)]
+    return found[0] if len(found) == 1 else None
+
+
+def _join(key_path: str, key: str) -> str:
+    return f"{key_path}.{key}" if key_path else key
+
+
+def _value(value: Any, hint: Any, where: str, key_path: str, key: str) -> Any:
+    """One checked field value: a nested mapping becomes its dataclass, a float stays a float."""
+    section = _dataclass_in(hint)
+    if section is not None and isinstance(value, dict):
+        return build(section, value, where, _join(key_path, key))
+    if get_origin(hint) is dict and isinstance(value, dict):
+        key_hint, item_hint = get_args(hint)
+        if _dataclass_in(item_hint) is not None:
+            inner = _join(key_path, key)
+            for name in value:
+                if not matches(name, key_hint):
+                    at = f"{where}: {inner}" if inner else where
+                    raise ValueError(f"{at}: key {name!r} must be {describe(key_hint)}")
+            return {
+                name: _value(item, item_hint, where, inner, name) for name, item in value.items()
+            }
+    if not matches(value, hint):
+        at = f"{where}: {key_path}" if key_path else where
+        raise ValueError(f"{at}: key {key!r} must be {describe(hint)}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+def build(cls: type, data: dict[str, Any], where: str, key_path: str = "") -> Any:
     """Construct dataclass `cls` from `data`, rejecting unknown, missing and mistyped keys.
 
-    `where` prefixes every message (a file and line, or a params section) so the user can find
-    the offending value. Raises ValueError; callers wrap it in their own error type.
+    A field typed as a dataclass (or a mapping of names to one) is built the same way from its
+    nested mapping, so a mistake at any depth is found. Every message starts with `where` (a file,
+    a file and line) and the dotted path of the mapping that holds the key (`prompts.train`), so
+    the user can find the offending value. Raises ValueError (a failed `__post_init__` check too,
+    prefixed with `where`); callers wrap it in their own error type.
     """
+    at = f"{where}: {key_path}" if key_path else where
     hints = get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(fields)}")
+        raise ValueError(f"{at}: unknown key {unknown[0]!r}; allowed keys: {', '.join(fields)}")
     missing = [name for name in fields if name not in data]
     if missing:
-        raise ValueError(f"{where}: missing key {missing[0]!r}")
-    for name in fields:
-        if not matches(data[name], hints[name]):
-            raise ValueError(
-                f"{where}: key {name!r} must be {describe(hints[name])}, got {data[name]!r}"
-            )
-    kwargs = {name: float(data[name]) if hints[name] is float else data[name] for name in fields}
-    return cls(**kwargs)
+        raise ValueError(f"{at}: missing key {missing[0]!r}")
+    values = {name: _value(data[name], hints[name], where, key_path, name) for name in fields}
+    try:
+        return cls(**values)
+    except ValueError as error:
+        # A range check in __post_init__ names its own dotted key; add the file.
+        raise ValueError(f"{where}: {error}") from None

@@ -388,6 +388,13 @@ def test_a_malformed_head_names_it(tmp_path: Path) -> None:
         load_probe(write_raw(tmp_path, raw))
 
 
+def test_a_head_that_is_not_a_mapping_is_named_by_its_key(tmp_path: Path) -> None:
+    raw = asdict(small_probe())
+    raw["heads"]["refusal"] = 3
+    with pytest.raises(UserError, match="heads: key 'refusal' must be a mapping of keys to values"):
+        load_probe(write_raw(tmp_path, raw))
+
+
 def test_check_heads_names_the_file_and_both_head_lists(tmp_path: Path) -> None:
     probe = small_probe(("response_harmful", "refusal"))
     path = tmp_path / "probe.json"
