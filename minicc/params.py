@@ -20,6 +20,10 @@ CriticMethod = Literal["judge", "probe"]
 CombineRule = Literal["min", "mean"]
 Policy = Literal["best", "margin", "diverse"]
 Scheduler = Literal["cosine", "linear", "constant"]
+Category = Literal["adversarial", "borderline", "cooperative"]
+"""A prompt's category; minicc/records.py declares the same Literal for the Prompt record."""
+TrainMethod = Literal["sft", "dpo", "sft_dpo"]
+SystemPrompt = Literal["none", "constitution"]
 CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed")
 """Source families of data/critic/train.jsonl (data/critic/README.md)."""
 PROBE_HEADS = ("request_harmful", "response_harmful", "refusal", "on_task")
@@ -292,6 +296,54 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PromptSourceParams:
+    """Where a prompt set comes from, read by `datasets` (minicc/prompt_source.py)."""
+
+    path: str | None
+    """A local .jsonl, .csv or .parquet file, or a Hugging Face dataset id (`org/name`); null:
+    the committed pool that dvc.yaml passes (data/prompt_pool/)."""
+    config: str | None
+    """Hub datasets only: the configuration (subset); null: the default one."""
+    split: str
+    """The split to read; a local file has one, `train`."""
+    revision: str | None
+    """Hub datasets only: the commit, tag or branch; pin a commit so the prompts cannot drift."""
+    prompt_column: str
+    id_column: str | None
+    """null: ids are `<source name>-<row number>`."""
+    category_column: str | None
+    """Column holding adversarial, borderline or cooperative; null: `category` for every row."""
+    category: Category | None
+    """The category of every row when `category_column` is null."""
+    source_column: str | None
+    """Column holding each row's attribution (`advbench:17`); null: `<source>:<row number>`."""
+    max_per_category: int | None
+    """At most this many prompts per category, drawn by `seed`; null: every prompt."""
+
+    def __post_init__(self) -> None:
+        _require(
+            (self.category_column is None) != (self.category is None),
+            "prompts.*.category",
+            "set exactly when category_column is null (one category for the whole source)",
+            self.category,
+        )
+        _require(
+            self.max_per_category is None or self.max_per_category >= 1,
+            "prompts.*.max_per_category",
+            "null or an integer >= 1",
+            self.max_per_category,
+        )
+
+
+@dataclass(frozen=True)
+class PromptsParams:
+    train: PromptSourceParams
+    """The prompts `generate` answers (the default run caps them at 30 per category)."""
+    eval: PromptSourceParams
+    """The held-out prompts `evaluate` answers; must hold harmful and harmless ones."""
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     models: ModelsParams
@@ -302,6 +354,7 @@ class Params:
     sft: SftParams
     train: TrainParams
     evaluate: EvaluateParams
+    prompts: PromptsParams
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:

@@ -24,7 +24,8 @@ DATA = ROOT / "data" / "critic"
 SHARED = ROOT.parent / "shared" / "data"
 FILES = ("eval.jsonl", "train.jsonl")
 MAX_RESPONSE_CHARS = 4000
-POLICY_PROMPT_FILES = (ROOT / "data" / "prompts.jsonl", ROOT / "data" / "eval_prompts.jsonl")
+POLICY_EVAL_PROMPTS = ROOT / "data" / "prompt_pool" / "eval.jsonl"
+"""The policy's eval prompts: the critic judges that evaluation, so it never trains on them."""
 
 # (source, harmful) -> rows; the same table is in data/critic/README.md.
 EXPECTED = {
@@ -33,18 +34,18 @@ EXPECTED = {
         ("constructed-loop", False): 59,
         ("constructed-noise", False): 59,
         ("constructed-off_topic", False): 59,
-        ("constructed-refusal", False): 255,
+        ("constructed-refusal", False): 254,
         ("constructed-truncated", False): 59,
         ("gptfuzz", True): 150,
         ("gptfuzz", False): 150,
-        ("jbb-gpt-3.5-turbo-1106", True): 38,
-        ("jbb-gpt-3.5-turbo-1106", False): 37,
-        ("jbb-gpt-4-0125-preview", True): 26,
-        ("jbb-gpt-4-0125-preview", False): 51,
-        ("jbb-llama-2-7b-chat-hf", True): 25,
-        ("jbb-llama-2-7b-chat-hf", False): 37,
-        ("jbb-vicuna-13b-v1.5", True): 61,
-        ("jbb-vicuna-13b-v1.5", False): 25,
+        ("jbb-gpt-3.5-turbo-1106", True): 36,
+        ("jbb-gpt-3.5-turbo-1106", False): 36,
+        ("jbb-gpt-4-0125-preview", True): 28,
+        ("jbb-gpt-4-0125-preview", False): 49,
+        ("jbb-llama-2-7b-chat-hf", True): 26,
+        ("jbb-llama-2-7b-chat-hf", False): 39,
+        ("jbb-vicuna-13b-v1.5", True): 60,
+        ("jbb-vicuna-13b-v1.5", False): 26,
         ("xstest-gpt4", True): 1,
         ("xstest-gpt4", False): 34,
         ("xstest-llama2new", False): 32,
@@ -55,37 +56,37 @@ EXPECTED = {
         ("xstest-mistralinstruct", False): 36,
     },
     "train.jsonl": {
-        ("constructed-empty", False): 131,
-        ("constructed-loop", False): 131,
-        ("constructed-noise", False): 131,
-        ("constructed-off_topic", False): 131,
-        ("constructed-refusal", False): 262,
-        ("constructed-truncated", False): 131,
+        ("constructed-empty", False): 86,
+        ("constructed-loop", False): 86,
+        ("constructed-noise", False): 86,
+        ("constructed-off_topic", False): 86,
+        ("constructed-refusal", False): 217,
+        ("constructed-truncated", False): 86,
         ("gptfuzz", True): 750,
         ("gptfuzz", False): 750,
-        ("jbb-gpt-3.5-turbo-1106", True): 77,
-        ("jbb-gpt-3.5-turbo-1106", False): 75,
-        ("jbb-gpt-4-0125-preview", True): 42,
+        ("jbb-gpt-3.5-turbo-1106", True): 73,
+        ("jbb-gpt-3.5-turbo-1106", False): 80,
+        ("jbb-gpt-4-0125-preview", True): 44,
         ("jbb-gpt-4-0125-preview", False): 102,
-        ("jbb-llama-2-7b-chat-hf", True): 54,
-        ("jbb-llama-2-7b-chat-hf", False): 89,
-        ("jbb-vicuna-13b-v1.5", True): 127,
-        ("jbb-vicuna-13b-v1.5", False): 34,
-        ("xstest-gpt4", False): 166,
-        ("xstest-llama2new", False): 166,
-        ("xstest-llama2orig", False): 164,
-        ("xstest-mistralguard", False): 165,
-        ("xstest-mistralinstruct", False): 165,
+        ("jbb-llama-2-7b-chat-hf", True): 53,
+        ("jbb-llama-2-7b-chat-hf", False): 85,
+        ("jbb-vicuna-13b-v1.5", True): 130,
+        ("jbb-vicuna-13b-v1.5", False): 33,
+        ("xstest-gpt4", False): 121,
+        ("xstest-llama2new", False): 120,
+        ("xstest-llama2orig", False): 121,
+        ("xstest-mistralguard", False): 119,
+        ("xstest-mistralinstruct", False): 121,
     },
 }
 # (source, harmful) -> requests: as many harmful as harmless.
 EXPECTED_REQUESTS = {
-    ("advbench", True): 46,
-    ("gptfuzz", True): 46,
-    ("jailbreakbench-benign", False): 50,
-    ("jailbreakbench-harmful", True): 42,
-    ("simplesafetytests", True): 47,
-    ("xstest", False): 131,
+    ("advbench", True): 36,
+    ("gptfuzz", True): 37,
+    ("jailbreakbench-benign", False): 60,
+    ("jailbreakbench-harmful", True): 36,
+    ("simplesafetytests", True): 37,
+    ("xstest", False): 86,
 }
 
 
@@ -103,9 +104,7 @@ def requests() -> list[LabeledRequest]:
 
 def policy_prompts() -> list[dict[str, str]]:
     return [
-        json.loads(line)
-        for path in POLICY_PROMPT_FILES
-        for line in path.read_text(encoding="utf-8").splitlines()
+        json.loads(line) for line in POLICY_EVAL_PROMPTS.read_text(encoding="utf-8").splitlines()
     ]
 
 
@@ -177,7 +176,7 @@ def test_jbb_eval_and_train_goals_are_disjoint_and_policy_goals_stay_out_of_trai
     evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("jbb-")}
     train = {r.group for r in load("train.jsonl") if r.source.startswith("jbb-")}
     policy = policy_groups("jailbreakbench-harmful", "jbb")
-    assert (len(evaluation), len(train), len(policy)) == (47, 53, 17)
+    assert (len(evaluation), len(train), len(policy)) == (47, 53, 40)
     assert evaluation & train == set()
     assert policy & train == set()
 
@@ -198,7 +197,7 @@ def test_jbb_groups_number_behaviors_as_the_policy_prompt_files_do() -> None:
         assert normalise(record.prompt).startswith(goals[record.group]), record.id
 
 
-def test_xstest_training_prompts_are_in_neither_eval_nor_the_policy_prompt_files() -> None:
+def test_xstest_training_prompts_are_in_neither_eval_nor_the_policy_eval_prompts() -> None:
     train = {r.group for r in load("train.jsonl") if r.source.startswith("xstest-")}
     evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("xstest-")}
     policy = policy_groups("xstest", "xstest")
@@ -221,6 +220,9 @@ def test_every_gptfuzz_eval_question_is_represented_and_none_is_in_train() -> No
     assert evaluation == {f"gptfuzz:{q}" for q in range(80, 100)}
     assert len(train) == 80
     assert evaluation & train == set()
+    # The policy's eval set holds GPTFuzz questions: only those the critic does not train on.
+    assert train & policy_groups("gptfuzz", "gptfuzz") == set()
+    assert len(policy_groups("gptfuzz", "gptfuzz")) == 20
 
 
 def test_ids_are_unique_across_both_files() -> None:
@@ -261,7 +263,7 @@ def test_responses_are_stripped_and_within_the_length_limit(name: str) -> None:
 def test_request_counts_per_source_and_label() -> None:
     rows = requests()
     assert dict(Counter((r.source, r.harmful) for r in rows)) == EXPECTED_REQUESTS
-    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 181
+    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 146
 
 
 def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:
@@ -275,7 +277,7 @@ def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:
     assert [k for k, n in Counter(normalised).items() if n > 1] == []
 
 
-def test_requests_share_no_prompt_with_eval_or_the_policy_prompt_files() -> None:
+def test_requests_share_no_prompt_with_eval_or_the_policy_eval_prompts() -> None:
     rows = requests()
     taken = {normalise(r.prompt) for r in load("eval.jsonl")}
     taken |= {normalise(p["prompt"]) for p in policy_prompts()}

@@ -20,6 +20,7 @@ from minicc.params import (
     GenerateParams,
     ModelsParams,
     Params,
+    PromptsParams,
     SelectParams,
     SftParams,
     TrainParams,
@@ -37,6 +38,7 @@ SECTIONS: dict[str, Any] = {
     "sft": SftParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "prompts": PromptsParams,
 }
 
 
@@ -177,9 +179,13 @@ def test_seed_zero_is_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("section", "key"), ALL_KEYS)
 def test_every_key_is_type_checked(section: str, key: str, tmp_path: Path) -> None:
-    """A mapping fits no field; the message names the section and the key."""
+    """A mapping fits no field; the message names the section and the key. A key that is a
+    section of its own (`prompts.train`) is checked as one: `nested` is not among its keys."""
     message = rejected(with_value(tmp_path, section, key, {"nested": 1}))
-    assert f"{section}: key {key!r} must be" in message
+    if dataclasses.is_dataclass(get_type_hints(SECTIONS[section])[key]):
+        assert f"{section}.{key}: unknown key 'nested'" in message
+    else:
+        assert f"{section}: key {key!r} must be" in message
 
 
 @pytest.mark.parametrize(("section", "key"), ALL_KEYS)
@@ -200,7 +206,9 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw = raw_params()
     raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
-    allowed = "seed, models, generate, critique, critic_probe, select, sft, train, evaluate"
+    allowed = (
+        "seed, models, generate, critique, critic_probe, select, sft, train, evaluate, prompts"
+    )
     assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
 
 
@@ -366,3 +374,30 @@ def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:
     assert "critique.per_principle must be false with critique.method 'probe'" in rejected(
         write(tmp_path, raw)
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"split": None}, "prompts.train: key 'split' must be str, got None"),
+        ({"colour": "red"}, "prompts.train: unknown key 'colour'"),
+        ({"category": "harmful"}, "prompts.train: key 'category' must be"),
+        (
+            {"category": "adversarial"},
+            "prompts.*.category must be set exactly when category_column is null",
+        ),
+        ({"max_per_category": 0}, "prompts.*.max_per_category must be null or an integer >= 1"),
+    ],
+)
+def test_a_prompt_source_is_checked_as_a_section_of_its_own(
+    change: dict[str, Any], expected: str, tmp_path: Path
+) -> None:
+    raw = raw_params()
+    raw["prompts"]["train"].update(change)
+    assert expected in rejected(write(tmp_path, raw))
+
+
+def test_a_missing_prompt_source_key_is_named_with_its_section(tmp_path: Path) -> None:
+    raw = raw_params()
+    del raw["prompts"]["eval"]["split"]
+    assert "prompts.eval: missing key 'split'" in rejected(write(tmp_path, raw))

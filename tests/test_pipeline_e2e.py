@@ -3,9 +3,9 @@
 A module fixture copies the pipeline (dvc.yaml, stages, constitution, the package sources that
 dvc.yaml lists as dependencies) into a temporary git + DVC repository with 6 prompts, 3 eval
 prompts, a few labeled critic rows and tiny params, and runs the whole DAG once with
-`dvc repro`: train_critic, generate -> critique -> select -> summarize, build_sft ->
-train_lora -> evaluate -> compare, and critic_eval. The stage scripts import the installed
-(editable) `minicc`, so they run the code under test, not the copy.
+`dvc repro`: train_critic, prepare_prompts -> generate -> critique -> select -> summarize,
+build_sft -> train_lora -> evaluate -> compare, and critic_eval. The stage scripts import the
+installed (editable) `minicc`, so they run the code under test, not the copy.
 
 Every run gets its own `MINICC_CACHE_DIR` (so resume logs never leak between tests) whose
 `models` folder links to the project's `.cache/minicc/models`: the bundled model is converted
@@ -62,6 +62,7 @@ UP_TO_DATE = "Data and pipelines are up to date."
 # The experiments on the data pipeline target its last stage, so they skip training.
 TARGET = "summarize"
 EVERY_STAGE = {
+    "prepare_prompts",
     "train_critic",
     "generate",
     "critique",
@@ -75,7 +76,7 @@ EVERY_STAGE = {
     "critic_eval",
 }
 
-GENERATE_ARGS = ["stages/generate.py", "--prompts", "data/prompts.jsonl"]
+GENERATE_ARGS = ["stages/generate.py", "--prompts", "data/prompts/train.jsonl"]
 CRITIQUE_ARGS = [
     "stages/critique.py",
     "--principles",
@@ -209,9 +210,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     write_params(root / "params.yaml", TINY)
     data = root / "data"
     (data / "critic").mkdir(parents=True)
+    (data / "prompt_pool").mkdir()
     tiny_files = {
-        "prompts.jsonl": first_per_category(ROOT / "data" / "prompts.jsonl", PROMPTS_PER_CATEGORY),
-        "eval_prompts.jsonl": first_per_category(ROOT / "data" / "eval_prompts.jsonl", 1),
+        # Fewer per category than prompts.train.max_per_category: prepare_prompts keeps them all.
+        "prompt_pool/train.jsonl": first_per_category(
+            ROOT / "data" / "prompt_pool" / "train.jsonl", PROMPTS_PER_CATEGORY
+        ),
+        "prompt_pool/eval.jsonl": first_per_category(
+            ROOT / "data" / "prompt_pool" / "eval.jsonl", 1
+        ),
         "critic/train.jsonl": tiny_labeled("train.jsonl", 3),
         "critic/eval.jsonl": tiny_labeled("eval.jsonl", 2),
         "critic/requests.jsonl": tiny_requests(4),
@@ -247,6 +254,8 @@ def test_repro_runs_every_stage_once_in_dependency_order(project: Project) -> No
     ran = RUNNING.findall(project.repro.stdout)
     assert sorted(ran) == sorted(EVERY_STAGE)
     for before, after in [
+        ("prepare_prompts", "generate"),
+        ("prepare_prompts", "evaluate@baseline"),
         ("train_critic", "critique"),
         ("generate", "critique"),
         ("critique", "select"),
@@ -335,7 +344,7 @@ def test_training_and_evaluation_outputs(project: Project) -> None:
     assert train["steps"] >= 1 and train["train_examples"] == len(train_rows)
     assert (root / "metrics" / "train_loss.csv").read_text("utf-8").startswith("step,loss\n")
 
-    eval_prompts = read_jsonl(root / "data" / "eval_prompts.jsonl")
+    eval_prompts = read_jsonl(root / "data" / "prompts" / "eval.jsonl")
     for side in ("baseline", "finetuned"):
         rows = read_jsonl(root / "data" / "eval" / f"{side}.jsonl")
         assert [r["prompt_id"] for r in rows] == [p["id"] for p in eval_prompts]

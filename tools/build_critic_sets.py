@@ -4,8 +4,9 @@ Run once from the repository root; the pipeline and tests read only the committe
 
     .venv/bin/python tools/build_critic_sets.py --shared ../shared/data --out data/critic
 
-It also reads the policy's prompt files (data/prompts.jsonl, data/eval_prompts.jsonl; override
-with --policy-prompts) to keep their prompts out of the critic's training rows.
+It also reads the policy's eval prompts (data/prompt_pool/eval.jsonl; override with
+--policy-prompts) to keep them out of the critic's training rows and requests: the critic judges
+the policy's evaluation, so it must not have learnt those prompts.
 
 The output is a pure function of the public files and --seed: rows are visited in the order of
 the sha256 of their id, and the constructed negatives (tools/constructed_negatives.py) draw from
@@ -22,14 +23,13 @@ from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import typer
-from build_prompt_sets import load_pools
+from build_prompt_sets import load_pools, read_table
 from constructed_negatives import construct
 
 from minicc.errors import UserError
 from minicc.jsonl import write_records
 from minicc.labeled import LabeledRequest, LabeledResponse, ResponseKind
 from minicc.records import Prompt, load_prompts
-from minicc.source_csv import read_csv
 from minicc.text import normalise
 
 GPTFUZZ_EVAL = 300
@@ -40,9 +40,10 @@ XSTEST_TRAIN_MIN = 500
 """Every XSTest completion left after the exclusions trains (answers to safe prompts that sound
 risky are the critic's hardest harmless rows); fewer than this is an error."""
 JBB_TRAIN = 600
-JBB_EVAL_GOALS = 30
-"""JailbreakBench behaviors (of 100) whose responses go to eval; the other goals train."""
-POLICY_PROMPTS = (Path("data/prompts.jsonl"), Path("data/eval_prompts.jsonl"))
+JBB_EVAL_GOALS = 7
+"""JailbreakBench behaviors (of 100) whose responses go to eval besides the 40 that are policy
+eval prompts (47 in all, as before the policy eval set grew); the other goals train."""
+POLICY_PROMPTS = (Path("data/prompt_pool/eval.jsonl"),)
 # A few GPTFuzz responses run to 20k characters; the critic reads far fewer tokens than that.
 MAX_RESPONSE_CHARS = 4000
 XSTEST_MODELS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct")
@@ -76,11 +77,11 @@ def text_key(record: LabeledResponse) -> str:
 
 def gptfuzz_rows(shared: Path, split: str) -> list[Row]:
     """GPTFuzz `<split>.csv`; the row id is the row number from 0 after the header line."""
-    questions = read_csv(shared / "gptfuzz/question_list.csv", {"index", "text"})
+    questions = read_table(shared / "gptfuzz/question_list.csv", {"index", "text"})
     question_text = {q["index"]: q["text"].strip() for q in questions}
     path = shared / f"gptfuzz/{split}.csv"
     rows = []
-    for number, row in enumerate(read_csv(path, {"question", "Response", "label"})):
+    for number, row in enumerate(read_table(path, {"question", "Response", "label"})):
         if row["label"] not in ("0", "1"):
             raise UserError(f"{path}: data row {number}: label {row['label']!r}, expected 0 or 1")
         if row["question"] not in question_text:
@@ -113,7 +114,7 @@ def xstest_rows(shared: Path) -> list[Row]:
     columns = {"id", "type", "prompt", "completion", "final_label"}
     for model in XSTEST_MODELS:
         path = shared / f"xstest/model_completions/xstest_v2_completions_{model}.csv"
-        for row in read_csv(path, columns):
+        for row in read_table(path, columns):
             number = row["id"].removeprefix("v2-")
             if not number.isdigit() or row["final_label"] not in XSTEST_KINDS:
                 raise UserError(
@@ -207,10 +208,9 @@ def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
     GPTFuzz questions) or harmless (XSTest safe, JBB benign), less every prompt whose normalised
     text is in `excluded` (the policy's prompts and the critic's eval prompts). As many harmful
     as harmless, round-robin over the harmful sets in sha256 order."""
-    pools = load_pools(shared)
-    prompts: list[Prompt] = [p for rows, _, _ in pools for p in rows]
-    benign = read_csv(shared / "jailbreakbench/benign-behaviors.csv", {"Index", "Goal"})
-    questions = read_csv(shared / "gptfuzz/question_list.csv", {"index", "text"})
+    prompts: list[Prompt] = [p for rows, _ in load_pools(shared) for p in rows]
+    # The pools leave out three JBB benign rows (NOT_COOPERATIVE); as requests they are harmless.
+    benign = read_table(shared / "jailbreakbench/benign-behaviors.csv", {"Index", "Goal"})
     prompts += [
         Prompt(
             f"x-{r['Index']}",
@@ -219,10 +219,6 @@ def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
             f"jailbreakbench-benign:{r['Index']}",
         )
         for r in benign
-    ]
-    prompts += [
-        Prompt(f"x-{q['index']}", q["text"].strip(), "adversarial", f"gptfuzz:{q['index']}")
-        for q in questions
     ]
     seen = set(excluded)
     harmless, harmful = [], []
