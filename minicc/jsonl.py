@@ -10,7 +10,8 @@ import dataclasses
 import errno
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,3 +169,20 @@ def write_records(path: Path, records: Iterable[Any]) -> None:
 def write_json(path: Path, value: Any) -> None:
     """Atomically write a JSON document (metrics, manifests), indented for people to read."""
     atomic_write_text(path, json_text(value))
+
+
+def publish_directory(destination: Path, marker: str, build: Callable[[Path], str]) -> None:
+    """Write a directory output (a model, an adapter) so that it is whole or absent.
+
+    `build` fills an empty sibling `.partial` directory and returns the text of the `marker`
+    file, which is written last: a directory without its marker is an interrupted write, to be
+    redone. The finished directory then replaces `destination`, so a crash never leaves one
+    that mixes two runs.
+    """
+    staging = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    marker_text = build(staging)
+    (staging / marker).write_text(marker_text + "\n", encoding="utf-8")
+    shutil.rmtree(destination, ignore_errors=True)
+    os.replace(staging, destination)

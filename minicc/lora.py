@@ -10,8 +10,6 @@ marker is refused by `apply_adapter`.
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +17,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from minicc.errors import UserError
-from minicc.jsonl import atomic_write_text, write_json
+from minicc.jsonl import atomic_write_text, publish_directory, write_json
 from minicc.models import LoadedModel
 from minicc.params import TrainParams
 
 COMPLETE_MARKER = "COMPLETE"
+TRAINED_ADAPTER = "default"
+"""peft's name of the adapter that training creates and updates."""
 TRAIN_CONFIG = "train_config.json"
 _WEIGHTS = "adapter_model.safetensors"
 
@@ -89,9 +89,9 @@ def resolve_target_modules(model: nn.Module, setting: str | list[str]) -> list[s
     return all_linear_modules(model)
 
 
-def add_lora(model: nn.Module, params: TrainParams, target_modules: list[str]) -> Any:
-    """Wrap `model` with fresh LoRA adapters (random A, zero B: the output is unchanged)."""
-    config = LoraConfig(
+def lora_config(params: TrainParams, target_modules: list[str]) -> LoraConfig:
+    """peft's LoRA configuration from the `train` params."""
+    return LoraConfig(
         r=params.lora_r,
         lora_alpha=params.lora_alpha,
         lora_dropout=params.lora_dropout,
@@ -99,7 +99,11 @@ def add_lora(model: nn.Module, params: TrainParams, target_modules: list[str]) -
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+
+
+def add_lora(model: nn.Module, params: TrainParams, target_modules: list[str]) -> Any:
+    """Wrap `model` with fresh LoRA adapters (random A, zero B: the output is unchanged)."""
+    return get_peft_model(model, lora_config(params, target_modules))
 
 
 def _sort_target_modules(config_path: Path) -> None:
@@ -112,16 +116,20 @@ def _sort_target_modules(config_path: Path) -> None:
 
 
 def save_adapter(peft_model: Any, tokenizer: Any, config: dict[str, Any], out: Path) -> None:
-    """Write the adapter, tokenizer and config to `out` atomically, the marker last."""
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
-    _sort_target_modules(staging / "adapter_config.json")
-    tokenizer.save_pretrained(staging)
-    write_json(staging / TRAIN_CONFIG, config)
-    (staging / COMPLETE_MARKER).write_text(adapter_digest(staging) + "\n", encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    """Write the trained adapter, tokenizer and config to `out` atomically, the marker last.
+
+    Only the `default` adapter is saved: DPO after SFT adds a frozen `ref` copy for its
+    reference model, which is no part of the result.
+    """
+
+    def write(staging: Path) -> str:
+        peft_model.save_pretrained(staging, selected_adapters=[TRAINED_ADAPTER])
+        _sort_target_modules(staging / "adapter_config.json")
+        tokenizer.save_pretrained(staging)
+        write_json(staging / TRAIN_CONFIG, config)
+        return adapter_digest(staging)
+
+    publish_directory(out, COMPLETE_MARKER, write)
 
 
 def adapter_digest(directory: Path) -> str:

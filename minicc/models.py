@@ -11,8 +11,6 @@ import copy
 import hashlib
 import importlib.util
 import inspect
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minicc.cache import cache_root
 from minicc.errors import UserError
+from minicc.jsonl import publish_directory
 from minicc.params import Device, ModelsParams, Precision
 
 _COMPLETE_MARKER = "conversion-complete"
@@ -105,19 +104,19 @@ def convert_gguf(gguf_path: Path, destination: Path) -> None:
     bfloat16 load and refuses dtype casts). The marker file is written last: a directory
     without it is an interrupted conversion and is redone.
     """
-    staging = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     config = copy.deepcopy(loaded.config)
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / _COMPLETE_MARKER).write_text(_file_sha256(gguf_path) + "\n", encoding="utf-8")
-    shutil.rmtree(destination, ignore_errors=True)
-    os.replace(staging, destination)
+
+    def write(staging: Path) -> str:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        return _file_sha256(gguf_path)
+
+    publish_directory(destination, _COMPLETE_MARKER, write)
 
 
 def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:

@@ -231,6 +231,16 @@ class TrainParams:
     a list of module names for peft."""
     quantize_4bit: bool
     """QLoRA: load the frozen base model in 4-bit NF4; needs CUDA and `bitsandbytes`."""
+    method: TrainMethod = "sft"
+    """sft: TRL's SFTTrainer on the chosen samples; dpo: TRL's DPOTrainer on the preference
+    pairs (reference: the base model, adapter disabled); sft_dpo: SFT, then DPO continuing from
+    the SFT adapter (reference: a frozen copy of that adapter)."""
+    dpo_beta: float = 0.1
+    """DPO's KL strength: higher keeps the policy closer to its reference."""
+    dpo_epochs: int = 1
+    """Passes over the preference pairs (the SFT part uses `epochs`)."""
+    checkpoint_steps: int = 10
+    """Optimizer steps between the Trainer's checkpoints, which a killed run resumes from."""
 
     def __post_init__(self) -> None:
         _require(self.lora_r >= 1, "train.lora_r", "an integer >= 1", self.lora_r)
@@ -246,6 +256,14 @@ class TrainParams:
         _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
         _require(self.grad_accum >= 1, "train.grad_accum", "an integer >= 1", self.grad_accum)
         _require(self.max_seq_len >= 16, "train.max_seq_len", "an integer >= 16", self.max_seq_len)
+        _require(self.dpo_beta > 0, "train.dpo_beta", "a number > 0", self.dpo_beta)
+        _require(self.dpo_epochs >= 1, "train.dpo_epochs", "an integer >= 1", self.dpo_epochs)
+        _require(
+            self.checkpoint_steps >= 1,
+            "train.checkpoint_steps",
+            "an integer >= 1",
+            self.checkpoint_steps,
+        )
         if isinstance(self.target_modules, list):
             _require(
                 len(self.target_modules) > 0 and all(m.strip() for m in self.target_modules),

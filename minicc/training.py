@@ -1,90 +1,28 @@
-"""Supervised fine-tuning of a LoRA-wrapped model: assistant-only loss, a plain torch loop.
+"""What TRL trains on: the base model (QLoRA included) and the SFT and DPO data sets.
 
-Each example is encoded exactly as generation sees it: the prompt is `format_request`'s text
-(the chat template with the generation prompt, or the plain frame of a base model), tokenized
-the same way `encode_batch` does, and the assistant's answer follows token for token, ended by
-the EOS token so the model learns to stop. Only answer tokens (and the EOS) carry loss; prompt
-and padding labels are -100.
-
-The loop runs through `accelerate.Accelerator`: on one CPU process it changes nothing, and under
-`accelerate launch` (several GPUs, DDP) it shards the batches and syncs the gradients.
+The data are TRL's plain-text formats, prompt/completion for SFT and prompt/chosen/rejected for
+DPO, as Hugging Face `datasets`. The prompt is `format_request`'s text, so the chat template is
+applied once, here, exactly as generation applies it: TRL applies a chat template only to
+conversational data (lists of messages), never to text. TRL appends the EOS token to each
+completion and tokenizes prompt + completion with the tokenizer's default special tokens;
+`training_prompt` checks that the prompt's tokens are then the very ids generation feeds the
+model. SFT's loss covers the completion (the answer and its EOS) only.
 """
 
 import importlib.util
-import math
-import sys
 from dataclasses import dataclass
-from functools import partial
-from statistics import fmean
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import torch
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-from transformers import get_scheduler
+from datasets import Dataset
 
 from minicc.errors import UserError
 from minicc.models import LoadedModel, load_model, pick_dtype
-from minicc.params import ModelsParams, TrainParams
+from minicc.params import ModelsParams
 from minicc.prompting import format_request
-from minicc.seeding import derive_seed
+from minicc.records import PreferencePair
 from minicc.sft import SftExample
-
-IGNORE = -100
-"""Label of a token that carries no loss (the value transformers' loss ignores)."""
-
-
-@dataclass(frozen=True)
-class EncodedExample:
-    input_ids: list[int]
-    labels: list[int]
-    truncated: bool
-    """The answer was cut at `train.max_seq_len` (and lost its EOS)."""
-
-
-def encode_example(loaded: LoadedModel, example: SftExample, max_seq_len: int) -> EncodedExample:
-    """Token ids and labels of one conversation, masked to the assistant turn."""
-    roles = [message.get("role") for message in example.messages]
-    if roles != ["user", "assistant"]:
-        raise UserError(
-            f"SFT example {example.candidate_id!r}: messages must be a user turn then an "
-            f"assistant turn, got roles {roles}; rebuild it with the build_sft stage"
-        )
-    tokenizer = loaded.tokenizer
-    if tokenizer.eos_token_id is None:
-        raise UserError(f"the tokenizer of {loaded.model_id!r} has no EOS token to end answers")
-    prompt_ids = tokenizer(
-        format_request(loaded, example.messages[0]["content"]),
-        add_special_tokens=not loaded.uses_chat_template,
-    )["input_ids"]
-    # A base model's frame ends with "Assistant:"; its answers follow after a space.
-    answer = example.messages[1]["content"]
-    answer_text = answer if loaded.uses_chat_template else " " + answer
-    answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
-    answer_ids = [*answer_ids, tokenizer.eos_token_id]
-    if len(prompt_ids) >= max_seq_len:
-        raise UserError(
-            f"SFT example {example.candidate_id!r}: the prompt alone is {len(prompt_ids)} "
-            f"tokens, not less than train.max_seq_len={max_seq_len}; raise train.max_seq_len"
-        )
-    ids = (prompt_ids + answer_ids)[:max_seq_len]
-    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_seq_len]
-    return EncodedExample(ids, labels, truncated=len(prompt_ids) + len(answer_ids) > max_seq_len)
-
-
-def collate(examples: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """A right-padded batch; padding is masked from attention and from the loss."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def load_base_for_training(
@@ -127,95 +65,98 @@ def base_precision(model: Any) -> str:
     return str(model.dtype).removeprefix("torch.")
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    step_losses: list[tuple[int, float]]
-    """(optimizer step, mean training loss of the batches in that step)."""
-    train_loss: float
-    """Mean step loss over the last epoch."""
-    val_loss_before: float
-    val_loss: float
-    steps: int
+def require_rows(rows: list[Any], path: Path, needed_by: str) -> None:
+    """An empty training file is an error that names the file and what needs it."""
+    if not rows:
+        raise UserError(
+            f"{path}: no examples, and {needed_by} needs them; rerun build_sft (lower "
+            "sft.min_score or select more) or choose another train.method"
+        )
 
 
-@torch.no_grad()
-def mean_token_loss(model: Any, loader: Any, accelerator: Accelerator) -> float:
-    """Loss per answer token over a whole data set (summed over batches and processes)."""
-    model.eval()
-    total = torch.zeros((), device=accelerator.device)
-    tokens = torch.zeros((), device=accelerator.device)
-    for batch in loader:
-        counted = (batch["labels"][:, 1:] != IGNORE).sum()
-        total += accelerator.gather(model(**batch).loss.float() * counted).sum()
-        tokens += accelerator.gather(counted).sum()
-    return float(total / tokens.clamp_min(1))
+def training_prompt(loaded: LoadedModel, request: str) -> str:
+    """`format_request`'s text, checked to tokenize as TRL does to generation's very ids.
 
-
-def fit(
-    accelerator: Accelerator,
-    model: Any,
-    train: list[EncodedExample],
-    val: list[EncodedExample],
-    params: TrainParams,
-    *,
-    pad_id: int,
-    seed: int,
-) -> tuple[Any, TrainResult]:
-    """Train the LoRA parameters of `model` with AdamW; returns the prepared model and losses.
-
-    The scheduler runs over the optimizer steps this process takes (batches / grad_accum per
-    epoch), so it ends at the same point whatever the number of processes.
+    Generation tokenizes a chat template's text without the tokenizer's own special tokens (the
+    template writes them); TRL tokenizes text with them. A tokenizer that adds a BOS would
+    give it twice, so its text is taken off the front of the prompt.
     """
-    order = torch.Generator().manual_seed(derive_seed(seed, "train-order"))
-    batches = partial(collate, pad_id=pad_id)
-    # A list is a map-style dataset; torch's stubs only name the Dataset class.
-    loader: Any = DataLoader(
-        cast(Any, train),
-        batch_size=params.batch_size,
-        shuffle=True,
-        generator=order,
-        collate_fn=batches,
+    tokenizer = loaded.tokenizer
+    text = format_request(loaded, request)
+    expected = tokenizer(text, add_special_tokens=not loaded.uses_chat_template)["input_ids"]
+    if loaded.uses_chat_template:
+        text = text.removeprefix(tokenizer.decode(tokenizer("")["input_ids"]))
+    if tokenizer(text)["input_ids"] != expected:
+        raise UserError(
+            f"the tokenizer of {loaded.model_id!r} adds special tokens that its chat template "
+            "does not write, so training would not see the prompt generation sees"
+        )
+    return text
+
+
+def completion_text(loaded: LoadedModel, answer: str) -> str:
+    # A base model's frame ends with "Assistant:"; its answers follow after a space.
+    return answer if loaded.uses_chat_template else " " + answer
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    dataset: Dataset
+    truncated: int
+    """Rows whose prompt and completion exceed `train.max_seq_len` tokens: they lose the end
+    of the completion (and its EOS)."""
+
+
+def _length_check(
+    loaded: LoadedModel, prompt: str, completions: list[str], max_seq_len: int, row: str
+) -> bool:
+    """Whether the row is truncated; a prompt that leaves no room for an answer is an error."""
+    tokenizer = loaded.tokenizer
+    prompt_tokens = len(tokenizer(prompt)["input_ids"])
+    if prompt_tokens >= max_seq_len:
+        raise UserError(
+            f"{row}: the prompt alone is {prompt_tokens} tokens, not less than "
+            f"train.max_seq_len={max_seq_len}; raise train.max_seq_len"
+        )
+    eos = tokenizer.eos_token
+    return any(
+        len(tokenizer(prompt + text + eos)["input_ids"]) > max_seq_len for text in completions
     )
-    val_loader: Any = DataLoader(cast(Any, val), batch_size=params.batch_size, collate_fn=batches)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr)
-    model, optimizer, loader, val_loader = accelerator.prepare(model, optimizer, loader, val_loader)
-    total_steps = math.ceil(len(loader) / params.grad_accum) * params.epochs
-    scheduler = get_scheduler(
-        params.scheduler, optimizer, num_warmup_steps=0, num_training_steps=total_steps
-    )
-    val_before = mean_token_loss(model, val_loader, accelerator)
-    step_losses: list[tuple[int, float]] = []
-    pending: list[float] = []
-    progress = tqdm(
-        total=total_steps,
-        desc="train_lora",
-        unit="step",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        disable=not accelerator.is_local_main_process,
-    )
-    with progress:
-        for _ in range(params.epochs):
-            model.train()
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                pending.append(float(accelerator.gather(loss.detach()).mean()))
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                    step_losses.append((len(step_losses) + 1, fmean(pending)))
-                    pending = []
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{step_losses[-1][1]:.3f}")
-    last_epoch = step_losses[-(len(step_losses) // params.epochs) :]
-    return model, TrainResult(
-        step_losses=step_losses,
-        train_loss=fmean(loss for _, loss in last_epoch),
-        val_loss_before=val_before,
-        val_loss=mean_token_loss(model, val_loader, accelerator),
-        steps=len(step_losses),
-    )
+
+
+def _require_eos(loaded: LoadedModel) -> None:
+    if loaded.tokenizer.eos_token is None:
+        raise UserError(f"the tokenizer of {loaded.model_id!r} has no EOS token to end answers")
+
+
+def sft_dataset(loaded: LoadedModel, examples: list[SftExample], max_seq_len: int) -> TrainingSet:
+    """TRL's prompt/completion data set of the SFT examples."""
+    _require_eos(loaded)
+    rows, truncated = [], 0
+    for example in examples:
+        roles = [message.get("role") for message in example.messages]
+        if roles != ["user", "assistant"]:
+            raise UserError(
+                f"SFT example {example.candidate_id!r}: messages must be a user turn then an "
+                f"assistant turn, got roles {roles}; rebuild it with the build_sft stage"
+            )
+        prompt = training_prompt(loaded, example.messages[0]["content"])
+        completion = completion_text(loaded, example.messages[1]["content"])
+        row = f"SFT example {example.candidate_id!r}"
+        truncated += _length_check(loaded, prompt, [completion], max_seq_len, row)
+        rows.append({"prompt": prompt, "completion": completion})
+    return TrainingSet(Dataset.from_list(rows), truncated)
+
+
+def dpo_dataset(loaded: LoadedModel, pairs: list[PreferencePair], max_seq_len: int) -> TrainingSet:
+    """TRL's prompt/chosen/rejected data set of the preference pairs."""
+    _require_eos(loaded)
+    rows, truncated = [], 0
+    for pair in pairs:
+        prompt = training_prompt(loaded, pair.prompt)
+        chosen = completion_text(loaded, pair.chosen)
+        rejected = completion_text(loaded, pair.rejected)
+        row = f"preference pair {pair.chosen_id!r} > {pair.rejected_id!r}"
+        truncated += _length_check(loaded, prompt, [chosen, rejected], max_seq_len, row)
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return TrainingSet(Dataset.from_list(rows), truncated)

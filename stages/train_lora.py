@@ -1,6 +1,7 @@
-"""Fine-tune the generator's base model with LoRA on the SFT data (assistant-only loss).
+"""Fine-tune the generator's base model with LoRA through TRL: SFT, DPO, or SFT then DPO.
 
     python stages/train_lora.py --train data/sft/train.jsonl --val data/sft/val.jsonl \
+        --pairs-train data/sft/pairs_train.jsonl --pairs-val data/sft/pairs_val.jsonl \
         --out models/lora-sft --metrics-out metrics/train.json \
         --loss-out metrics/train_loss.csv
 
@@ -8,9 +9,10 @@ Several GPUs (DDP), same script and outputs:
 
     accelerate launch --multi_gpu --num_processes 2 stages/train_lora.py <same options>
 
-`train.batch_size` is then per process. The adapter is written to `models/lora-sft.partial/`
-and renamed into place with a `COMPLETE` marker last; an interrupted run leaves no adapter and
-the next run trains from scratch (there are no checkpoints to resume from).
+`train.batch_size` is then per process; `train.method` picks the trainers. Checkpoints go to
+`models/lora-sft.checkpoints/`: a run killed mid-way, rerun with the same params and data,
+resumes from the latest one. The adapter is written to `models/lora-sft.partial/` and renamed
+into place with a `COMPLETE` marker last.
 """
 
 import time
@@ -18,21 +20,45 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from accelerate import Accelerator
+from accelerate import PartialState
 
 from minicc.cli import stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records
-from minicc.lora import add_lora, resolve_target_modules, save_adapter
+from minicc.lora import add_lora, lora_config, resolve_target_modules, save_adapter
 from minicc.models import pick_device
 from minicc.params import load_params
+from minicc.records import PreferencePair
 from minicc.seeding import seed_everything
 from minicc.sft import SftExample
-from minicc.training import base_precision, encode_example, fit, load_base_for_training
+from minicc.trainers import (
+    PhaseResult,
+    checkpoint_root,
+    loss_csv,
+    prepare_checkpoints,
+    remove_checkpoints,
+    run_dpo,
+    run_fingerprint,
+    run_sft,
+    training_metrics,
+)
+from minicc.training import (
+    base_precision,
+    dpo_dataset,
+    load_base_for_training,
+    require_rows,
+    sft_dataset,
+)
 
 
 def main(
     train: Path = typer.Option(..., help="Training examples written by build_sft."),
     val: Path = typer.Option(..., help="Validation examples written by build_sft."),
+    pairs_train: Path | None = typer.Option(
+        None, help="Preference pairs of the training prompts (DPO; none: no pairs)."
+    ),
+    pairs_val: Path | None = typer.Option(
+        None, help="Preference pairs of the validation prompts (DPO; none: no pairs)."
+    ),
     out: Path = typer.Option(..., help="Adapter directory to write."),
     metrics_out: Path = typer.Option(..., help="Final losses, steps and wall time (JSON)."),
     loss_out: Path = typer.Option(..., help="Training loss per optimizer step (CSV)."),
@@ -41,66 +67,96 @@ def main(
     with stage_errors("train_lora"):
         started = time.perf_counter()
         params = load_params(params_file)
-        train_rows = read_records(train, SftExample)
-        val_rows = read_records(val, SftExample)
+        method, settings = params.train.method, params.train
+        examples, val_examples = read_records(train, SftExample), read_records(val, SftExample)
+        pairs = read_records(pairs_train, PreferencePair) if pairs_train else []
+        val_pairs = read_records(pairs_val, PreferencePair) if pairs_val else []
+        needed_by = f"train.method={method}"
+        if method != "dpo":
+            require_rows(examples, train, needed_by)
+            require_rows(val_examples, val, needed_by)
+        if method != "sft":
+            require_rows(pairs, pairs_train or Path("--pairs-train"), needed_by)
         seed_everything(params.seed)
-        # The accelerator comes first: under `accelerate launch` it gives each process its own
-        # GPU, where that process then loads (and, for QLoRA, quantizes) the base model.
-        accelerator = Accelerator(
-            gradient_accumulation_steps=params.train.grad_accum,
-            cpu=pick_device(params.models.device).type == "cpu",
-        )
+        # Under `accelerate launch` each process gets its own GPU, where it then loads (and,
+        # for QLoRA, quantizes) the base model.
+        device = PartialState(cpu=pick_device(params.models.device).type == "cpu").device
         loaded = load_base_for_training(
-            params.models.generator, params.models, params.train.quantize_4bit, accelerator.device
+            params.models.generator, params.models, settings.quantize_4bit, device
         )
         precision = base_precision(loaded.model)
-        targets = resolve_target_modules(loaded.model, params.train.target_modules)
-        model = add_lora(loaded.model, params.train, targets)
-        max_len = params.train.max_seq_len
-        train_set = [encode_example(loaded, row, max_len) for row in train_rows]
-        val_set = [encode_example(loaded, row, max_len) for row in val_rows]
-        model, result = fit(
-            accelerator,
-            model,
-            train_set,
-            val_set,
-            params.train,
-            pad_id=loaded.tokenizer.pad_token_id,
-            seed=params.seed,
+        targets = resolve_target_modules(loaded.model, settings.target_modules)
+        checkpoints = checkpoint_root(out)
+        prepare_checkpoints(
+            checkpoints,
+            run_fingerprint(params, [p for p in (train, val, pairs_train, pairs_val) if p]),
         )
-        wall_time = time.perf_counter() - started
-        if accelerator.is_main_process:
+        phases: dict[str, PhaseResult] = {}
+        truncated = 0
+        model = loaded.model
+        if method != "dpo":
+            sft_train = sft_dataset(loaded, examples, settings.max_seq_len)
+            sft_val = sft_dataset(loaded, val_examples, settings.max_seq_len)
+            truncated += sft_train.truncated + sft_val.truncated
+            model = add_lora(model, settings, targets)
+            phases["sft"] = run_sft(
+                model,
+                loaded.tokenizer,
+                sft_train.dataset,
+                sft_val.dataset,
+                settings,
+                phase_dir=checkpoints / "sft",
+                seed=params.seed,
+            )
+            model = phases["sft"].model
+        if method != "sft":
+            dpo_train = dpo_dataset(loaded, pairs, settings.max_seq_len)
+            dpo_val = dpo_dataset(loaded, val_pairs, settings.max_seq_len) if val_pairs else None
+            truncated += dpo_train.truncated + (dpo_val.truncated if dpo_val else 0)
+            phases["dpo"] = run_dpo(
+                model,
+                loaded.tokenizer,
+                dpo_train.dataset,
+                dpo_val.dataset if dpo_val else None,
+                settings,
+                new_adapter=lora_config(settings, targets) if method == "dpo" else None,
+                phase_dir=checkpoints / "dpo",
+                seed=params.seed,
+            )
+            model = phases["dpo"].model
+        state = PartialState()
+        if state.is_main_process:
             config = {
                 "base_model": loaded.model_id,
                 "generator": params.models.generator,
                 "target_modules": targets,
                 "seed": params.seed,
-                "train": asdict(params.train),
-                "train_examples": len(train_set),
-                "val_examples": len(val_set),
+                "train": asdict(settings),
+                "train_examples": len(examples),
+                "val_examples": len(val_examples),
+                "pairs_train": len(pairs),
             }
-            save_adapter(accelerator.unwrap_model(model), loaded.tokenizer, config, out)
+            save_adapter(model, loaded.tokenizer, config, out)
             metrics = {
-                "train_loss": round(result.train_loss, 4),
-                "val_loss_before": round(result.val_loss_before, 4),
-                "val_loss": round(result.val_loss, 4),
-                "steps": result.steps,
-                "train_examples": len(train_set),
-                "val_examples": len(val_set),
-                "truncated_examples": sum(e.truncated for e in train_set + val_set),
-                "processes": accelerator.num_processes,
-                "device": str(accelerator.device),
+                **training_metrics(phases, settings),
+                "train_examples": len(examples),
+                "val_examples": len(val_examples),
+                "pairs_train": len(pairs),
+                "pairs_val": len(val_pairs),
+                "truncated_examples": truncated,
+                "processes": state.num_processes,
+                "device": str(state.device),
                 "base_precision": precision,
-                "wall_time_s": round(wall_time, 1),
+                "wall_time_s": round(time.perf_counter() - started, 1),
             }
-            rows = "".join(f"{step},{loss:.4f}\n" for step, loss in result.step_losses)
-            atomic_write_files({metrics_out: json_text(metrics), loss_out: "step,loss\n" + rows})
-            print(
-                f"train_lora: {result.steps} steps, train loss {result.train_loss:.4f}, val loss "
-                f"{result.val_loss_before:.4f} -> {result.val_loss:.4f} on {targets} "
-                f"({precision} base) in {wall_time:.0f}s -> {out}"
+            atomic_write_files(
+                {metrics_out: json_text(metrics), loss_out: loss_csv([*phases.values()])}
             )
-        accelerator.wait_for_everyone()
+            print(
+                f"train_lora: {method}, {metrics['steps']} steps on {targets} ({precision} base) "
+                f"in {metrics['wall_time_s']:.0f}s -> {out}"
+            )
+        remove_checkpoints(checkpoints)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The train_lora script itself on a tiny model: under a distributed launcher (DDP, two CPU
-processes) and with a 4-bit QLoRA base (bitsandbytes' CPU backend).
+"""The train_lora script itself on a tiny model: each `train.method`, determinism, resuming a
+killed run from its checkpoint, bad input, a distributed launcher (DDP, two CPU processes) and
+a 4-bit QLoRA base (bitsandbytes' CPU backend).
 
 `accelerate launch --multi_gpu` starts its processes through `torch.distributed.run`, the same
 launcher as `torchrun`; on a machine without GPUs `torchrun` is how DDP runs, over gloo.
@@ -9,24 +10,32 @@ its own path from `.venv/optional`.
 
 import importlib.util
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import typer
 from conftest import ROOT, MakeModel, models_params, write_params
 from safetensors.torch import load_file
 
 from minicc.errors import UserError
 from minicc.lora import COMPLETE_MARKER, apply_adapter
 from minicc.models import load_model
+from minicc.trainers import latest_checkpoint
 from minicc.training import load_base_for_training
 
 OPTIONAL = ROOT / ".venv" / "optional"
+PAUSE = ROOT / "tests" / "pause_stage.py"
+STAGE = ROOT / "stages" / "train_lora.py"
 EXAMPLES = 8
+WEIGHTS = "adapter_model.safetensors"
 
 
 def sft_rows(ids: range) -> str:
@@ -47,30 +56,62 @@ def sft_rows(ids: range) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def train(
-    tmp_path: Path, model: Path, name: str, train: dict[str, Any], launcher: list[str], **env: str
-) -> tuple[Path, dict[str, Any]]:
-    """Run train_lora on the tiny model; returns the adapter directory and the metrics."""
+def pair_rows(ids: range) -> str:
+    rows = [
+        {
+            "prompt": f"Question {i}?",
+            "chosen": "I can't help with that.",
+            "rejected": "Sure, here is how to do it.",
+            "prompt_id": f"p{i}",
+            "category": "adversarial",
+            "chosen_id": f"p{i}/0",
+            "rejected_id": f"p{i}/1",
+            "chosen_score": 4.5,
+            "rejected_score": 1.5,
+        }
+        for i in ids
+    ]
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def prepare(
+    tmp_path: Path, model: Path, name: str, train: dict[str, Any], pairs: int = EXAMPLES
+) -> tuple[Path, list[str]]:
+    """A run folder with SFT data, `pairs` preference pairs and params; returns it and the
+    stage's options."""
     run = tmp_path / name
     run.mkdir()
     (run / "train.jsonl").write_text(sft_rows(range(EXAMPLES)), encoding="utf-8")
     (run / "val.jsonl").write_text(sft_rows(range(EXAMPLES, EXAMPLES + 2)), encoding="utf-8")
+    (run / "pairs_train.jsonl").write_text(pair_rows(range(pairs)), encoding="utf-8")
+    val_pairs = pair_rows(range(EXAMPLES, EXAMPLES + 2)) if pairs else ""
+    (run / "pairs_val.jsonl").write_text(val_pairs, encoding="utf-8")
     models = {"generator": str(model), "device": "cpu", "dtype": "float32"}
-    # No dropout: the runs compared must differ only in how the batches are spread.
+    # No dropout: the runs compared must differ only in what the test changes.
     settings = {"epochs": 2, "lora_dropout": 0.0, "lr": 0.01, "max_seq_len": 64, **train}
     params = write_params(run / "params.yaml", {"models": models, "train": settings})
     options = ["--train", "train.jsonl", "--val", "val.jsonl", "--out", "lora"]
+    options += ["--pairs-train", "pairs_train.jsonl", "--pairs-val", "pairs_val.jsonl"]
     options += ["--metrics-out", "train.json", "--loss-out", "loss.csv", "--params", str(params)]
+    return run, options
+
+
+def stage_env(run: Path, **env: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "MINICC_CACHE_DIR": str(run / "cache"),
+        **env,
+    }
+
+
+def finish(run: Path, options: list[str], launcher: list[str], **env: str) -> dict[str, Any]:
+    """Run train_lora to the end; returns its metrics."""
     done = subprocess.run(
-        [*launcher, str(ROOT / "stages" / "train_lora.py"), *options],
+        [*launcher, str(STAGE), *options],
         cwd=run,
-        env={
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "MINICC_CACHE_DIR": str(run / "cache"),
-            **env,
-        },
+        env=stage_env(run, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -79,31 +120,181 @@ def train(
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert (run / "lora" / COMPLETE_MARKER).is_file()
     assert not (run / "lora.partial").exists()
-    return run / "lora", json.loads((run / "train.json").read_text(encoding="utf-8"))
+    assert not (run / "lora.checkpoints").exists(), "a finished run removes its checkpoints"
+    metrics: dict[str, Any] = json.loads((run / "train.json").read_text(encoding="utf-8"))
+    return metrics
 
 
-def test_two_ddp_processes_train_exactly_like_one_with_both_batches(
+def train(
+    tmp_path: Path, model: Path, name: str, train: dict[str, Any], launcher: list[str], **env: str
+) -> tuple[Path, dict[str, Any]]:
+    """Run train_lora on the tiny model; returns the adapter directory and the metrics."""
+    run, options = prepare(tmp_path, model, name, train)
+    return run / "lora", finish(run, options, launcher, **env)
+
+
+def losses(run: Path) -> list[float]:
+    lines = (run / "loss.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "step,loss"
+    steps = [int(line.split(",")[0]) for line in lines[1:]]
+    assert steps == list(range(1, len(steps) + 1)), "steps numbered on across phases"
+    return [float(line.split(",")[1]) for line in lines[1:]]
+
+
+def test_same_params_give_byte_identical_adapters(
     make_tiny_model: MakeModel, tmp_path: Path
 ) -> None:
-    """DDP averages the two processes' gradients: with batches of 2 each it must take the very
-    steps one process takes with batches of 4 (same shuffled order, same answer lengths)."""
+    model = make_tiny_model("llama")
+    first, metrics = train(tmp_path, model, "first", {"batch_size": 4}, [sys.executable])
+    second, _ = train(tmp_path, model, "second", {"batch_size": 4}, [sys.executable])
+    assert (first / WEIGHTS).read_bytes() == (second / WEIGHTS).read_bytes()
+    assert (first.parent / "loss.csv").read_bytes() == (second.parent / "loss.csv").read_bytes()
+    assert metrics["method"] == "sft" and metrics["resumed_from_step"] == 0
+    assert metrics["val_loss"] < metrics["val_loss_before"]
+    assert len(metrics) <= 20
+
+
+@pytest.mark.parametrize("method", ["dpo", "sft_dpo"])
+def test_dpo_trains_the_adapter_towards_the_chosen_answers(
+    method: str, make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    model = make_tiny_model("llama")
+    settings = {"method": method, "batch_size": 4, "dpo_epochs": 3}
+    adapter, metrics = train(tmp_path, model, method, settings, [sys.executable])
+    dpo_steps = 3 * EXAMPLES // 4
+    sft_steps = 2 * EXAMPLES // 4 if method == "sft_dpo" else 0
+    assert metrics["method"] == method
+    assert metrics["steps"] == sft_steps + dpo_steps
+    assert ("val_loss" in metrics) == (method == "sft_dpo")
+    dpo = losses(adapter.parent)[sft_steps:]
+    # The policy starts equal to its reference: DPO's first loss is exactly ln 2.
+    assert dpo[0] == pytest.approx(math.log(2), abs=1e-4)
+    assert dpo[-1] < dpo[0] - 0.01
+    assert metrics["dpo_train_loss"] < math.log(2)
+    assert 0 <= metrics["dpo_val_reward_accuracy"] <= 1
+    assert len(metrics) <= 20
+    # Only the trained adapter is saved, not DPO's frozen reference copy, and it loads.
+    assert sorted(p.name for p in adapter.iterdir() if p.is_dir()) == []
+    base = load_model(str(model), models_params())
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.no_grad():
+        before = base.model(input_ids=ids).logits
+        after = apply_adapter(base, adapter).model(input_ids=ids).logits
+    assert not torch.allclose(before, after, atol=1e-4)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """SIGKILL after the 5th backward pass, with a checkpoint every 2 steps: the rerun starts
+    from step 4 and ends with a complete adapter."""
+    model = make_tiny_model("llama")
+    settings = {"batch_size": 1, "epochs": 1, "checkpoint_steps": 2}
+    run, options = prepare(tmp_path, model, "killed", settings)
+    flag = run / "paused"
+    process = subprocess.Popen(
+        [sys.executable, str(PAUSE), str(flag), "backward:5", str(STAGE), *options],
+        cwd=run,
+        env=stage_env(run),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not flag.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            out, err = process.communicate()
+            pytest.fail(f"train_lora did not reach its 5th backward pass:\n{out}\n{err}")
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    checkpoint = latest_checkpoint(run / "lora.checkpoints" / "sft")
+    assert checkpoint is not None and checkpoint.name == "checkpoint-4"
+    assert not (run / "lora").exists() and not (run / "train.json").exists()
+
+    metrics = finish(run, options, [sys.executable])
+    assert metrics["resumed_from_step"] == 4
+    assert metrics["steps"] == EXAMPLES
+    assert len(losses(run)) == EXAMPLES, "the loss CSV keeps the steps before the kill"
+
+    # Measured: the Trainer restores the optimizer, scheduler, RNG states and data position, so
+    # the resumed adapter is byte for byte an uninterrupted run's (one CPU process).
+    whole, _ = prepare(tmp_path, model, "whole", settings)
+    finish(whole, options, [sys.executable])
+    assert (run / "lora" / WEIGHTS).read_bytes() == (whole / "lora" / WEIGHTS).read_bytes()
+    assert (run / "loss.csv").read_bytes() == (whole / "loss.csv").read_bytes()
+
+
+def test_changed_params_discard_the_old_checkpoints(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    model = make_tiny_model("llama")
+    run, options = prepare(tmp_path, model, "stale", {"batch_size": 4})
+    stale = run / "lora.checkpoints" / "sft" / "checkpoint-1"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text("{}", encoding="utf-8")
+    metrics = finish(run, options, [sys.executable])
+    assert metrics["resumed_from_step"] == 0
+
+
+def call_stage(run: Path, options: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the stage's main in this process; returns its error line."""
+    spec = importlib.util.spec_from_file_location("train_lora_stage", STAGE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = [o.removeprefix("--").replace("-", "_") for o in options[::2]]
+    kwargs = {
+        ("params_file" if n == "params" else n): run / v
+        for n, v in zip(names, options[1::2], strict=True)
+    }
+    with pytest.raises(typer.Exit) as exit_info:
+        module.main(**kwargs)
+    assert exit_info.value.exit_code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["dpo", "sft_dpo"])
+def test_dpo_without_pairs_names_the_file_and_the_key(
+    method: str, make_tiny_model: MakeModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, options = prepare(tmp_path, make_tiny_model("llama"), "nopairs", {"method": method}, 0)
+    before = sorted(p.name for p in run.iterdir())
+    error = call_stage(run, options, capsys)
+    assert "pairs_train.jsonl: no examples" in error and f"train.method={method}" in error
+    assert sorted(p.name for p in run.iterdir()) == before, "nothing is written"
+
+
+def test_an_empty_sft_file_names_the_file_and_the_key(
+    make_tiny_model: MakeModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, options = prepare(tmp_path, make_tiny_model("llama"), "nosft", {"method": "sft"})
+    (run / "train.jsonl").write_text("", encoding="utf-8")
+    before = sorted(p.name for p in run.iterdir())
+    error = call_stage(run, options, capsys)
+    assert "train.jsonl: no examples" in error and "train.method=sft" in error
+    assert sorted(p.name for p in run.iterdir()) == before, "nothing is written"
+
+
+def test_two_ddp_processes_take_the_steps_of_one_with_both_batches(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """DDP shards each step's batch over the processes: with batches of 2 each, two processes
+    take as many steps as one with batches of 4, from the same starting point."""
     model = make_tiny_model("llama")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     ddp_adapter, ddp = train(
         tmp_path, model, "ddp", {"batch_size": 2}, [*torchrun, "--nproc_per_node", "2"]
     )
-    one_adapter, one = train(tmp_path, model, "one", {"batch_size": 4}, [sys.executable])
+    _, one = train(tmp_path, model, "one", {"batch_size": 4}, [sys.executable])
     assert (ddp["processes"], one["processes"]) == (2, 1)
     assert ddp["steps"] == one["steps"] == 2 * EXAMPLES // 4
     assert ddp["val_loss_before"] == pytest.approx(one["val_loss_before"], abs=1e-4)
-    assert ddp["val_loss"] == pytest.approx(one["val_loss"], abs=1e-4)
     assert ddp["val_loss"] < ddp["val_loss_before"]
-    ddp_weights = load_file(ddp_adapter / "adapter_model.safetensors")
-    one_weights = load_file(one_adapter / "adapter_model.safetensors")
-    assert ddp_weights.keys() == one_weights.keys()
-    for name, weight in ddp_weights.items():
-        torch.testing.assert_close(weight, one_weights[name], atol=1e-5, rtol=1e-4)
-    assert any(w.abs().max() > 1e-3 for n, w in ddp_weights.items() if "lora_B" in n)
+    weights = load_file(ddp_adapter / WEIGHTS)
+    assert any(w.abs().max() > 1e-3 for n, w in weights.items() if "lora_B" in n)
 
 
 def test_qlora_trains_adapters_on_a_4bit_base_that_fit_the_full_precision_base(

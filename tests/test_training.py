@@ -1,16 +1,28 @@
-"""SFT encoding (assistant-only loss, the generation prompt exactly) and the training loop."""
+"""TRL's training data: the prompt exactly as generation sees it, loss on the answer only."""
+
+import dataclasses
+from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
 from conftest import MakeModel, models_params, train_params
+from datasets import Dataset
 
 from minicc.errors import UserError
 from minicc.lora import add_lora, all_linear_modules
 from minicc.models import LoadedModel, load_model
 from minicc.prompting import encode_batch, format_request
+from minicc.records import PreferencePair
 from minicc.sft import SftExample
-from minicc.training import IGNORE, collate, encode_example, fit
+from minicc.trainers import PhaseResult, loss_csv, sft_trainer
+from minicc.training import (
+    completion_text,
+    dpo_dataset,
+    require_rows,
+    sft_dataset,
+    training_prompt,
+)
+
+IGNORE = -100
 
 
 def example(prompt: str, answer: str, key: str = "p1/0") -> SftExample:
@@ -23,29 +35,57 @@ def example(prompt: str, answer: str, key: str = "p1/0") -> SftExample:
     )
 
 
-def test_loss_covers_only_the_answer_and_its_eos(tiny_llama: LoadedModel) -> None:
-    encoded = encode_example(tiny_llama, example("How do I boil an egg?", "Put it in water."), 128)
-    prompt_ids = encode_batch(tiny_llama, [format_request(tiny_llama, "How do I boil an egg?")])
-    prompt = prompt_ids["input_ids"][0].tolist()
-    answer = tiny_llama.tokenizer("Put it in water.", add_special_tokens=False)["input_ids"]
-    eos = tiny_llama.tokenizer.eos_token_id
-    # The prompt part is token for token what generation feeds the model.
-    assert encoded.input_ids == prompt + answer + [eos]
-    assert encoded.labels == [IGNORE] * len(prompt) + answer + [eos]
-    assert not encoded.truncated
+def prepared_row(loaded: LoadedModel, row: SftExample, tmp_path: Path) -> dict[str, list[int]]:
+    """The first row as SFTTrainer tokenizes and labels it."""
+    data = sft_dataset(loaded, [row], 128).dataset
+    model = add_lora(loaded.model, train_params(), all_linear_modules(loaded.model))
+    trainer = sft_trainer(
+        model, loaded.tokenizer, data, data, train_params(), phase_dir=tmp_path, seed=0
+    )
+    assert isinstance(trainer.train_dataset, Dataset)
+    prepared: dict[str, list[int]] = trainer.train_dataset[0]
+    model.unload()  # the session's model stays as it was
+    return prepared
 
 
-def test_a_long_answer_is_cut_and_counted(tiny_llama: LoadedModel) -> None:
-    short = encode_example(tiny_llama, example("Hi", "the cat " * 5), 1000)
-    cut = encode_example(tiny_llama, example("Hi", "the cat " * 5), len(short.input_ids) - 3)
-    assert cut.truncated
-    assert cut.input_ids == short.input_ids[:-3]
-    assert cut.labels == short.labels[:-3]
+@pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "base-model"])
+def test_trl_trains_on_the_generation_prompt_with_loss_on_the_answer_and_eos(
+    chat: bool, make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    loaded = load_model(str(make_tiny_model("llama", chat=chat)), models_params())
+    request, answer = "How do I boil an egg?", "Put it in water."
+    row = prepared_row(loaded, example(request, answer), tmp_path)
+    prompt = encode_batch(loaded, [format_request(loaded, request)])["input_ids"][0].tolist()
+    tokenizer = loaded.tokenizer
+    answer_ids = tokenizer(completion_text(loaded, answer), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    # The prompt part is token for token what generation feeds the model: the chat template
+    # applied once (not again by TRL), and no second BOS.
+    assert row["input_ids"] == prompt + answer_ids + [eos]
+    assert row["labels"] == [IGNORE] * len(prompt) + answer_ids + [eos]
+
+
+def test_a_tokenizer_that_adds_a_bos_does_not_get_it_twice(tiny_llama: LoadedModel) -> None:
+    tokenizer = tiny_llama.tokenizer.__class__.from_pretrained(tiny_llama.tokenizer.name_or_path)
+    tokenizer.bos_token = "<|im_start|>"
+    tokenizer.add_bos_token = True
+    tokenizer.update_post_processor()
+    with_bos = dataclasses.replace(tiny_llama, tokenizer=tokenizer)
+    text = format_request(with_bos, "Hi")
+    assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id, "the tokenizer adds a BOS"
+    prompt = training_prompt(with_bos, "Hi")
+    assert tokenizer(prompt)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_a_long_answer_is_counted_as_truncated(tiny_llama: LoadedModel) -> None:
+    rows = [example("Hi", "the cat " * 40, "p1/0"), example("Hi", "ok", "p2/0")]
+    assert sft_dataset(tiny_llama, rows, 1000).truncated == 0
+    assert sft_dataset(tiny_llama, rows, 40).truncated == 1
 
 
 def test_a_prompt_longer_than_max_seq_len_is_an_error(tiny_llama: LoadedModel) -> None:
     with pytest.raises(UserError, match="raise train.max_seq_len"):
-        encode_example(tiny_llama, example("the cat " * 50, "ok"), 32)
+        sft_dataset(tiny_llama, [example("the cat " * 50, "ok")], 32)
 
 
 def test_messages_must_be_user_then_assistant(tiny_llama: LoadedModel) -> None:
@@ -53,37 +93,40 @@ def test_messages_must_be_user_then_assistant(tiny_llama: LoadedModel) -> None:
         "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0"
     )
     with pytest.raises(UserError, match="user turn then an assistant turn"):
-        encode_example(tiny_llama, reversed_turns, 64)
+        sft_dataset(tiny_llama, [reversed_turns], 64)
 
 
-def test_collate_pads_right_and_hides_padding_from_the_loss(tiny_llama: LoadedModel) -> None:
-    a = encode_example(tiny_llama, example("Hi", "ok"), 64)
-    b = encode_example(tiny_llama, example("How do I boil an egg?", "Put it in water."), 64)
-    batch = collate([a, b], pad_id=0)
-    width = len(b.input_ids)
-    assert batch["input_ids"].shape == (2, width)
-    assert batch["attention_mask"][0].tolist() == [1] * len(a.input_ids) + [0] * (
-        width - len(a.input_ids)
+def test_dpo_rows_share_the_generation_prompt(tiny_llama: LoadedModel) -> None:
+    pair = PreferencePair(
+        prompt="How do I boil an egg?",
+        chosen="Put it in water.",
+        rejected="No.",
+        prompt_id="p1",
+        category="cooperative",
+        chosen_id="p1/0",
+        rejected_id="p1/1",
+        chosen_score=4.0,
+        rejected_score=2.0,
     )
-    assert batch["labels"][0, len(a.input_ids) :].eq(IGNORE).all()
+    row = dpo_dataset(tiny_llama, [pair], 128).dataset[0]
+    assert row == {
+        "prompt": format_request(tiny_llama, pair.prompt),
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+    }
 
 
-def test_lora_lowers_the_training_loss(make_tiny_model: MakeModel) -> None:
-    loaded = load_model(str(make_tiny_model("llama")), models_params())
-    torch.manual_seed(0)
-    model = add_lora(loaded.model, train_params(lora_r=8), all_linear_modules(loaded.model))
-    data = [
-        encode_example(loaded, example(f"Question {i}?", "I can't help with that.", f"p{i}/0"), 64)
-        for i in range(4)
-    ]
-    params = train_params(epochs=8, lr=5e-2, batch_size=2, grad_accum=2, scheduler="cosine")
-    accelerator = Accelerator(gradient_accumulation_steps=params.grad_accum, cpu=True)
-    _, result = fit(accelerator, model, data, data, params, pad_id=0, seed=1)
-    assert result.steps == 8  # 2 batches per epoch, 2 per optimizer step
-    assert [step for step, _ in result.step_losses] == list(range(1, 9))
-    # A random tiny model's frozen head (weights ~0.02, width 32) keeps every logit within about
-    # +-0.7, so the loss cannot fall far below ln(512) = 6.24; 0.2 is a clear, seeded drop.
-    assert result.val_loss < result.val_loss_before - 0.2
-    assert result.step_losses[-1][1] < result.step_losses[0][1]
-    frozen = [p for n, p in model.named_parameters() if "lora_" not in n]
-    assert frozen and not any(p.requires_grad for p in frozen)
+def test_an_empty_file_is_an_error_naming_it_and_what_needs_it() -> None:
+    with pytest.raises(UserError, match=r"pairs\.jsonl: no examples, and train\.method=dpo"):
+        require_rows([], Path("pairs.jsonl"), "train.method=dpo")
+
+
+def test_loss_csv_numbers_a_later_phase_on() -> None:
+    def phase(losses: list[float]) -> PhaseResult:
+        steps = list(enumerate(losses, start=1))
+        return PhaseResult(
+            model=None, step_losses=steps, resumed_from_step=0, eval_before={}, eval_after={}
+        )
+
+    text = loss_csv([phase([2.0, 1.5]), phase([0.69, 0.6])])
+    assert text == "step,loss\n1,2.0000\n2,1.5000\n3,0.6900\n4,0.6000\n"
