@@ -10,6 +10,7 @@ import torch
 from conftest import ARCHS, Arch, MakeModel, build_tokenizer, copy_weights, models_params
 
 from minicc.errors import UserError
+from minicc.jsonl import publish_directory
 from minicc.models import (
     BUNDLED_MODELS,
     LoadedModel,
@@ -216,3 +217,40 @@ def test_broken_local_directory_is_a_user_error(
     with pytest.raises(UserError) as error:
         load_model(str(directory), models_params())
     assert directory.name in str(error.value)
+
+
+def test_publish_directory_replaces_the_old_one_whole_with_its_marker_last(tmp_path: Path) -> None:
+    destination = tmp_path / "model"
+    destination.mkdir()
+    (destination / "old.bin").write_text("old", encoding="utf-8")
+    seen: list[set[str]] = []
+
+    def build(staging: Path) -> str:
+        assert staging == tmp_path / "model.partial" and not any(staging.iterdir())
+        (staging / "weights.bin").write_text("new", encoding="utf-8")
+        seen.append({p.name for p in staging.iterdir()})
+        return "digest"
+
+    publish_directory(destination, "DONE", build)
+    assert seen == [{"weights.bin"}], "the marker is written after everything build writes"
+    assert sorted(p.name for p in destination.iterdir()) == ["DONE", "weights.bin"]
+    assert (destination / "DONE").read_text(encoding="utf-8") == "digest\n"
+    assert not (tmp_path / "model.partial").exists()
+
+
+def test_a_failed_build_leaves_the_old_directory_and_no_marker(tmp_path: Path) -> None:
+    destination = tmp_path / "model"
+    destination.mkdir()
+    (destination / "old.bin").write_text("old", encoding="utf-8")
+    (tmp_path / "model.partial").mkdir()
+    (tmp_path / "model.partial" / "stale.bin").write_text("stale", encoding="utf-8")
+
+    def build(staging: Path) -> str:
+        (staging / "half.bin").write_text("half", encoding="utf-8")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish_directory(destination, "DONE", build)
+    assert sorted(p.name for p in destination.iterdir()) == ["old.bin"]
+    # A stale `.partial` from an earlier crash is cleared before the build starts.
+    assert sorted(p.name for p in (tmp_path / "model.partial").iterdir()) == ["half.bin"]
