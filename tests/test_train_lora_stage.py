@@ -183,17 +183,40 @@ def test_dpo_trains_the_adapter_towards_the_chosen_answers(
     assert not torch.allclose(before, after, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("settings", "backward", "phase", "checkpoint_step", "resumed", "steps"),
+    [
+        # Killed in the middle of SFT, with a checkpoint every 2 steps.
+        ({"batch_size": 1, "epochs": 1, "checkpoint_steps": 2}, 5, "sft", 4, 4, EXAMPLES),
+        # Killed in DPO's second step: SFT's 4 steps are not redone, DPO goes on from its first.
+        (
+            {"method": "sft_dpo", "batch_size": 4, "dpo_epochs": 2, "checkpoint_steps": 1},
+            6,
+            "dpo",
+            1,
+            4 + 1,
+            4 + 4,
+        ),
+    ],
+    ids=["sft", "sft_dpo"],
+)
 def test_a_killed_run_resumes_from_its_last_checkpoint(
-    make_tiny_model: MakeModel, tmp_path: Path
+    settings: dict[str, Any],
+    backward: int,
+    phase: str,
+    checkpoint_step: int,
+    resumed: int,
+    steps: int,
+    make_tiny_model: MakeModel,
+    tmp_path: Path,
 ) -> None:
-    """SIGKILL after the 5th backward pass, with a checkpoint every 2 steps: the rerun starts
-    from step 4 and ends with a complete adapter."""
+    """SIGKILL right after a chosen backward pass; the rerun starts from the latest checkpoint
+    and ends with the adapter an uninterrupted run writes."""
     model = make_tiny_model("llama")
-    settings = {"batch_size": 1, "epochs": 1, "checkpoint_steps": 2}
     run, options = prepare(tmp_path, model, "killed", settings)
     flag = run / "paused"
     process = subprocess.Popen(
-        [sys.executable, str(PAUSE), str(flag), "backward:5", str(STAGE), *options],
+        [sys.executable, str(PAUSE), str(flag), f"backward:{backward}", str(STAGE), *options],
         cwd=run,
         env=stage_env(run),
         stdin=subprocess.DEVNULL,
@@ -206,18 +229,18 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             out, err = process.communicate()
-            pytest.fail(f"train_lora did not reach its 5th backward pass:\n{out}\n{err}")
+            pytest.fail(f"train_lora did not reach backward pass {backward}:\n{out}\n{err}")
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.communicate()
-    checkpoint = latest_checkpoint(run / "lora.checkpoints" / "sft")
-    assert checkpoint is not None and checkpoint.name == "checkpoint-4"
+    checkpoint = latest_checkpoint(run / "lora.checkpoints" / phase)
+    assert checkpoint is not None and checkpoint.name == f"checkpoint-{checkpoint_step}"
     assert not (run / "lora").exists() and not (run / "train.json").exists()
 
     metrics = finish(run, options, [sys.executable])
-    assert metrics["resumed_from_step"] == 4
-    assert metrics["steps"] == EXAMPLES
-    assert len(losses(run)) == EXAMPLES, "the loss CSV keeps the steps before the kill"
+    assert metrics["resumed_from_step"] == resumed
+    assert metrics["steps"] == steps
+    assert len(losses(run)) == steps, "the loss CSV keeps the steps before the kill"
 
     # Measured: the Trainer restores the optimizer, scheduler, RNG states and data position, so
     # the resumed adapter is byte for byte an uninterrupted run's (one CPU process).
