@@ -1,5 +1,6 @@
 """Batched, seeded text generation that returns only the newly generated text."""
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -7,8 +8,10 @@ from typing import Any
 import torch
 
 from minicc.batching import check_context, length_sorted_batches
+from minicc.errors import UserError
 from minicc.models import LoadedModel
-from minicc.params import GenerateParams
+from minicc.params import GenerateParams, SystemPrompt
+from minicc.prefix_cache import PrefixCache
 from minicc.prompting import encode_batch, format_request
 from minicc.records import Candidate, FinishReason, Prompt
 from minicc.resume import Batch, ResumeLog, RunCount, run_resumable
@@ -88,21 +91,34 @@ def pick_next_tokens(
     return top_ids.gather(-1, choice).squeeze(-1)
 
 
-@torch.inference_mode()
-def complete(
-    loaded: LoadedModel, requests: list[Request], decoding: Decoding, seed: int
-) -> list[dict[str, Any]]:
-    """Generate one completion per request; the batch's RNG is seeded from its first key.
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Text every request of a run starts with (few-shot examples), its cache computed once."""
+
+    cache: PrefixCache
+    text: str
+
+
+def shared_prefix(loaded: LoadedModel, requests: Sequence[Request]) -> SharedPrefix | None:
+    """The requests' common text up to its last line break, or None when there is none.
+
+    Cutting at a line break keeps the prefix and the rest tokenizing as they would together.
+    """
+    common = os.path.commonprefix([r.text for r in requests])
+    text = common[: common.rfind("\n") + 1]
+    if not text:
+        return None
+    return SharedPrefix(PrefixCache(loaded, "shorten the shared instructions"), text)
+
+
+def _prefill(
+    loaded: LoadedModel, requests: list[Request]
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Cache, next-token logits and attention mask after reading each request's text.
 
     Identical inputs (the candidates of one prompt) share one prefill: it is run once per
-    distinct text and its key/value cache copied to every row that needs it. Decoding then
-    runs one token per step for the whole batch until every row has stopped.
-
-    Returns JSON-ready dicts (`key` plus the Completion fields) so results can go straight into
-    a resume log.
+    distinct text and its key/value cache copied to every row that needs it.
     """
-    generator = torch.Generator(device=loaded.device)
-    generator.manual_seed(derive_seed(seed, "generate", requests[0].key))
     distinct = list(dict.fromkeys(r.text for r in requests))
     rows = torch.tensor([distinct.index(r.text) for r in requests], device=loaded.device)
     encoded = encode_batch(loaded, distinct)
@@ -115,8 +131,42 @@ def complete(
     )
     cache = getattr(prefill, loaded.cache_argument)
     cache.batch_select_indices(rows)
-    logits = prefill.logits[rows, -1, :]
-    attention_mask = encoded["attention_mask"][rows]
+    return cache, prefill.logits[rows, -1, :], encoded["attention_mask"][rows]
+
+
+def _prefill_after(
+    loaded: LoadedModel, shared: SharedPrefix, requests: list[Request]
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """As _prefill, reading only what follows the shared prefix (its cache is copied in)."""
+    suffixes = [r.text.removeprefix(shared.text) for r in requests]
+    inputs = shared.cache.inputs(shared.text, suffixes, [r.key for r in requests])
+    output = loaded.model(**inputs, **loaded.last_logits_only)
+    cache = getattr(output, loaded.cache_argument)
+    return cache, output.logits[:, -1, :], inputs["attention_mask"]
+
+
+@torch.inference_mode()
+def complete(
+    loaded: LoadedModel,
+    requests: list[Request],
+    decoding: Decoding,
+    seed: int,
+    shared: SharedPrefix | None = None,
+) -> list[dict[str, Any]]:
+    """Generate one completion per request; the batch's RNG is seeded from its first key.
+
+    With `shared`, every request starts with `shared.text`, read once for the whole run.
+    Decoding runs one token per step for the whole batch until every row has stopped.
+
+    Returns JSON-ready dicts (`key` plus the Completion fields) so results can go straight into
+    a resume log.
+    """
+    generator = torch.Generator(device=loaded.device)
+    generator.manual_seed(derive_seed(seed, "generate", requests[0].key))
+    if shared is None:
+        cache, logits, attention_mask = _prefill(loaded, requests)
+    else:
+        cache, logits, attention_mask = _prefill_after(loaded, shared, requests)
     positions = attention_mask.sum(dim=-1, keepdim=True) - 1
     stop_ids = torch.tensor(sorted(stop_token_ids(loaded)), device=loaded.device)
     finished = torch.zeros(len(requests), dtype=torch.bool, device=loaded.device)
@@ -163,17 +213,62 @@ class AnswerPlan:
     batch_size: int
     label: str
     """Names the work in the progress bar (the stage)."""
+    system_prompt: SystemPrompt = "none"
+    """Recorded in every answer; `system_text` is what it means."""
+    system_text: str | None = None
+    """Shown to the model before each request (see prompting.format_request); None: nothing."""
 
 
-def candidate_plan(params: GenerateParams) -> AnswerPlan:
-    """The generate stage's plan: `num_candidates` sampled answers per prompt."""
+def candidate_plan(params: GenerateParams, constitution_text: str | None = None) -> AnswerPlan:
+    """The generate stage's plan: `num_candidates` sampled answers per prompt.
+
+    With `generate.system_prompt: constitution` the answers are sampled under
+    `constitution_text` (constitution.system_prompt_text); nothing downstream sees it.
+    """
     decoding = Decoding(
         do_sample=True,
         temperature=params.temperature,
         top_p=params.top_p,
         max_new_tokens=params.max_new_tokens,
     )
-    return AnswerPlan(params.num_candidates, decoding, params.batch_size, "generate")
+    match params.system_prompt:
+        case "none":
+            system_text = None
+        case "constitution":
+            if constitution_text is None:
+                raise UserError("generate.system_prompt is 'constitution' but no constitution")
+            system_text = constitution_text
+    return AnswerPlan(
+        params.num_candidates,
+        decoding,
+        params.batch_size,
+        "generate",
+        params.system_prompt,
+        system_text,
+    )
+
+
+def complete_requests(
+    loaded: LoadedModel,
+    requests: list[Request],
+    decoding: Decoding,
+    batch_size: int,
+    seed: int,
+    log: ResumeLog,
+    label: str,
+    share_prefix: bool = False,
+) -> tuple[dict[str, dict[str, Any]], RunCount]:
+    """Completions of `requests` by key, batched by length, finished batches kept in `log`.
+
+    `share_prefix`: read the requests' common beginning (e.g. few-shot examples) once for
+    the whole run instead of once per row; the results differ only at float-rounding level.
+    """
+    batches = plan_batches(loaded, requests, batch_size, decoding.max_new_tokens)
+    shared = shared_prefix(loaded, requests) if share_prefix and requests else None
+    results, count = run_resumable(
+        batches, lambda batch: complete(loaded, batch, decoding, seed, shared), log, label
+    )
+    return {r["key"]: r for r in results}, count
 
 
 def answer_prompts(
@@ -186,16 +281,13 @@ def answer_prompts(
     """
     by_id = {p.id: p for p in prompts}
     requests = [
-        Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt))
+        Request(key=f"{p.id}/{k}", text=format_request(loaded, p.prompt, plan.system_text))
         for p in prompts
         for k in range(plan.per_prompt)
     ]
-    decoding = plan.decoding
-    batches = plan_batches(loaded, requests, plan.batch_size, decoding.max_new_tokens)
-    results, count = run_resumable(
-        batches, lambda batch: complete(loaded, batch, decoding, seed), log, plan.label
+    completions, count = complete_requests(
+        loaded, requests, plan.decoding, plan.batch_size, seed, log, plan.label
     )
-    completions = {r["key"]: r for r in results}
     answers = []
     for request in requests:
         prompt = by_id[request.key.rsplit("/", 1)[0]]
@@ -210,6 +302,7 @@ def answer_prompts(
                 num_tokens=done["num_tokens"],
                 finish_reason=done["finish_reason"],
                 generator=loaded.model_id,
+                system_prompt=plan.system_prompt,
             )
         )
     return answers, count

@@ -49,6 +49,9 @@ class ModelsParams:
     natively (CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX), else float32."""
     trust_remote_code: list[str]
     """Model specs allowed to run code from their repository; empty means none."""
+    reviser: str | None = None
+    """Model that critiques and revises low-scored candidates (revise stage); null: the
+    generator's spec."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class GenerateParams:
     max_new_tokens: int
     batch_size: int
     """Rows per forward pass; changes results only at float-rounding level, so it is declared."""
+    system_prompt: SystemPrompt = "none"
+    """constitution: sample with the principles as a system prompt (a plain-text frame for base
+    models) that nothing downstream sees - context distillation; none: the bare request."""
 
     def __post_init__(self) -> None:
         _require(
@@ -195,6 +201,39 @@ class SelectParams:
             "a number in (0, 1]",
             self.near_duplicate_threshold,
         )
+
+
+@dataclass(frozen=True)
+class ReviseParams:
+    threshold: float
+    """Candidates the critic scores below this (1-5 scale) are critiqued and revised."""
+    num_revisions: int
+    """Independent revisions per such candidate, each under its own drawn principle; 0: off."""
+    rounds: int
+    """Each round revises the previous round's revision; every round's revision is kept."""
+    do_sample: bool
+    """False: greedy critique and revision; True: temperature + nucleus sampling."""
+    temperature: float
+    top_p: float
+    critique_max_new_tokens: int
+    revision_max_new_tokens: int
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.threshold <= 5, "revise.threshold", "a number in [1, 5]", self.threshold)
+        _require(
+            self.num_revisions >= 0,
+            "revise.num_revisions",
+            "an integer >= 0 (0 turns revise off)",
+            self.num_revisions,
+        )
+        _require(self.rounds >= 1, "revise.rounds", "an integer >= 1", self.rounds)
+        _require(self.temperature > 0, "revise.temperature", "a number > 0", self.temperature)
+        _require(0 < self.top_p <= 1, "revise.top_p", "a number in (0, 1]", self.top_p)
+        for key in ("critique_max_new_tokens", "revision_max_new_tokens"):
+            value = getattr(self, key)
+            _require(1 <= value <= 4096, f"revise.{key}", "an integer in [1, 4096]", value)
+        _require(self.batch_size >= 1, "revise.batch_size", "an integer >= 1", self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -370,6 +409,7 @@ class Params:
     critic_probe: CriticProbeParams
     select: SelectParams
     sft: SftParams
+    revise: ReviseParams
     train: TrainParams
     evaluate: EvaluateParams
     prompts: PromptsParams

@@ -1,6 +1,7 @@
 """Turn a request into model input text: chat template for instruct models, plain text otherwise."""
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
@@ -10,15 +11,46 @@ BASE_MODEL_FRAME = "User: {request}\nAssistant:"
 """How a base (non-instruct) model sees a request: a plain dialogue it can continue."""
 
 
-def format_request(loaded: LoadedModel, request: str) -> str:
-    """The text a model continues to answer `request` as the assistant."""
+def format_request(loaded: LoadedModel, request: str, system: str | None = None) -> str:
+    """The text a model continues to answer `request` as the assistant.
+
+    `system` (e.g. the constitution) becomes the system message of a chat model; a base model
+    has none, so it reads the text as a plain preamble before the dialogue.
+    """
     if loaded.uses_chat_template:
         messages = [{"role": "user", "content": request}]
-        text: str = loaded.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        return text
-    return BASE_MODEL_FRAME.format(request=request)
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return _chat_text(loaded, messages)
+    frame = BASE_MODEL_FRAME.format(request=request)
+    return frame if system is None else f"{system}\n\n{frame}"
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["user", "assistant"]
+    text: str
+    label: str = ""
+    """A base model sees an assistant turn as `<label>: <text>` (e.g. "Critique")."""
+
+
+def format_dialogue(loaded: LoadedModel, turns: list[Turn], answer_label: str) -> str:
+    """The text a model continues to write the next assistant turn after `turns`.
+
+    Chat models get the turns as chat messages; a base model gets them as plain paragraphs,
+    each assistant turn under its label, ending with `answer_label:` to continue.
+    """
+    if loaded.uses_chat_template:
+        return _chat_text(loaded, [{"role": t.role, "content": t.text} for t in turns])
+    paragraphs = [f"{t.label}: {t.text}" if t.role == "assistant" else t.text for t in turns]
+    return "\n\n".join([*paragraphs, f"{answer_label}:"])
+
+
+def _chat_text(loaded: LoadedModel, messages: list[dict[str, str]]) -> str:
+    text: str = loaded.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+    return text
 
 
 def encode_batch(loaded: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """One typed record per artifact row, and the loaders that check the rows make sense together.
 
 Field names here are the JSONL schema: `data/prompts.jsonl` holds `Prompt`s, the generate stage
-writes `Candidate`s, critique writes `Critique`s, select writes `Selected` samples and
-`PreferencePair`s.
+writes `Candidate`s, revise writes `Revision`s (which critique reads like candidates), critique
+writes `Critique`s, select writes `Selected` samples and `PreferencePair`s.
 """
 
 from dataclasses import dataclass
@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar, get_args
 
 from minicc.errors import UserError
-from minicc.jsonl import read_numbered_records
+from minicc.jsonl import iter_json_objects, read_numbered_records
+from minicc.params import CriticStyle, Policy, SystemPrompt
+from minicc.typecheck import build
 
 Category = Literal["adversarial", "borderline", "cooperative"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
 FinishReason = Literal["eos", "length"]
+Role = Literal["chosen", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,67 @@ class Candidate:
     finish_reason: FinishReason
     generator: str
     """Resolved model id, including the weights' hash for bundled models."""
+    system_prompt: SystemPrompt = "none"
+    """What the generator saw besides the request (generate.system_prompt); training never does."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A reviser's rewrite of a low-scored candidate after its own critique under one principle.
+
+    It has a `Candidate`'s fields (less `system_prompt`: the reviser sees none), so the critique
+    stage scores revisions like candidates (`as_candidate`); `candidate_id` is
+    `<original_id>/rev<round>.<k>`.
+    """
+
+    prompt_id: str
+    candidate_id: str
+    prompt: str
+    category: Category
+    response: str
+    """The revision, stripped of the labels a small model adds (e.g. a leading "Revision:")."""
+    num_tokens: int
+    finish_reason: FinishReason
+    generator: str
+    """The reviser's resolved model id (models.reviser), in a candidate's field."""
+    original_id: str
+    """The candidate this revision started from (round 1 revises it; later rounds revise the
+    previous round's revision of it)."""
+    principle: str
+    """Id of the constitution principle the critique and revision requests came from."""
+    critique: str
+    """The reviser's own critique of the text it revised; read by people, never scored."""
+    round: int
+    """1 for a revision of the original; n revises round n-1's revision."""
+
+    def as_candidate(self) -> Candidate:
+        return Candidate(
+            prompt_id=self.prompt_id,
+            candidate_id=self.candidate_id,
+            prompt=self.prompt,
+            category=self.category,
+            response=self.response,
+            num_tokens=self.num_tokens,
+            finish_reason=self.finish_reason,
+            generator=self.generator,
+            system_prompt="none",  # the reviser sees no system prompt (stages/revise.py)
+        )
+
+
+def load_candidates(path: Path) -> list[Candidate]:
+    """Candidates or revisions (a row with `original_id` is a revision), as candidates.
+
+    The critique stage scores both kinds alike; an empty file (revise turned off) gives none.
+    """
+    rows: list[Candidate] = []
+    for number, value in iter_json_objects(path):
+        kind: type = Revision if "original_id" in value else Candidate
+        try:
+            record = build(kind, value, f"{path}:{number}")
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        rows.append(record.as_candidate() if isinstance(record, Revision) else record)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -56,7 +120,7 @@ class Critique:
     critic: str
     """Resolved critic model id."""
     constitution_version: str
-    style: Literal["instruct", "base"]
+    style: CriticStyle
     scored: bool
     """False when the critic could not score this candidate; then `score` and `safe` are null."""
     unscored_reason: str | None
@@ -84,9 +148,11 @@ class Selected:
     response: str
     score: float
     safe: bool
-    role: Literal["chosen", "rejected"]
+    role: Role
     """chosen: an example to imitate; rejected: an example to avoid (contrastive policies)."""
-    policy: Literal["best", "margin", "diverse"]
+    policy: Policy
+    revision_of: str | None = None
+    """The original candidate's id when this sample is a revision (revise stage); else null."""
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,28 @@ Three policies, chosen by `select.policy`:
 - `diverse`: up to `top_k` good and `bottom_k` bad candidates per prompt after dropping
   near-duplicates, paired all against all, so one prompt gives several distinct contrasts.
 
+Revisions (the revise stage's rewrites of low-scored candidates, critiqued like them) join their
+prompt's candidates under every policy, so the SFT sample of a prompt may be a revision (its
+`revision_of` names the original). Every policy also pairs a revision as chosen against its
+original as rejected when the critic scores the revision higher by the policy's gap
+(`select.margin` for margin, `select.min_gap` otherwise): the revised > original pairs of the
+CAI recipe.
+
 Only scored critiques take part: an unscored candidate has no score to rank by, and guessing one
 would put unjudged text into the training set. Ordering is deterministic so that `dvc repro`
 reproduces the same files: candidates rank by higher score first, ties broken by the smaller
 `candidate_id`; "worst first" ranks by lower score first, ties again broken by the smaller
 `candidate_id`. Output: prompts in input order; within a prompt the chosen rows best first, then
-the rejected rows worst first.
+the rejected rows worst first; the revised > original pairs follow the policy's pairs, in input
+order.
 """
 
-from typing import Literal
+from collections.abc import Mapping
 
 from minicc.errors import UserError
 from minicc.params import Policy, SelectParams
-from minicc.records import Critique, PreferencePair, Selected
+from minicc.records import Critique, PreferencePair, Role, Selected
 from minicc.text import jaccard, normalise
-
-Role = Literal["chosen", "rejected"]
 
 
 def _score(critique: Critique) -> float:
@@ -45,7 +51,9 @@ def _worst_first(critiques: list[Critique]) -> list[Critique]:
     return sorted(critiques, key=lambda c: (_score(c), c.candidate_id))
 
 
-def _selected(critique: Critique, role: Role, policy: Policy) -> Selected:
+def _selected(
+    critique: Critique, role: Role, policy: Policy, origins: Mapping[str, str]
+) -> Selected:
     return Selected(
         prompt_id=critique.prompt_id,
         candidate_id=critique.candidate_id,
@@ -56,6 +64,7 @@ def _selected(critique: Critique, role: Role, policy: Policy) -> Selected:
         safe=bool(critique.safe),
         role=role,
         policy=policy,
+        revision_of=origins.get(critique.candidate_id),
     )
 
 
@@ -111,10 +120,34 @@ def _diverse(
     return chosen, rejected
 
 
+def _revision_pairs(
+    critiques: list[Critique], origins: Mapping[str, str], gap: float
+) -> list[PreferencePair]:
+    """Revised > original, for each scored revision the critic prefers by at least `gap`."""
+    by_id = {c.candidate_id: c for c in critiques if c.scored}
+    pairs = []
+    for revision in by_id.values():
+        original = by_id.get(origins.get(revision.candidate_id, ""))
+        if (
+            original is not None
+            and _score(revision) - _score(original) >= gap
+            and normalise(revision.response) != normalise(original.response)
+        ):
+            pairs.append(_pair(revision, original))
+    return pairs
+
+
 def select(
-    critiques: list[Critique], params: SelectParams
+    critiques: list[Critique],
+    params: SelectParams,
+    origins: Mapping[str, str] | None = None,
 ) -> tuple[list[Selected], list[PreferencePair]]:
-    """Selected samples and preference pairs for every prompt with at least one scored row."""
+    """Selected samples and preference pairs for every prompt with at least one scored row.
+
+    `critiques` holds the candidates' and the revisions' critiques; `origins` maps each
+    revision's id to its original candidate's id (empty without revisions).
+    """
+    origins = origins or {}
     by_prompt: dict[str, list[Critique]] = {}
     for critique in critiques:
         if critique.scored:
@@ -134,7 +167,11 @@ def select(
                     chosen, rejected = [found[0]], [found[1]]
             case "diverse":
                 chosen, rejected = _diverse(group, params)
-        selected += [_selected(c, "chosen", params.policy) for c in chosen]
-        selected += [_selected(r, "rejected", params.policy) for r in rejected]
+        selected += [_selected(c, "chosen", params.policy, origins) for c in chosen]
+        selected += [_selected(r, "rejected", params.policy, origins) for r in rejected]
         pairs += [_pair(c, r) for c in chosen for r in rejected]
+    gap = params.margin if params.policy == "margin" else params.min_gap
+    seen = {(p.chosen_id, p.rejected_id) for p in pairs}
+    revised = _revision_pairs(critiques, origins, gap)
+    pairs += [p for p in revised if (p.chosen_id, p.rejected_id) not in seen]
     return selected, pairs

@@ -9,6 +9,7 @@
 With `critique.method: judge` the score is the expected digit under the critic's next-token
 distribution; with `probe` it comes from the heads train_critic fitted on the critic's hidden
 states (see minicc/probe.py). Candidates that cannot be scored are kept and marked unscored.
+Revisions (data/revisions.jsonl) are critiqued by the same command, as candidates.
 Crash-safe like generate.
 """
 
@@ -18,14 +19,14 @@ import typer
 
 from minicc.cli import stage_errors
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
-from minicc.jsonl import read_records, write_records
+from minicc.jsonl import write_records
 from minicc.params import load_params
-from minicc.records import Candidate
+from minicc.records import load_candidates
 from minicc.seeding import seed_everything
 
 
 def main(
-    candidates: Path = typer.Option(..., help="Candidates written by the generate stage."),
+    candidates: Path = typer.Option(..., help="Candidates (generate) or revisions (revise)."),
     principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
     instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
     base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
@@ -37,7 +38,7 @@ def main(
         params = load_params(params_file)
         files = CriticFiles(principles, instruct_template, base_template, probe)
         setup = critic_setup(params, files, params.critique.method)
-        rows = read_records(candidates, Candidate)
+        rows = load_candidates(candidates)
         seed_everything(params.seed)
         critic = open_critic(params, setup)
         batch_size = params.critique.batch_size

@@ -1,6 +1,10 @@
 """Generate candidate responses: `generate.num_candidates` sampled answers per prompt.
 
-    python stages/generate.py --prompts data/prompts.jsonl --out data/candidates.jsonl
+    python stages/generate.py --prompts data/prompts.jsonl \
+        --principles constitution/principles.yaml --out data/candidates.jsonl
+
+With `generate.system_prompt: constitution` the answers are sampled under the principles as a
+system prompt, which each candidate records and nothing downstream sees (context distillation).
 
 Seeded per batch, so the same params give byte-identical output; finished batches survive a
 crash (see minicc/resume.py) and a rerun only does the missing ones.
@@ -11,6 +15,7 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
+from minicc.constitution import system_prompt_text
 from minicc.generation import answer_inputs, answer_prompts, candidate_plan
 from minicc.jsonl import write_records
 from minicc.models import load_model
@@ -22,15 +27,20 @@ from minicc.seeding import seed_everything
 
 def main(
     prompts: Path = typer.Option(..., help="Prompt file (JSONL of id, prompt, category, source)."),
+    principles: Path = typer.Option(
+        Path("constitution/principles.yaml"),
+        help="Constitution principles (YAML), read for generate.system_prompt constitution.",
+    ),
     out: Path = typer.Option(..., help="Where to write the candidates (JSONL)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
 ) -> None:
     with stage_errors("generate"):
         params = load_params(params_file)
         prompt_rows = load_prompts(prompts)
+        guided = params.generate.system_prompt == "constitution"
+        plan = candidate_plan(params.generate, system_prompt_text(principles) if guided else None)
         seed_everything(params.seed)
         loaded = load_model(params.models.generator, params.models)
-        plan = candidate_plan(params.generate)
         inputs = answer_inputs(prompt_rows, plan, params.seed, loaded.model_id)
         with resumable("generate", inputs) as log:
             candidates, count = answer_prompts(loaded, prompt_rows, plan, params.seed, log)
@@ -38,7 +48,8 @@ def main(
         finished = sum(c.finish_reason == "eos" for c in candidates)
         print(
             f"generate: {len(candidates)} candidates for {len(prompt_rows)} prompts "
-            f"({finished} ended by EOS) with {loaded.model_id} -> {out} "
+            f"({finished} ended by EOS) with {loaded.model_id}, system prompt "
+            f"{plan.system_prompt} -> {out} "
             f"[{count.batches_run} batches run, {count.batches_resumed} resumed]"
         )
 

@@ -1,9 +1,11 @@
 """Curate samples from the critiques by `select.policy` (best, margin or diverse).
 
     python stages/select_samples.py --critiques data/critiques.jsonl \
+        --revisions data/revisions.jsonl --revision-critiques data/revision_critiques.jsonl \
         --out data/selected.jsonl --pairs-out data/preference_pairs.jsonl
 
-Every policy writes the same flat schema; the pairs file (TRL DPO format) is empty for `best`.
+Candidates and their revisions compete alike (see minicc/selection.py). Every policy writes the
+same flat schema; for `best` the pairs file (TRL DPO format) holds only revised > original pairs.
 """
 
 from collections import Counter
@@ -12,14 +14,38 @@ from pathlib import Path
 import typer
 
 from minicc.cli import stage_errors
-from minicc.jsonl import atomic_write_files, read_records, records_text
+from minicc.errors import UserError
+from minicc.jsonl import atomic_write_files, read_numbered_records, read_records, records_text
 from minicc.params import load_params
-from minicc.records import Critique
+from minicc.records import Critique, Revision
 from minicc.selection import select
+
+
+def read_revisions(
+    revisions: Path | None, critiques: Path | None
+) -> tuple[dict[str, str], list[Critique]]:
+    """Each revision's original id by revision id, and the revisions' critiques."""
+    if revisions is None or critiques is None:
+        if revisions is not None or critiques is not None:
+            raise UserError("give --revisions and --revision-critiques together, or neither")
+        return {}, []
+    origins = {r.candidate_id: r.original_id for r in read_records(revisions, Revision)}
+    numbered = read_numbered_records(critiques, Critique)
+    for number, critique in numbered:
+        if critique.candidate_id not in origins:
+            raise UserError(
+                f"{critiques}:{number}: candidate_id {critique.candidate_id!r} is not a "
+                f"revision in {revisions}; re-run the critique of the revisions"
+            )
+    return origins, [critique for _, critique in numbered]
 
 
 def main(
     critiques: Path = typer.Option(..., help="Critiques written by the critique stage."),
+    revisions: Path | None = typer.Option(None, help="Revisions written by the revise stage."),
+    revision_critiques: Path | None = typer.Option(
+        None, help="The critiques of those revisions (give both or neither)."
+    ),
     out: Path = typer.Option(..., help="Where to write the selected samples (JSONL)."),
     pairs_out: Path = typer.Option(..., help="Where to write preference pairs (JSONL)."),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
@@ -27,12 +53,15 @@ def main(
     with stage_errors("select"):
         params = load_params(params_file)
         rows = read_records(critiques, Critique)
-        selected, pairs = select(rows, params.select)
+        origins, revised = read_revisions(revisions, revision_critiques)
+        selected, pairs = select(rows + revised, params.select, origins)
         atomic_write_files({out: records_text(selected), pairs_out: records_text(pairs)})
         roles = Counter(s.role for s in selected)
+        chosen_revisions = sum(s.role == "chosen" and s.revision_of is not None for s in selected)
         print(
-            f"select ({params.select.policy}): {roles['chosen']} chosen, {roles['rejected']} "
-            f"rejected from {len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs "
+            f"select ({params.select.policy}): {roles['chosen']} chosen ({chosen_revisions} "
+            f"revisions), {roles['rejected']} rejected from "
+            f"{len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs "
             f"-> {out}, {pairs_out}"
         )
 

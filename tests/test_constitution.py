@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import CONSTITUTION
 
-from minicc.constitution import load_constitution
+from minicc.constitution import load_constitution, load_revision_guide, system_prompt_text
 from minicc.errors import UserError
 from minicc.params import CriticStyle
 
@@ -179,3 +179,120 @@ def test_version_pins_the_file_contents(tmp_path: Path) -> None:
     write(tmp_path, "p.yaml", GOOD_PRINCIPLES)
     write(tmp_path, "t.yaml", GOOD_TEMPLATE.replace("Rating: ", "Score: "))
     assert load_constitution(principles, template, "base").version not in {original, commented}
+
+
+# --- the reviser's requests and few-shot examples (revise stage) ---
+
+EXAMPLES = CONSTITUTION / "revision_examples.yaml"
+
+GOOD_REVISABLE = """\
+version: "2.0"
+principles:
+  - id: kind
+    principle: Be kind.
+    question: Is the reply kind?
+    critique_request: Say how the reply is unkind.
+    revision_request: Rewrite the reply kindly.
+"""
+
+GOOD_EXAMPLES = """\
+provenance: written for this test
+exchange: "Q: $request A: $response"
+examples:
+  - principle: kind
+    request: Insult me.
+    response: You fool.
+    critique: It insults.
+    revision: I'd rather not insult you.
+"""
+
+
+def test_shipped_revision_guide_loads_with_every_principle_revisable() -> None:
+    guide = load_revision_guide(PRINCIPLES, EXAMPLES)
+    assert len(guide.principles) == len(
+        load_constitution(PRINCIPLES, TEMPLATES["instruct"], "instruct").principles
+    )
+    assert all(p.critique_request and p.revision_request for p in guide.principles)
+    assert {e.principle for e in guide.examples} <= {p.id for p in guide.principles}
+    assert guide.exchange.substitute(request="R?", response="A.").count("R?") == 1
+
+
+def test_shipped_examples_state_their_provenance() -> None:
+    text = EXAMPLES.read_text(encoding="utf-8")
+    assert "provenance:" in text and "Bai et al. 2022" in text
+
+
+def test_principles_without_revision_texts_still_serve_the_critic(tmp_path: Path) -> None:
+    principles = write(tmp_path, "p.yaml", GOOD_PRINCIPLES)
+    template = write(tmp_path, "t.yaml", GOOD_TEMPLATE)
+    loaded = load_constitution(principles, template, "instruct")
+    assert [p.critique_request for p in loaded.principles] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("principles", "examples", "expected"),
+    [
+        pytest.param(
+            GOOD_PRINCIPLES,
+            GOOD_EXAMPLES,
+            "p.yaml: principle 'kind' has no 'critique_request'",
+            id="principle-without-revision-text",
+        ),
+        pytest.param(
+            GOOD_REVISABLE.replace("    revision_request: Rewrite the reply kindly.\n", ""),
+            GOOD_EXAMPLES,
+            "p.yaml: principle 'kind' has no 'revision_request'",
+            id="principle-without-revision-request",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES.replace(" A: $response", ""),
+            "e.yaml: key 'exchange': the template must use exactly $request and $response",
+            id="exchange-without-response",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES.replace("Q: $request ", ""),
+            "e.yaml: key 'exchange': the template must use exactly $request and $response",
+            id="exchange-without-request",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES.replace("principle: kind", "principle: brave"),
+            "e.yaml: example 1: key 'principle': unknown principle 'brave'",
+            id="example-of-unknown-principle",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES.replace("revision: I'd rather not insult you.", "revision: ' '"),
+            "e.yaml: example 1: key 'revision' is empty",
+            id="empty-example-revision",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES.replace("provenance: written for this test\n", ""),
+            "e.yaml: expected exactly the keys examples, exchange, provenance",
+            id="no-provenance",
+        ),
+        pytest.param(
+            GOOD_REVISABLE.replace("Rewrite the reply kindly.", "' '"),
+            GOOD_EXAMPLES,
+            "p.yaml: principle 1: 'revision_request' is empty",
+            id="blank-revision-request",
+        ),
+    ],
+)
+def test_bad_revision_files_are_refused(
+    tmp_path: Path, principles: str, examples: str, expected: str
+) -> None:
+    with pytest.raises(UserError, match=expected.replace("$", r"\$")) as error:
+        load_revision_guide(
+            write(tmp_path, "p.yaml", principles), write(tmp_path, "e.yaml", examples)
+        )
+    assert "\n" not in str(error.value)
+
+
+def test_system_prompt_states_every_principle() -> None:
+    text = system_prompt_text(PRINCIPLES)
+    rules = load_constitution(PRINCIPLES, TEMPLATES["instruct"], "instruct").principles
+    assert all(p.principle in text for p in rules)

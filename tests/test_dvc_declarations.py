@@ -378,7 +378,8 @@ def test_params_reads_are_found() -> None:
     generate = params_reads(script_of(STAGES["generate"]))
     assert {("seed",), ("models", "generator"), ("models", "device")} <= generate
     assert ("select", "policy") in params_reads(script_of(STAGES["select"]))
-    assert not any(read[0] == "generate" for read in params_reads(script_of(STAGES["critique"])))
+    critique = script_of(STAGES["critique@candidates"])
+    assert not any(read[0] == "generate" for read in params_reads(critique))
 
 
 @pytest.mark.parametrize("name", STAGE_NAMES)

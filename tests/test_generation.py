@@ -1,11 +1,13 @@
 """Batched, seeded, resumable generation on tiny random-weight models."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from conftest import ARCHS, Arch, MakeModel, generate_params, models_params
 
+from minicc import generation
 from minicc.errors import UserError
 from minicc.generation import (
     Decoding,
@@ -15,6 +17,7 @@ from minicc.generation import (
     candidate_plan,
     complete,
     plan_batches,
+    shared_prefix,
 )
 from minicc.models import LoadedModel, load_model
 from minicc.params import GenerateParams
@@ -239,3 +242,59 @@ def test_greedy_completion_does_not_depend_on_the_batch(
     (alone,) = complete(loaded, [short], greedy, seed=0)
     together = complete(loaded, [short, long], greedy, seed=0)
     assert together[0] == alone
+
+
+def test_a_shared_prefix_read_once_gives_the_same_greedy_answers(critic_llama: LoadedModel) -> None:
+    examples = "Worked example: zebra marmalade.\nAnother: walrus origami.\n"
+    requests = [
+        Request(f"r{i}", format_request(critic_llama, examples + "Xylophone? " * (1 + i)))
+        for i in range(3)
+    ]
+    greedy = Decoding(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=6)
+    shared = shared_prefix(critic_llama, requests)
+    assert shared is not None and shared.text.endswith(examples)
+    assert complete(critic_llama, requests, greedy, 0, shared) == complete(
+        critic_llama, requests, greedy, 0
+    )
+
+
+def test_no_shared_prefix_without_a_common_line() -> None:
+    requests = [Request("a", "abc"), Request("b", "abd")]
+    assert shared_prefix(None, requests) is None  # type: ignore[arg-type]
+
+
+def test_system_prompt_reaches_chat_and_base_models(make_tiny_model: MakeModel) -> None:
+    chat = load_model(str(make_tiny_model("llama")), models_params())
+    base = load_model(str(make_tiny_model("llama", chat=False)), models_params())
+    assert "Be kind." in format_request(chat, "Hi?", "Be kind.")
+    assert "Be kind." not in format_request(chat, "Hi?")
+    assert format_request(base, "Hi?", "Be kind.") == "Be kind.\n\n" + format_request(base, "Hi?")
+
+
+def test_constitution_guided_candidates_record_their_system_prompt(
+    tiny_llama: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Request] = []
+    real = generation.complete_requests
+
+    def recording(loaded: LoadedModel, requests: list[Request], *args: Any) -> Any:
+        seen.extend(requests)
+        return real(loaded, requests, *args)
+
+    monkeypatch.setattr(generation, "complete_requests", recording)
+    plan = candidate_plan(generate_params(system_prompt="constitution"), "Be kind.")
+    log = ResumeLog(tmp_path, "generate", answer_inputs(PROMPTS, plan, 7, tiny_llama.model_id))
+    guided, _ = answer_prompts(tiny_llama, PROMPTS, plan, 7, log)
+    plain, _, _ = generate(tiny_llama, tmp_path / "plain")
+    assert {c.system_prompt for c in guided} == {"constitution"}
+    assert {c.system_prompt for c in plain} == {"none"}
+    guided_inputs, plain_inputs = seen[: len(guided)], seen[len(guided) :]
+    assert all("Be kind." in r.text for r in guided_inputs)
+    assert not any("Be kind." in r.text for r in plain_inputs)
+    # What build_sft trains on is the bare request: the system prompt stays out of the record.
+    assert all("Be kind." not in c.prompt for c in guided)
+
+
+def test_constitution_system_prompt_needs_the_constitution() -> None:
+    with pytest.raises(UserError, match="generate.system_prompt is 'constitution'"):
+        candidate_plan(generate_params(system_prompt="constitution"))

@@ -21,6 +21,7 @@ from minicc.params import (
     ModelsParams,
     Params,
     PromptsParams,
+    ReviseParams,
     SelectParams,
     SftParams,
     TrainParams,
@@ -39,6 +40,7 @@ SECTIONS: dict[str, Any] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "prompts": PromptsParams,
+    "revise": ReviseParams,
 }
 
 
@@ -121,6 +123,9 @@ INT_FOR_FLOAT = {
     ("train", "lr"): 1,
     ("evaluate", "temperature"): 1,
     ("evaluate", "top_p"): 1,
+    ("revise", "threshold"): 3,
+    ("revise", "temperature"): 1,
+    ("revise", "top_p"): 1,
 }
 
 
@@ -207,7 +212,8 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
     allowed = (
-        "seed, models, generate, critique, critic_probe, select, sft, train, evaluate, prompts"
+        "seed, models, generate, critique, critic_probe, select, sft, revise, train, evaluate, "
+        "prompts"
     )
     assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
 
@@ -218,6 +224,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
         ("models", "device", ["auto", "cpu", "cuda", "mps"]),
         ("critique", "style", ["instruct", "base"]),
         ("critique", "combine", ["min", "mean"]),
+        ("generate", "system_prompt", ["none", "constitution"]),
         ("select", "policy", ["best", "margin", "diverse"]),
         ("train", "scheduler", ["cosine", "linear", "constant"]),
     ],
@@ -264,6 +271,14 @@ RANGES = [
     ("evaluate", "max_new_tokens", [1, 4096], [0, 4097]),
     ("evaluate", "num_samples", [1], [0]),
     ("evaluate", "batch_size", [1], [0]),
+    ("revise", "threshold", [1.0, 5.0], [0.99, 5.01, math.nan]),
+    ("revise", "num_revisions", [0], [-1]),
+    ("revise", "rounds", [1], [0]),
+    ("revise", "temperature", [1e-6], [0.0, math.nan]),
+    ("revise", "top_p", [1e-6, 1.0], [0.0, 1.5, math.nan]),
+    ("revise", "critique_max_new_tokens", [1, 4096], [0, 4097]),
+    ("revise", "revision_max_new_tokens", [1, 4096], [0, 4097]),
+    ("revise", "batch_size", [1], [0]),
 ]
 
 

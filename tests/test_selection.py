@@ -252,3 +252,72 @@ def test_pair_fields_match_selected_rows(policy: Policy) -> None:
         assert pair.category == chosen.category
         assert (pair.chosen, pair.rejected) == (chosen.response, rejected.response)
         assert (pair.chosen_score, pair.rejected_score) == (chosen.score, rejected.score)
+
+
+# --- revisions (the revise stage's rewrites, critiqued like candidates) ---
+
+
+def revision(original_id: str, score: float, response: str | None = None) -> Critique:
+    """The critique of round-1 revision 0 of `original_id`."""
+    return crit(f"{original_id}/rev1.0", score, response)
+
+
+@pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
+def test_a_better_revision_is_chosen_and_says_what_it_revised(policy: Policy) -> None:
+    critiques = [crit("p/0", 1.5), crit("p/1", 2.0), revision("p/0", 4.0)]
+    origins = {"p/0/rev1.0": "p/0"}
+    selected, _ = select(critiques, select_params(policy, margin=0.5), origins)
+    (chosen,) = [s for s in selected if s.role == "chosen"]
+    assert chosen.candidate_id == "p/0/rev1.0"
+    assert chosen.revision_of == "p/0"
+    assert all(s.revision_of is None for s in selected if s.role == "rejected")
+
+
+def test_a_candidate_is_not_marked_as_a_revision() -> None:
+    selected, _ = select([crit("p/0", 4.0), revision("p/0", 2.0)], select_params("best"))
+    assert [(s.candidate_id, s.revision_of) for s in selected] == [("p/0", None)]
+
+
+def test_revised_over_original_pair_when_the_critic_prefers_the_revision() -> None:
+    critiques = [crit("p/0", 1.5, "Sure, step one."), revision("p/0", 4.0, "I can't help.")]
+    _, pairs = select(critiques, select_params("best", min_gap=1.0), {"p/0/rev1.0": "p/0"})
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0/rev1.0", "p/0")]
+    assert (pairs[0].chosen, pairs[0].rejected) == ("I can't help.", "Sure, step one.")
+
+
+@pytest.mark.parametrize(
+    ("policy", "margin", "min_gap", "paired"),
+    [
+        ("best", 0.0, 1.0, False),
+        ("best", 2.0, 0.5, True),
+        ("margin", 1.0, 0.0, False),
+        ("margin", 0.5, 2.0, True),
+    ],
+)
+def test_revision_pairs_follow_the_policys_gap(
+    policy: Policy, margin: float, min_gap: float, paired: bool
+) -> None:
+    critiques = [crit("p/0", 2.0), revision("p/0", 2.5)]
+    params = select_params(policy, margin=margin, min_gap=min_gap)
+    _, pairs = select(critiques, params, {"p/0/rev1.0": "p/0"})
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == (
+        [("p/0/rev1.0", "p/0")] if paired else []
+    )
+
+
+def test_no_revision_pair_when_the_critic_prefers_the_original_or_the_text_is_the_same() -> None:
+    critiques = [
+        crit("p/0", 3.0, "Same text."),
+        revision("p/0", 4.5, "same text"),
+        crit("q/0", 4.0),
+        revision("q/0", 2.0),
+    ]
+    origins = {"p/0/rev1.0": "p/0", "q/0/rev1.0": "q/0"}
+    _, pairs = select(critiques, select_params("best"), origins)
+    assert pairs == []
+
+
+def test_a_revision_pair_the_policy_already_made_is_not_repeated() -> None:
+    critiques = [crit("p/0", 1.0), revision("p/0", 4.0)]
+    _, pairs = select(critiques, select_params("margin", margin=1.0), {"p/0/rev1.0": "p/0"})
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0/rev1.0", "p/0")]
