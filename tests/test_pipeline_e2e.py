@@ -45,6 +45,11 @@ BATCH_SIZE = 4
 TINY = {
     "generate": {"num_candidates": 2, "max_new_tokens": 12, "batch_size": BATCH_SIZE},
     "critique": {"batch_size": BATCH_SIZE},
+    "revise": {
+        "critique_max_new_tokens": 6,
+        "revision_max_new_tokens": 8,
+        "batch_size": BATCH_SIZE,
+    },
     # The probe reads layer 2 of 30: a weak critic, but every code path of the real one.
     "critic_probe": {"layer": 2},
     # Every chosen sample becomes an example, and 2 of the 6 prompts go to validation.
@@ -65,7 +70,9 @@ EVERY_STAGE = {
     "prepare_prompts",
     "train_critic",
     "generate",
-    "critique",
+    "critique@candidates",
+    "revise",
+    "critique@revisions",
     "select",
     "summarize",
     "build_sft",
@@ -256,9 +263,11 @@ def test_repro_runs_every_stage_once_in_dependency_order(project: Project) -> No
     for before, after in [
         ("prepare_prompts", "generate"),
         ("prepare_prompts", "evaluate@baseline"),
-        ("train_critic", "critique"),
-        ("generate", "critique"),
-        ("critique", "select"),
+        ("train_critic", "critique@candidates"),
+        ("generate", "critique@candidates"),
+        ("critique@candidates", "revise"),
+        ("revise", "critique@revisions"),
+        ("critique@revisions", "select"),
         ("select", "summarize"),
         ("select", "build_sft"),
         ("build_sft", "train_lora"),
@@ -423,12 +432,25 @@ def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
     # One candidate per prompt rather than more: any generate param reruns everything, and
     # fewer rows keep the test fast.
     fewer = exp_run(project, "generate.num_candidates=1", TARGET)
-    assert RUNNING.findall(fewer.stdout) == ["generate", "critique", "select", "summarize"]
+    assert RUNNING.findall(fewer.stdout) == [
+        "generate",
+        "critique@candidates",
+        "revise",
+        "critique@revisions",
+        "select",
+        "summarize",
+    ]
     assert f"{NUM_PROMPTS} candidates for {NUM_PROMPTS} prompts" in fewer.stdout
 
     margin = exp_run(project, "select.policy=margin", TARGET)
     assert RUNNING.findall(margin.stdout) == ["select", "summarize"]
-    assert sorted(SKIPPED.findall(margin.stdout)) == ["critique", "generate", "train_critic"]
+    assert sorted(SKIPPED.findall(margin.stdout)) == [
+        "critique@candidates",
+        "critique@revisions",
+        "generate",
+        "revise",
+        "train_critic",
+    ]
     assert "select (margin)" in margin.stdout
 
     # A LoRA hyper-parameter reruns training, the fine-tuned side of evaluation and compare;
@@ -443,11 +465,19 @@ def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
 def test_same_params_give_byte_identical_outputs(project: Project, tmp_path: Path) -> None:
     """A second, independent run of every stage reproduces the first byte for byte."""
     cache = make_cache(tmp_path / "cache")
-    out = {name: tmp_path / name for name in ("c.jsonl", "k.jsonl", "s.jsonl", "p.jsonl")}
+    names = ("c.jsonl", "k.jsonl", "r.jsonl", "rk.jsonl", "s.jsonl", "p.jsonl")
+    out = {name: tmp_path / name for name in names}
     run_ok(["python", *GENERATE_ARGS, "--out", str(out["c.jsonl"])], project.root, cache)
     critique = [*CRITIQUE_ARGS, "--candidates", str(out["c.jsonl"]), "--out", str(out["k.jsonl"])]
     run_ok(["python", *critique], project.root, cache)
+    revise = ["stages/revise.py", "--critiques", str(out["k.jsonl"])]
+    revise += ["--principles", "constitution/principles.yaml"]
+    revise += ["--examples", "constitution/revision_examples.yaml", "--out", str(out["r.jsonl"])]
+    run_ok(["python", *revise], project.root, cache)
+    critique = [*CRITIQUE_ARGS, "--candidates", str(out["r.jsonl"]), "--out", str(out["rk.jsonl"])]
+    run_ok(["python", *critique], project.root, cache)
     select = ["stages/select_samples.py", "--critiques", str(out["k.jsonl"])]
+    select += ["--revisions", str(out["r.jsonl"]), "--revision-critiques", str(out["rk.jsonl"])]
     select += ["--out", str(out["s.jsonl"]), "--pairs-out", str(out["p.jsonl"])]
     run_ok(["python", *select], project.root, cache)
     metrics, histogram = tmp_path / "pipeline.json", tmp_path / "histogram.csv"
@@ -460,6 +490,9 @@ def test_same_params_give_byte_identical_outputs(project: Project, tmp_path: Pat
     first = project.baseline
     assert out["c.jsonl"].read_bytes() == (first / "data" / "candidates.jsonl").read_bytes()
     assert out["k.jsonl"].read_bytes() == (first / "data" / "critiques.jsonl").read_bytes()
+    assert out["r.jsonl"].read_bytes() == (first / "data" / "revisions.jsonl").read_bytes()
+    revised = (first / "data" / "revision_critiques.jsonl").read_bytes()
+    assert out["rk.jsonl"].read_bytes() == revised
     assert out["s.jsonl"].read_bytes() == (first / "data" / "selected.jsonl").read_bytes()
     assert out["p.jsonl"].read_bytes() == (first / "data" / "preference_pairs.jsonl").read_bytes()
     assert metrics.read_bytes() == (first / "metrics" / "pipeline.json").read_bytes()

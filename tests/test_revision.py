@@ -270,3 +270,16 @@ def test_stage_refuses_a_principle_without_revision_text(tmp_path: Path) -> None
         "principle needs one while revise is on (revise.num_revisions > 0)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_no_targets_no_revisions(
+    guide: RevisionGuide, critic_llama: LoadedModel, tmp_path: Path
+) -> None:
+    run = revise(critic_llama, guide, [], revise_params(), 3, ResumeLog(tmp_path, "r", 0))
+    assert (run.revisions, run.dropped_empty) == ([], 0)
+
+
+def test_an_empty_revisions_file_gives_no_candidates(tmp_path: Path) -> None:
+    path = tmp_path / "revisions.jsonl"
+    path.write_text("", encoding="utf-8")
+    assert load_candidates(path) == []
