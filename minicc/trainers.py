@@ -25,7 +25,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from minicc.jsonl import atomic_write_text, json_text
+from minicc.lora import add_lora, lora_config
+from minicc.models import LoadedModel
 from minicc.params import Params, TrainParams
+from minicc.records import PreferencePair
+from minicc.sft import SftExample
+from minicc.training import dpo_dataset, sft_dataset
 
 RUN_FILE = "run.json"
 """What the checkpoints were trained from; checkpoints of any other run are discarded."""
@@ -193,6 +198,56 @@ def run_dpo(
         peft_config=new_adapter,
     )
     return _fit(trainer, phase_dir, val)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    examples: list[SftExample]
+    val_examples: list[SftExample]
+    pairs: list[PreferencePair]
+    val_pairs: list[PreferencePair]
+
+
+def train_phases(
+    loaded: LoadedModel,
+    targets: list[str],
+    params: TrainParams,
+    data: TrainingData,
+    *,
+    checkpoints: Path,
+    seed: int,
+) -> tuple[dict[str, PhaseResult], int]:
+    """The phases `train.method` asks for, in order, each resuming from its checkpoints;
+    returns them and the number of truncated rows."""
+    phases: dict[str, PhaseResult] = {}
+    truncated = 0
+    model, tokenizer, max_len = loaded.model, loaded.tokenizer, params.max_seq_len
+    if params.method != "dpo":
+        train = sft_dataset(loaded, data.examples, max_len)
+        val = sft_dataset(loaded, data.val_examples, max_len)
+        truncated += train.truncated + val.truncated
+        model = add_lora(model, params, targets)
+        phase_dir = checkpoints / "sft"
+        phases["sft"] = run_sft(
+            model, tokenizer, train.dataset, val.dataset, params, phase_dir=phase_dir, seed=seed
+        )
+        model = phases["sft"].model
+    if params.method != "sft":
+        pairs = dpo_dataset(loaded, data.pairs, max_len)
+        val_pairs = dpo_dataset(loaded, data.val_pairs, max_len) if data.val_pairs else None
+        truncated += pairs.truncated + (val_pairs.truncated if val_pairs else 0)
+        phases["dpo"] = run_dpo(
+            model,
+            tokenizer,
+            pairs.dataset,
+            val_pairs.dataset if val_pairs else None,
+            params,
+            # A fresh adapter for DPO alone; after SFT, the SFT adapter goes on training.
+            new_adapter=lora_config(params, targets) if params.method == "dpo" else None,
+            phase_dir=checkpoints / "dpo",
+            seed=seed,
+        )
+    return phases, truncated
 
 
 def loss_csv(phases: list[PhaseResult]) -> str:

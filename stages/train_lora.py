@@ -24,29 +24,26 @@ from accelerate import PartialState
 
 from minicc.cli import stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records
-from minicc.lora import add_lora, lora_config, resolve_target_modules, save_adapter
+from minicc.lora import resolve_target_modules, save_adapter
 from minicc.models import pick_device
 from minicc.params import load_params
 from minicc.records import PreferencePair
 from minicc.seeding import seed_everything
 from minicc.sft import SftExample
 from minicc.trainers import (
-    PhaseResult,
+    TrainingData,
     checkpoint_root,
     loss_csv,
     prepare_checkpoints,
     remove_checkpoints,
-    run_dpo,
     run_fingerprint,
-    run_sft,
+    train_phases,
     training_metrics,
 )
 from minicc.training import (
     base_precision,
-    dpo_dataset,
     load_base_for_training,
     require_rows,
-    sft_dataset,
 )
 
 
@@ -91,39 +88,11 @@ def main(
             checkpoints,
             run_fingerprint(params, [p for p in (train, val, pairs_train, pairs_val) if p]),
         )
-        phases: dict[str, PhaseResult] = {}
-        truncated = 0
-        model = loaded.model
-        if method != "dpo":
-            sft_train = sft_dataset(loaded, examples, settings.max_seq_len)
-            sft_val = sft_dataset(loaded, val_examples, settings.max_seq_len)
-            truncated += sft_train.truncated + sft_val.truncated
-            model = add_lora(model, settings, targets)
-            phases["sft"] = run_sft(
-                model,
-                loaded.tokenizer,
-                sft_train.dataset,
-                sft_val.dataset,
-                settings,
-                phase_dir=checkpoints / "sft",
-                seed=params.seed,
-            )
-            model = phases["sft"].model
-        if method != "sft":
-            dpo_train = dpo_dataset(loaded, pairs, settings.max_seq_len)
-            dpo_val = dpo_dataset(loaded, val_pairs, settings.max_seq_len) if val_pairs else None
-            truncated += dpo_train.truncated + (dpo_val.truncated if dpo_val else 0)
-            phases["dpo"] = run_dpo(
-                model,
-                loaded.tokenizer,
-                dpo_train.dataset,
-                dpo_val.dataset if dpo_val else None,
-                settings,
-                new_adapter=lora_config(settings, targets) if method == "dpo" else None,
-                phase_dir=checkpoints / "dpo",
-                seed=params.seed,
-            )
-            model = phases["dpo"].model
+        data = TrainingData(examples, val_examples, pairs, val_pairs)
+        phases, truncated = train_phases(
+            loaded, targets, settings, data, checkpoints=checkpoints, seed=params.seed
+        )
+        model = [*phases.values()][-1].model
         state = PartialState()
         if state.is_main_process:
             config = {
