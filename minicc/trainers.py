@@ -119,8 +119,8 @@ def _config_kwargs(params: TrainParams, output_dir: Path, epochs: int, seed: int
     }
 
 
-def _fit(trainer: Any, phase_dir: Path, val: Dataset | None) -> PhaseResult:
-    before = trainer.evaluate() if val is not None else {}
+def _fit(trainer: Any, phase_dir: Path, val: Dataset | None, measure_before: bool) -> PhaseResult:
+    before = trainer.evaluate() if val is not None and measure_before else {}
     checkpoint = latest_checkpoint(phase_dir)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     losses = [
@@ -167,7 +167,7 @@ def run_sft(
     seed: int,
 ) -> PhaseResult:
     trainer = sft_trainer(model, tokenizer, train, val, params, phase_dir=phase_dir, seed=seed)
-    return _fit(trainer, phase_dir, val)
+    return _fit(trainer, phase_dir, val, measure_before=True)
 
 
 def run_dpo(
@@ -197,7 +197,8 @@ def run_dpo(
         processing_class=tokenizer,
         peft_config=new_adapter,
     )
-    return _fit(trainer, phase_dir, val)
+    # DPO starts with the policy equal to its reference: its loss before is ln 2 by design.
+    return _fit(trainer, phase_dir, val, measure_before=False)
 
 
 @dataclass(frozen=True)
