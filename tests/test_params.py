@@ -121,6 +121,7 @@ INT_FOR_FLOAT = {
     ("sft", "min_score"): 3,
     ("train", "lora_dropout"): 0,
     ("train", "lr"): 1,
+    ("train", "dpo_beta"): 1,
     ("evaluate", "temperature"): 1,
     ("evaluate", "top_p"): 1,
     ("revise", "threshold"): 3,
@@ -227,6 +228,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
         ("generate", "system_prompt", ["none", "constitution"]),
         ("select", "policy", ["best", "margin", "diverse"]),
         ("train", "scheduler", ["cosine", "linear", "constant"]),
+        ("train", "method", ["sft", "dpo", "sft_dpo"]),
     ],
 )
 def test_each_allowed_choice_loads_and_others_are_refused_with_the_list(
@@ -266,6 +268,9 @@ RANGES = [
     ("train", "batch_size", [1], [0]),
     ("train", "grad_accum", [1], [0]),
     ("train", "max_seq_len", [16], [15]),
+    ("train", "dpo_beta", [1e-6, 5.0], [0.0, -0.1, math.nan]),
+    ("train", "dpo_epochs", [1], [0]),
+    ("train", "checkpoint_steps", [1], [0]),
     ("evaluate", "temperature", [1e-6, 5.0], [0.0, -0.5, math.nan]),
     ("evaluate", "top_p", [1e-6, 1.0], [0.0, 1.5, math.nan]),
     ("evaluate", "max_new_tokens", [1, 4096], [0, 4097]),
