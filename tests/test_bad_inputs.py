@@ -384,6 +384,8 @@ def test_summarize_stage_fails_cleanly(
         str(CORPUS / selected),
         "--metrics-out",
         str(out / "pipeline.json"),
+        "--detail-out",
+        str(out / "detail.json"),
         "--histogram-out",
         str(out / "score_distribution.csv"),
     ]

@@ -358,9 +358,24 @@ def params_reads(script: str) -> set[tuple[str, ...]]:
     return reads
 
 
+# Reads the analysis finds but the stage never makes: reaching a class brings all its methods,
+# and train_critic builds a judge-style `Critic` only to read hidden features (no probe exists
+# yet), never scoring with it, so the judge's verdict rules cannot change its output.
+NEVER_READ_AT_RUN_TIME = {
+    "train_critic": {"critique.combine", "critique.min_digit_mass", "critique.safe_threshold"}
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEVER_READ_AT_RUN_TIME))
+def test_exempt_reads_are_still_found(name: str) -> None:
+    """A stale exemption would hide a real undeclared read later."""
+    found = {".".join(read[:2]) for read in params_reads(script_of(STAGES[name]))}
+    assert NEVER_READ_AT_RUN_TIME[name] <= found
+
+
 @pytest.mark.parametrize("name", STAGE_NAMES)
 def test_params_the_code_reads_are_declared(name: str) -> None:
-    declared = set(params_entries(STAGES[name]))
+    declared = set(params_entries(STAGES[name])) | NEVER_READ_AT_RUN_TIME.get(name, set())
     reads = params_reads(script_of(STAGES[name]))
     for read in sorted(reads):
         section, *rest = read
