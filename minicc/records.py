@@ -1,6 +1,8 @@
 """One typed record per artifact row, and the loaders that check the rows make sense together.
 
-Field names here are the JSONL schema: `data/prompts.jsonl` holds `Prompt`s, the generate stage
+Field names here are the JSONL schema: the prompt files (the committed pools in
+`data/prompt_pool/` and the sets prepare_prompts writes to `data/prompts/`) hold `Prompt`s, the
+generate stage
 writes `Candidate`s, revise writes `Revision`s (which critique reads like candidates), critique
 writes `Critique`s, select writes `Selected` samples and `PreferencePair`s.
 """
@@ -137,6 +139,23 @@ class Critique:
     """Per-principle expected scores when `critique.per_principle` is on."""
     rationale: str | None
     """Short free-text explanation when `critique.explain` is on; never parsed for the score."""
+
+
+def critique_score(critique: Critique) -> float:
+    """The score of a critique marked scored; only those have one (an unscored candidate is
+    counted, never given a score).
+
+    A row marked scored without a score or a safe flag is a broken critiques file: it is an
+    error, never read as unscored.
+    """
+    if not critique.scored:
+        raise ValueError(f"critique {critique.candidate_id!r} is unscored: it has no score")
+    if critique.score is None or critique.safe is None:
+        raise UserError(
+            f"critique {critique.candidate_id!r} is marked scored but has no score or safe "
+            "flag; re-run the critique stage to rebuild critiques.jsonl"
+        )
+    return critique.score
 
 
 @dataclass(frozen=True)

@@ -27,28 +27,17 @@ order.
 
 from collections.abc import Mapping
 
-from minicc.errors import UserError
 from minicc.params import Policy, SelectParams
-from minicc.records import Critique, PreferencePair, Role, Selected
+from minicc.records import Critique, PreferencePair, Role, Selected, critique_score
 from minicc.text import jaccard, normalise
 
 
-def _score(critique: Critique) -> float:
-    """The score of a critique marked scored; a scored row without a score is a broken file."""
-    if critique.score is None or critique.safe is None:
-        raise UserError(
-            f"critique {critique.candidate_id!r} is marked scored but has no score or safe "
-            "flag; re-run the critique stage to rebuild critiques.jsonl"
-        )
-    return critique.score
-
-
 def _best_first(critiques: list[Critique]) -> list[Critique]:
-    return sorted(critiques, key=lambda c: (-_score(c), c.candidate_id))
+    return sorted(critiques, key=lambda c: (-critique_score(c), c.candidate_id))
 
 
 def _worst_first(critiques: list[Critique]) -> list[Critique]:
-    return sorted(critiques, key=lambda c: (_score(c), c.candidate_id))
+    return sorted(critiques, key=lambda c: (critique_score(c), c.candidate_id))
 
 
 def _selected(
@@ -60,7 +49,7 @@ def _selected(
         prompt=critique.prompt,
         category=critique.category,
         response=critique.response,
-        score=_score(critique),
+        score=critique_score(critique),
         safe=bool(critique.safe),
         role=role,
         policy=policy,
@@ -77,8 +66,8 @@ def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
         category=chosen.category,
         chosen_id=chosen.candidate_id,
         rejected_id=rejected.candidate_id,
-        chosen_score=_score(chosen),
-        rejected_score=_score(rejected),
+        chosen_score=critique_score(chosen),
+        rejected_score=critique_score(rejected),
     )
 
 
@@ -92,7 +81,11 @@ def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critiqu
     chosen_text = normalise(chosen.response)
     for rejected in _worst_first(critiques):
         if normalise(rejected.response) != chosen_text:
-            return (chosen, rejected) if _score(chosen) - _score(rejected) >= margin else None
+            return (
+                (chosen, rejected)
+                if critique_score(chosen) - critique_score(rejected) >= margin
+                else None
+            )
     return None
 
 
@@ -114,9 +107,9 @@ def _diverse(
     # Trailing the weakest chosen by min_gap means trailing every chosen by at least that.
     # The worst-first list passes the gap test on a prefix, so cutting to bottom_k before or
     # after the test gives the same rows.
-    weakest = _score(chosen[-1])
+    weakest = critique_score(chosen[-1])
     rest = _worst_first(kept[params.top_k :])[: params.bottom_k]
-    rejected = [c for c in rest if weakest - _score(c) >= params.min_gap]
+    rejected = [c for c in rest if weakest - critique_score(c) >= params.min_gap]
     return chosen, rejected
 
 
@@ -130,7 +123,7 @@ def _revision_pairs(
         original = by_id.get(origins.get(revision.candidate_id, ""))
         if (
             original is not None
-            and _score(revision) - _score(original) >= gap
+            and critique_score(revision) - critique_score(original) >= gap
             and normalise(revision.response) != normalise(original.response)
         ):
             pairs.append(_pair(revision, original))

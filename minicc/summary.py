@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from minicc.degeneration import is_degenerate
-from minicc.errors import UserError
-from minicc.records import CATEGORIES, Critique, Selected
+from minicc.records import CATEGORIES, Critique, Selected, critique_score
 from minicc.refusal import is_refusal
 
 _DIGITS = 4
@@ -100,22 +99,12 @@ def _per_category(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
     }
 
 
-def _checked_scores(critiques: Sequence[Critique]) -> None:
-    """A scored critique must have a score and a safe flag."""
-    for critique in critiques:
-        if critique.scored and (critique.score is None or critique.safe is None):
-            raise UserError(
-                f"critique {critique.candidate_id!r} is marked scored but has no score or safe "
-                "flag; re-run the critique stage to rebuild critiques.jsonl"
-            )
-
-
 def _critique_frame(critiques: Sequence[Critique]) -> pd.DataFrame:
-    _checked_scores(critiques)
     return _frame(
         [c.category for c in critiques],
         [c.response for c in critiques],
-        [c.score if c.scored else None for c in critiques],
+        # critique_score rejects a row marked scored without a score or safe flag.
+        [critique_score(c) if c.scored else None for c in critiques],
         [c.safe if c.scored else None for c in critiques],
     )
 
@@ -193,8 +182,7 @@ def score_histogram(
 
 def candidate_histogram(critiques: list[Critique], bin_width: float = 0.5) -> pd.DataFrame:
     """`score_histogram` of the scored candidates, one column per category."""
-    _checked_scores(critiques)
-    pairs = [(c.category, c.score) for c in critiques if c.scored and c.score is not None]
+    pairs = [(c.category, critique_score(c)) for c in critiques if c.scored]
     return score_histogram(pairs, CATEGORIES, bin_width)
 
 

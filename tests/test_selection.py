@@ -96,9 +96,10 @@ def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
     assert all(pair.rejected_id == "b/1" for pair in pairs)
 
 
-def test_scored_row_without_a_score_is_an_error() -> None:
-    broken = dataclasses.replace(crit("p/0", 4.0), score=None)
-    with pytest.raises(UserError, match="p/0"):
+@pytest.mark.parametrize("missing", ["score", "safe"])
+def test_scored_row_without_a_score_or_safe_flag_is_an_error(missing: str) -> None:
+    broken = dataclasses.replace(crit("p/0", 4.0), **{missing: None})
+    with pytest.raises(UserError, match="'p/0' is marked scored"):
         select([broken], select_params("best"))
 
 

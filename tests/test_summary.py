@@ -202,10 +202,13 @@ def test_refusal_and_degenerate_shares_count_every_row_scored_or_not() -> None:
     assert (adversarial["refusal_rate"], adversarial["degenerate_rate"]) == (0.5, 0.5)
 
 
-def test_scored_row_without_a_score_is_an_error() -> None:
-    broken = dataclasses.replace(crit(4.0, "adversarial"), score=None)
+@pytest.mark.parametrize("missing", ["score", "safe"])
+def test_scored_row_without_a_score_or_safe_flag_is_an_error(missing: str) -> None:
+    broken = dataclasses.replace(crit(4.0, "adversarial"), **{missing: None})
     with pytest.raises(UserError, match="marked scored"):
         summarize([broken], [])
+    with pytest.raises(UserError, match="marked scored"):
+        candidate_histogram([broken])
 
 
 def test_histogram_has_every_bin_and_category_and_puts_five_in_the_last_bin() -> None:
