@@ -32,9 +32,12 @@ def test_a_scored_critique_gives_its_score() -> None:
     assert critique_score(SCORED) == 4.25
 
 
-@pytest.mark.parametrize("missing", ["score", "safe"])
-def test_a_scored_row_without_a_score_or_safe_flag_is_a_broken_file(missing: str) -> None:
-    broken = dataclasses.replace(SCORED, **{missing: None})
+@pytest.mark.parametrize(
+    "broken",
+    [dataclasses.replace(SCORED, score=None), dataclasses.replace(SCORED, safe=None)],
+    ids=["no score", "no safe flag"],
+)
+def test_a_scored_row_without_a_score_or_safe_flag_is_a_broken_file(broken: Critique) -> None:
     with pytest.raises(UserError, match=r"'p/0' is marked scored but has no score or safe"):
         critique_score(broken)
 

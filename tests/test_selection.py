@@ -96,9 +96,15 @@ def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
     assert all(pair.rejected_id == "b/1" for pair in pairs)
 
 
-@pytest.mark.parametrize("missing", ["score", "safe"])
-def test_scored_row_without_a_score_or_safe_flag_is_an_error(missing: str) -> None:
-    broken = dataclasses.replace(crit("p/0", 4.0), **{missing: None})
+@pytest.mark.parametrize(
+    "broken",
+    [
+        dataclasses.replace(crit("p/0", 4.0), score=None),
+        dataclasses.replace(crit("p/0", 4.0), safe=None),
+    ],
+    ids=["no score", "no safe flag"],
+)
+def test_scored_row_without_a_score_or_safe_flag_is_an_error(broken: Critique) -> None:
     with pytest.raises(UserError, match="'p/0' is marked scored"):
         select([broken], select_params("best"))
 

@@ -202,9 +202,15 @@ def test_refusal_and_degenerate_shares_count_every_row_scored_or_not() -> None:
     assert (adversarial["refusal_rate"], adversarial["degenerate_rate"]) == (0.5, 0.5)
 
 
-@pytest.mark.parametrize("missing", ["score", "safe"])
-def test_scored_row_without_a_score_or_safe_flag_is_an_error(missing: str) -> None:
-    broken = dataclasses.replace(crit(4.0, "adversarial"), **{missing: None})
+@pytest.mark.parametrize(
+    "broken",
+    [
+        dataclasses.replace(crit(4.0, "adversarial"), score=None),
+        dataclasses.replace(crit(4.0, "adversarial"), safe=None),
+    ],
+    ids=["no score", "no safe flag"],
+)
+def test_scored_row_without_a_score_or_safe_flag_is_an_error(broken: Critique) -> None:
     with pytest.raises(UserError, match="marked scored"):
         summarize([broken], [])
     with pytest.raises(UserError, match="marked scored"):
