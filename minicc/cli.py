@@ -1,11 +1,31 @@
-"""What every stage script does around its work: clean errors and a clean Ctrl-C."""
+"""What every stage script shares: its common options, clean errors and a clean Ctrl-C.
+
+The options that several stages take are typed once here, as `Annotated` aliases that carry
+their help (`--params`, and the critic's files: constitution principles, the two judge
+templates, the probe). A stage writes `principles: PrinciplesFile`; one that takes `--params`
+writes `params_file: ParamsFile = PARAMS_FILE`.
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from minicc.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+"""`--params` when not given: the repository's parameters, as DVC reads them."""
+ParamsFile = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+PrinciplesFile = Annotated[Path, typer.Option(help="Constitution principles (YAML).")]
+InstructTemplateFile = Annotated[
+    Path, typer.Option(help="Judge template for critique.style=instruct.")
+]
+BaseTemplateFile = Annotated[Path, typer.Option(help="Judge template for critique.style=base.")]
+ProbeFile = Annotated[
+    Path, typer.Option(help="Critic probe (train_critic), read for method probe.")
+]
 
 
 @contextmanager

@@ -12,11 +12,11 @@ same with the counts per category.
 """
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import PreferencePair, Selected
@@ -52,15 +52,19 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(
-    selected: Path = typer.Option(..., help="Samples written by the select stage."),
-    pairs: Path = typer.Option(..., help="Preference pairs written by the select stage."),
-    train_out: Path = typer.Option(..., help="Training examples (JSONL, chat messages)."),
-    val_out: Path = typer.Option(..., help="Validation examples (JSONL, chat messages)."),
-    pairs_train_out: Path = typer.Option(..., help="Preference pairs of the training prompts."),
-    pairs_val_out: Path = typer.Option(..., help="Preference pairs of the validation prompts."),
-    metrics_out: Path = typer.Option(..., help="Counts per part (JSON)."),
-    detail_out: Path = typer.Option(..., help="Counts per part and category (JSON)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    selected: Annotated[Path, typer.Option(help="Samples written by the select stage.")],
+    pairs: Annotated[Path, typer.Option(help="Preference pairs written by the select stage.")],
+    train_out: Annotated[Path, typer.Option(help="Training examples (JSONL, chat messages).")],
+    val_out: Annotated[Path, typer.Option(help="Validation examples (JSONL, chat messages).")],
+    pairs_train_out: Annotated[
+        Path, typer.Option(help="Preference pairs of the training prompts.")
+    ],
+    pairs_val_out: Annotated[
+        Path, typer.Option(help="Preference pairs of the validation prompts.")
+    ],
+    metrics_out: Annotated[Path, typer.Option(help="Counts per part (JSON).")],
+    detail_out: Annotated[Path, typer.Option(help="Counts per part and category (JSON).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("build_sft"):
         params = load_params(params_file)

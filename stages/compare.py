@@ -16,10 +16,19 @@ minicc/stats.py. `--metrics-out` holds the headline numbers, `--detail-out` ever
 
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import (
+    PARAMS_FILE,
+    BaseTemplateFile,
+    InstructTemplateFile,
+    ParamsFile,
+    PrinciplesFile,
+    ProbeFile,
+    stage_errors,
+)
 from minicc.comparison import (
     category_rates,
     compare_report,
@@ -38,20 +47,20 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    baseline: Path = typer.Option(..., help="Baseline responses (evaluate stage)."),
-    finetuned: Path = typer.Option(..., help="Fine-tuned responses (evaluate stage)."),
-    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
-    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
-    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
-    probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
-    refusal_labels: Path = typer.Option(..., help="XSTest labelled completions (CSV folder)."),
-    paired_out: Path = typer.Option(..., help="Per-prompt results of both models (JSONL)."),
-    failures_out: Path = typer.Option(..., help="Prompts the fine-tuned model did worse on."),
-    metrics_out: Path = typer.Option(..., help="Headline comparison metrics (JSON)."),
-    detail_out: Path = typer.Option(..., help="Every comparison metric, per category (JSON)."),
-    scores_out: Path = typer.Option(..., help="Score histogram of both models (CSV)."),
-    categories_out: Path = typer.Option(..., help="Rates per category and model (CSV)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    baseline: Annotated[Path, typer.Option(help="Baseline responses (evaluate stage).")],
+    finetuned: Annotated[Path, typer.Option(help="Fine-tuned responses (evaluate stage).")],
+    principles: PrinciplesFile,
+    instruct_template: InstructTemplateFile,
+    base_template: BaseTemplateFile,
+    probe: ProbeFile,
+    refusal_labels: Annotated[Path, typer.Option(help="XSTest labelled completions (CSV folder).")],
+    paired_out: Annotated[Path, typer.Option(help="Per-prompt results of both models (JSONL).")],
+    failures_out: Annotated[Path, typer.Option(help="Prompts the fine-tuned model did worse on.")],
+    metrics_out: Annotated[Path, typer.Option(help="Headline comparison metrics (JSON).")],
+    detail_out: Annotated[Path, typer.Option(help="Every comparison metric, per category (JSON).")],
+    scores_out: Annotated[Path, typer.Option(help="Score histogram of both models (CSV).")],
+    categories_out: Annotated[Path, typer.Option(help="Rates per category and model (CSV).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("compare"):
         params = load_params(params_file)

@@ -16,10 +16,19 @@ headline numbers; `--detail-out` holds every number, per source too.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import (
+    PARAMS_FILE,
+    BaseTemplateFile,
+    InstructTemplateFile,
+    ParamsFile,
+    PrinciplesFile,
+    ProbeFile,
+    stage_errors,
+)
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
 from minicc.critic_metrics import (
     as_candidate,
@@ -36,17 +45,19 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    labeled: Path = typer.Option(..., help="Held-out labeled rows (JSONL)."),
-    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
-    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
-    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
-    probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
-    scored_out: Path = typer.Option(..., help="Per-row labels and critic scores (JSONL)."),
-    metrics_out: Path = typer.Option(..., help="Headline critic quality metrics (JSON)."),
-    detail_out: Path = typer.Option(..., help="Every critic quality metric, per source (JSON)."),
-    roc_out: Path = typer.Option(..., help="ROC curve points (CSV)."),
-    calibration_out: Path = typer.Option(..., help="Calibration bins (CSV)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    labeled: Annotated[Path, typer.Option(help="Held-out labeled rows (JSONL).")],
+    principles: PrinciplesFile,
+    instruct_template: InstructTemplateFile,
+    base_template: BaseTemplateFile,
+    probe: ProbeFile,
+    scored_out: Annotated[Path, typer.Option(help="Per-row labels and critic scores (JSONL).")],
+    metrics_out: Annotated[Path, typer.Option(help="Headline critic quality metrics (JSON).")],
+    detail_out: Annotated[
+        Path, typer.Option(help="Every critic quality metric, per source (JSON).")
+    ],
+    roc_out: Annotated[Path, typer.Option(help="ROC curve points (CSV).")],
+    calibration_out: Annotated[Path, typer.Option(help="Calibration bins (CSV).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("critic_eval"):
         params = load_params(params_file)

@@ -14,10 +14,19 @@ Crash-safe like generate.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import (
+    PARAMS_FILE,
+    BaseTemplateFile,
+    InstructTemplateFile,
+    ParamsFile,
+    PrinciplesFile,
+    ProbeFile,
+    stage_errors,
+)
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
 from minicc.jsonl import write_records
 from minicc.params import load_params
@@ -26,13 +35,13 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    candidates: Path = typer.Option(..., help="Candidates (generate) or revisions (revise)."),
-    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
-    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
-    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
-    probe: Path = typer.Option(..., help="Critic probe (train_critic), read for method probe."),
-    out: Path = typer.Option(..., help="Where to write the critiques (JSONL)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    candidates: Annotated[Path, typer.Option(help="Candidates (generate) or revisions (revise).")],
+    principles: PrinciplesFile,
+    instruct_template: InstructTemplateFile,
+    base_template: BaseTemplateFile,
+    probe: ProbeFile,
+    out: Annotated[Path, typer.Option(help="Where to write the critiques (JSONL).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("critique"):
         params = load_params(params_file)

@@ -11,10 +11,11 @@ Decoding comes from the `evaluate` params (greedy by default). Crash-safe like g
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.errors import UserError
 from minicc.evaluation import evaluation_plan
 from minicc.generation import answer_inputs, answer_prompts
@@ -28,11 +29,13 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    model: str = typer.Option(..., help="baseline (the base model) or finetuned (+ adapter)."),
-    prompts: Path = typer.Option(..., help="Evaluation prompts (JSONL)."),
-    out: Path = typer.Option(..., help="Where to write the responses (JSONL)."),
-    adapter: Path | None = typer.Option(None, help="LoRA adapter directory (finetuned only)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    model: Annotated[str, typer.Option(help="baseline (the base model) or finetuned (+ adapter).")],
+    prompts: Annotated[Path, typer.Option(help="Evaluation prompts (JSONL).")],
+    out: Annotated[Path, typer.Option(help="Where to write the responses (JSONL).")],
+    adapter: Annotated[
+        Path | None, typer.Option(help="LoRA adapter directory (finetuned only).")
+    ] = None,
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("evaluate"):
         if model not in ("baseline", "finetuned"):

@@ -11,10 +11,11 @@ crash (see minicc/resume.py) and a rerun only does the missing ones.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.constitution import system_prompt_text
 from minicc.generation import answer_inputs, answer_prompts, candidate_plan
 from minicc.jsonl import write_records
@@ -26,13 +27,17 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    prompts: Path = typer.Option(..., help="Prompt file (JSONL of id, prompt, category, source)."),
-    principles: Path = typer.Option(
-        Path("constitution/principles.yaml"),
-        help="Constitution principles (YAML), read for generate.system_prompt constitution.",
-    ),
-    out: Path = typer.Option(..., help="Where to write the candidates (JSONL)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    prompts: Annotated[
+        Path, typer.Option(help="Prompt file (JSONL of id, prompt, category, source).")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the candidates (JSONL).")],
+    principles: Annotated[
+        Path,
+        typer.Option(
+            help="Constitution principles (YAML), read for generate.system_prompt constitution."
+        ),
+    ] = Path("constitution/principles.yaml"),
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("generate"):
         params = load_params(params_file)

@@ -12,23 +12,24 @@ prompts and share none with the training set.
 
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, records_text
 from minicc.params import load_params
 from minicc.prompt_source import cap_per_category, check_disjoint, check_eval_set, read_source
 
 
 def main(
-    train_pool: Path = typer.Option(
-        ..., help="Training pool read when prompts.train.path is null."
-    ),
-    eval_pool: Path = typer.Option(..., help="Eval pool read when prompts.eval.path is null."),
-    train_out: Path = typer.Option(..., help="Where to write the training prompts (JSONL)."),
-    eval_out: Path = typer.Option(..., help="Where to write the eval prompts (JSONL)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    train_pool: Annotated[
+        Path, typer.Option(help="Training pool read when prompts.train.path is null.")
+    ],
+    eval_pool: Annotated[Path, typer.Option(help="Eval pool read when prompts.eval.path is null.")],
+    train_out: Annotated[Path, typer.Option(help="Where to write the training prompts (JSONL).")],
+    eval_out: Annotated[Path, typer.Option(help="Where to write the eval prompts (JSONL).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("prepare_prompts"):
         params = load_params(params_file)

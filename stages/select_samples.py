@@ -10,10 +10,11 @@ same flat schema; for `best` the pairs file (TRL DPO format) holds only revised 
 
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.errors import UserError
 from minicc.jsonl import atomic_write_files, read_numbered_records, read_records, records_text
 from minicc.params import load_params
@@ -41,14 +42,16 @@ def read_revisions(
 
 
 def main(
-    critiques: Path = typer.Option(..., help="Critiques written by the critique stage."),
-    revisions: Path | None = typer.Option(None, help="Revisions written by the revise stage."),
-    revision_critiques: Path | None = typer.Option(
-        None, help="The critiques of those revisions (give both or neither)."
-    ),
-    out: Path = typer.Option(..., help="Where to write the selected samples (JSONL)."),
-    pairs_out: Path = typer.Option(..., help="Where to write preference pairs (JSONL)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    critiques: Annotated[Path, typer.Option(help="Critiques written by the critique stage.")],
+    out: Annotated[Path, typer.Option(help="Where to write the selected samples (JSONL).")],
+    pairs_out: Annotated[Path, typer.Option(help="Where to write preference pairs (JSONL).")],
+    revisions: Annotated[
+        Path | None, typer.Option(help="Revisions written by the revise stage.")
+    ] = None,
+    revision_critiques: Annotated[
+        Path | None, typer.Option(help="The critiques of those revisions (give both or neither).")
+    ] = None,
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("select"):
         params = load_params(params_file)

@@ -8,6 +8,7 @@
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,11 +20,13 @@ from minicc.summary import candidate_histogram, format_table, headline, summariz
 
 
 def main(
-    critiques: Path = typer.Option(..., help="Critiques written by the critique stage."),
-    selected: Path = typer.Option(..., help="Samples written by the select stage."),
-    metrics_out: Path = typer.Option(..., help="Where to write the headline metrics (JSON)."),
-    detail_out: Path = typer.Option(..., help="Where to write every metric, per category (JSON)."),
-    histogram_out: Path = typer.Option(..., help="Where to write the score histogram (CSV)."),
+    critiques: Annotated[Path, typer.Option(help="Critiques written by the critique stage.")],
+    selected: Annotated[Path, typer.Option(help="Samples written by the select stage.")],
+    metrics_out: Annotated[Path, typer.Option(help="Where to write the headline metrics (JSON).")],
+    detail_out: Annotated[
+        Path, typer.Option(help="Where to write every metric, per category (JSON).")
+    ],
+    histogram_out: Annotated[Path, typer.Option(help="Where to write the score histogram (CSV).")],
 ) -> None:
     with stage_errors("summarize"):
         critique_rows = read_records(critiques, Critique)

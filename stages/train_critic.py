@@ -15,10 +15,18 @@ convergence, so a rerun gives the same probe.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import (
+    PARAMS_FILE,
+    BaseTemplateFile,
+    InstructTemplateFile,
+    ParamsFile,
+    PrinciplesFile,
+    stage_errors,
+)
 from minicc.critic import CriticFiles, critic_setup, open_critic
 from minicc.critic_metrics import training_headline
 from minicc.critic_training import feature_inputs, select_sources, train_probe
@@ -31,15 +39,15 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    train: Path = typer.Option(..., help="Labeled (prompt, response) rows (JSONL)."),
-    requests: Path = typer.Option(..., help="Labeled requests for the request head (JSONL)."),
-    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
-    instruct_template: Path = typer.Option(..., help="Judge template for critique.style=instruct."),
-    base_template: Path = typer.Option(..., help="Judge template for critique.style=base."),
-    out: Path = typer.Option(..., help="Where to write the probe (JSON)."),
-    metrics_out: Path = typer.Option(..., help="Headline training and validation metrics."),
-    detail_out: Path = typer.Option(..., help="Every training metric, per source (JSON)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    train: Annotated[Path, typer.Option(help="Labeled (prompt, response) rows (JSONL).")],
+    requests: Annotated[Path, typer.Option(help="Labeled requests for the request head (JSONL).")],
+    principles: PrinciplesFile,
+    instruct_template: InstructTemplateFile,
+    base_template: BaseTemplateFile,
+    out: Annotated[Path, typer.Option(help="Where to write the probe (JSON).")],
+    metrics_out: Annotated[Path, typer.Option(help="Headline training and validation metrics.")],
+    detail_out: Annotated[Path, typer.Option(help="Every training metric, per source (JSON).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("train_critic"):
         params = load_params(params_file)

@@ -18,11 +18,12 @@ into place with a `COMPLETE` marker last.
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from accelerate import PartialState
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records
 from minicc.lora import resolve_target_modules, save_adapter
 from minicc.models import pick_device
@@ -48,18 +49,20 @@ from minicc.training import (
 
 
 def main(
-    train: Path = typer.Option(..., help="Training examples written by build_sft."),
-    val: Path = typer.Option(..., help="Validation examples written by build_sft."),
-    pairs_train: Path | None = typer.Option(
-        None, help="Preference pairs of the training prompts (DPO; none: no pairs)."
-    ),
-    pairs_val: Path | None = typer.Option(
-        None, help="Preference pairs of the validation prompts (DPO; none: no pairs)."
-    ),
-    out: Path = typer.Option(..., help="Adapter directory to write."),
-    metrics_out: Path = typer.Option(..., help="Final losses, steps and wall time (JSON)."),
-    loss_out: Path = typer.Option(..., help="Training loss per optimizer step (CSV)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    train: Annotated[Path, typer.Option(help="Training examples written by build_sft.")],
+    val: Annotated[Path, typer.Option(help="Validation examples written by build_sft.")],
+    out: Annotated[Path, typer.Option(help="Adapter directory to write.")],
+    metrics_out: Annotated[Path, typer.Option(help="Final losses, steps and wall time (JSON).")],
+    loss_out: Annotated[Path, typer.Option(help="Training loss per optimizer step (CSV).")],
+    pairs_train: Annotated[
+        Path | None,
+        typer.Option(help="Preference pairs of the training prompts (DPO; none: no pairs)."),
+    ] = None,
+    pairs_val: Annotated[
+        Path | None,
+        typer.Option(help="Preference pairs of the validation prompts (DPO; none: no pairs)."),
+    ] = None,
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("train_lora"):
         started = time.perf_counter()
