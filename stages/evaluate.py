@@ -1,8 +1,8 @@
 """Answer the evaluation prompts with the baseline or the fine-tuned model.
 
-    python stages/evaluate.py --model baseline --prompts data/eval_prompts.jsonl \
+    python stages/evaluate.py --model baseline --prompts data/prompts/eval.jsonl \
         --out data/eval/baseline.jsonl
-    python stages/evaluate.py --model finetuned --prompts data/eval_prompts.jsonl \
+    python stages/evaluate.py --model finetuned --prompts data/prompts/eval.jsonl \
         --adapter models/lora-sft --out data/eval/finetuned.jsonl
 
 Both use `models.generator`; the fine-tuned model is that base with the LoRA adapter attached

@@ -1,6 +1,6 @@
 """Generate candidate responses: `generate.num_candidates` sampled answers per prompt.
 
-    python stages/generate.py --prompts data/prompts.jsonl \
+    python stages/generate.py --prompts data/prompts/train.jsonl \
         --principles constitution/principles.yaml --out data/candidates.jsonl
 
 With `generate.system_prompt: constitution` the answers are sampled under the principles as a
