@@ -18,6 +18,7 @@ import torch
 
 from minicc.constitution import Constitution
 from minicc.critic import Critic, critique_candidates
+from minicc.errors import UserError
 from minicc.generation import (
     Request,
     answer_prompts,
@@ -244,7 +245,14 @@ def bench_critique(
         }
 
     critiques, pipeline = timed(None, "judge")
-    probe_result = None if probe is None else timed(probe, "probe")[1]
+    probe_result: dict[str, Any] | None = None
+    if probe is not None:
+        try:
+            probe_result = timed(probe, "probe")[1]
+        except UserError as error:
+            # A probe trained for another critic setup (`dvc repro train_critic` is due): the
+            # judge is still measured; the reason is recorded in the results.
+            probe_result = {"skipped": str(error)}
 
     # Spread over the list: consecutive candidates answer the same prompt.
     chosen = candidates[:: max(1, len(candidates) // baseline_count)][:baseline_count]

@@ -5,7 +5,10 @@ buys. Each precision loads the generator afresh and runs, through the stages' ow
 - a critic forward pass (`Critic.probe_features` at `critic_probe.layer`, the probe's path)
   over a batch of candidates;
 - generation (`answer_prompts` with the generate stage's decoding);
-- LoRA training steps (`fit` on a few SFT examples made from the generated answers).
+- LoRA training steps (the train stage's TRL `SFTTrainer`, `minicc.trainers.sft_trainer`, on a
+  few SFT examples made from the generated answers): the seconds between the Trainer's
+  `on_step_begin` and `on_step_end` callbacks, so checkpoint writing and data set preparation
+  are not counted.
 Each gets an untimed warm-up on smaller inputs first.
 """
 
@@ -14,18 +17,19 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from accelerate import Accelerator
+from transformers import TrainerCallback
 
 from minicc.constitution import Constitution
 from minicc.critic import Critic
 from minicc.generation import answer_inputs, answer_prompts, candidate_plan
 from minicc.lora import add_lora, resolve_target_modules
-from minicc.models import load_model
+from minicc.models import LoadedModel, load_model
 from minicc.params import Params, Precision
 from minicc.records import Candidate, Prompt
 from minicc.resume import ResumeLog
 from minicc.sft import SftExample
-from minicc.training import encode_example, fit
+from minicc.trainers import sft_trainer
+from minicc.training import sft_dataset
 
 PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16")
 
@@ -44,6 +48,52 @@ def _examples(candidates: list[Candidate]) -> list[SftExample]:
         )
         for c in candidates
     ]
+
+
+class StepTimer(TrainerCallback):
+    """Seconds spent inside optimizer steps (forward, backward, optimizer), and their count."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.steps = 0
+        self._started = 0.0
+
+    def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+        self._started = perf_counter()
+
+    def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+        self.seconds += perf_counter() - self._started
+        self.steps += 1
+
+
+def _train_seconds_per_step(
+    params: Params, loaded: LoadedModel, examples: list[SftExample], workdir: Path
+) -> tuple[int, float]:
+    """Optimizer steps of one SFT epoch on `examples` and seconds per step, after a warm-up run
+    of one batch (its own checkpoint directory, so the timed run does not resume from it)."""
+    train_params = replace(params.train, epochs=1, grad_accum=1)
+    model = add_lora(loaded.model, train_params, resolve_target_modules(loaded.model, "auto"))
+    data = sft_dataset(loaded, examples, train_params.max_seq_len).dataset
+    val = data.select(range(1))
+    timers = []
+    for name, rows in (
+        ("warm-up", data.select(range(min(train_params.batch_size, len(data))))),
+        ("timed", data),
+    ):
+        trainer = sft_trainer(
+            model,
+            loaded.tokenizer,
+            rows,
+            val,
+            train_params,
+            phase_dir=workdir / name,
+            seed=params.seed,
+        )
+        timers.append(StepTimer())
+        trainer.add_callback(timers[-1])
+        trainer.train()
+    timed = timers[-1]
+    return timed.steps, timed.seconds / timed.steps
 
 
 def _timed(work: Any) -> float:
@@ -82,26 +132,15 @@ def _one_precision(
     critic.probe_features(rows[:2], keys[:2], layer)
     critic_s = _timed(lambda: critic.probe_features(rows, keys, layer))
 
-    train_params = replace(params.train, epochs=1)
-    model = add_lora(loaded.model, train_params, resolve_target_modules(loaded.model, "auto"))
-    examples = [encode_example(loaded, e, train_params.max_seq_len) for e in _examples(generated)]
-    pad_id = loaded.tokenizer.pad_token_id
-    # One validation example: fit's two validation passes then cost little next to the steps.
-    val = examples[:1]
-    warm = examples[: train_params.batch_size]
-    fit(Accelerator(cpu=True), model, warm, val, train_params, pad_id=pad_id, seed=params.seed)
-    steps = -(-len(examples) // train_params.batch_size)
-    train_s = _timed(
-        lambda: fit(
-            Accelerator(cpu=True), model, examples, val, train_params, pad_id=pad_id, seed=1
-        )
+    steps, per_step = _train_seconds_per_step(
+        params, loaded, _examples(generated), workdir / f"train-{precision}"
     )
     return {
         "weights": str(loaded.model.dtype).removeprefix("torch."),
         "generate_tokens_per_s": round(tokens / generate_s, 2),
         "critic_rows_per_s": round(len(rows) / critic_s, 2),
         "train_steps": steps,
-        "train_s_per_step": round(train_s / steps, 3),
+        "train_s_per_step": round(per_step, 3),
     }
 
 
@@ -109,7 +148,7 @@ def bench_precision(
     params: Params, constitution: Constitution, prompts: list[Prompt], workdir: Path
 ) -> dict[str, Any]:
     """Rates of both precisions and bfloat16's speed-up over float32 for each kind of work."""
-    by_precision = {
+    by_precision: dict[str, dict[str, Any]] = {
         precision: _one_precision(params, precision, constitution, prompts, workdir)
         for precision in PRECISIONS
     }

@@ -9,6 +9,7 @@ children so far), inside a small wrapper process (see `_WRAPPER`).
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,7 +23,14 @@ from minicc.jsonl import write_records
 from minicc.records import Prompt
 from minicc.yaml_file import read_yaml
 
-MEMORY_STAGES = ("generate", "critique", "select", "summarize")
+MEMORY_STAGES = (
+    "generate",
+    "critique@candidates",
+    "revise",
+    "critique@revisions",
+    "select",
+    "summarize",
+)
 """The stages that make the data set; training and evaluation are not measured here."""
 
 _MOVED = ("data/", "metrics/")
@@ -32,11 +40,33 @@ _MOVED = ("data/", "metrics/")
 
 
 def _relocate(argument: str, work: Path) -> str:
-    return str(work / Path(argument).name) if argument.startswith(_MOVED) else argument
+    """The pipeline's own paths under `work`, keeping their folders (metrics/pipeline.json and
+    metrics/detail/pipeline.json are two files); the folder is made here."""
+    if not argument.startswith(_MOVED):
+        return argument
+    moved = work / argument
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    return str(moved)
+
+
+_TEMPLATE = re.compile(r"\$\{\s*(key|item\.(\w+))\s*\}")
 
 
 def _stages(dvc_yaml: Path) -> dict[str, Any]:
-    stages: dict[str, Any] = read_yaml(dvc_yaml)["stages"]
+    """Stages by the names DVC gives them: a `foreach` stage becomes `name@key` stages, its
+    `${key}` and `${item.x}` filled in (only the command is read here)."""
+    stages: dict[str, Any] = {}
+    for name, definition in read_yaml(dvc_yaml)["stages"].items():
+        if "foreach" not in definition:
+            stages[name] = definition
+            continue
+        for key, item in definition["foreach"].items():
+
+            def fill(match: re.Match[str], key: str = key, item: Any = item) -> str:
+                return key if match.group(2) is None else str(item[match.group(2)])
+
+            do = definition["do"]
+            stages[f"{name}@{key}"] = {**do, "cmd": _TEMPLATE.sub(fill, do["cmd"])}
     return stages
 
 

@@ -2,8 +2,9 @@
 
     python benchmarks/canned_replies.py --out benchmarks/canned_replies.json
 
-Every prompt of data/eval_prompts.jsonl gets each canned reply below (noise, a loop, an
-off-topic paragraph, a needless refusal, the empty reply), and the critique stage's own path
+Every prompt of the committed eval pool (data/prompt_pool/eval.jsonl) gets each canned reply
+below (noise, a loop, an off-topic paragraph, a needless refusal, the empty reply), and the
+critique stage's own path
 (`critic_setup`, `open_critic`, `critique_candidates`, the committed params and critic files)
 scores them. The mean score per reply and category is printed beside the mean of the default
 run's real candidates (data/critiques.jsonl, when `dvc repro critique` has run). A preference
@@ -40,13 +41,15 @@ CANNED = {
 
 def main(
     out: Annotated[Path, typer.Option(help="Where to write the means (JSON).")],
-    prompts: Annotated[Path, typer.Option(help="Prompt file.")] = Path("data/eval_prompts.jsonl"),
+    prompts: Annotated[Path, typer.Option(help="Prompt file.")] = Path(
+        "data/prompt_pool/eval.jsonl"
+    ),
     critiques: Annotated[Path, typer.Option(help="The default run's critiques.")] = Path(
         "data/critiques.jsonl"
     ),
 ) -> None:
     params = load_params(Path("params.yaml"))
-    options = bench_stages.stage_options(Path("dvc.yaml"), "critique")
+    options = bench_stages.stage_options(Path("dvc.yaml"), "critique@candidates")
     files = CriticFiles(
         Path(options["principles"]),
         Path(options["instruct-template"]),

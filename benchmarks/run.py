@@ -36,8 +36,8 @@ from minicc.seeding import seed_everything
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("generate", "critique", "scaling", "precision", "memory", "repro")
 DVC_YAML = Path("dvc.yaml")
-EVAL_PROMPTS = Path("data/eval_prompts.jsonl")
-"""Not read by the pipeline; only lengthens the prompt pool of the scaling benchmark."""
+CRITIQUE_STAGE = "critique@candidates"
+"""The critique stage whose critic files (principles, templates, probe) the benchmarks read."""
 
 
 @dataclass(frozen=True)
@@ -111,22 +111,27 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def pipeline_prompts() -> list[Prompt]:
-    """The generate stage's prompt file, as dvc.yaml names it."""
-    return load_prompts(Path(bench_stages.stage_options(DVC_YAML, "generate")["prompts"]))
+def prompt_pool(kind: str) -> list[Prompt]:
+    """A committed prompt pool, `train` or `eval`, as dvc.yaml passes it to prepare_prompts.
+
+    The pools are in git, so the benchmarks run in a fresh clone without `dvc repro`; the
+    generate stage reads prepare_prompts' capped draw from the training pool.
+    """
+    options = bench_stages.stage_options(DVC_YAML, "prepare_prompts")
+    return load_prompts(Path(options[f"{kind}-pool"]))
 
 
 def critique_constitution(params: Params) -> Constitution:
     """The constitution in the configured style, from the critique stage's files in dvc.yaml."""
     style = params.critique.style
-    files = bench_stages.stage_options(DVC_YAML, "critique")
+    files = bench_stages.stage_options(DVC_YAML, CRITIQUE_STAGE)
     template = files["instruct-template" if style == "instruct" else "base-template"]
     return load_constitution(Path(files["principles"]), Path(template), style)
 
 
 def trained_probe() -> Probe | None:
     """The critic probe train_critic wrote (the path dvc.yaml names), if it has run."""
-    path = Path(bench_stages.stage_options(DVC_YAML, "critique")["probe"])
+    path = Path(bench_stages.stage_options(DVC_YAML, CRITIQUE_STAGE)["probe"])
     return load_probe(path) if path.is_file() else None
 
 
@@ -153,8 +158,9 @@ def run_in_process(
     )
     results["model"] = {"generator": loaded.model_id, "critic": critic_loaded.model_id}
     constitution = critique_constitution(params)
-    prompts = pipeline_prompts()
-    pool = prompts + load_prompts(EVAL_PROMPTS)
+    prompts = prompt_pool("train")
+    # The eval pool only lengthens the scaling benchmark's prompts.
+    pool = prompts + prompt_pool("eval")
     chosen = bench_inference.mixed_prompts(prompts, settings.prompts)
     per_prompt = settings.candidates_per_prompt
     with tempfile.TemporaryDirectory(prefix="minicc-bench-logs-") as logs:
@@ -224,7 +230,9 @@ def print_table(results: dict[str, Any]) -> None:
             f"speedup {_fmt(c['speedup'], 'x', 1)}   "
             f"(free-text scores parsed: {b['parsed']}/{b['candidates']})"
         )
-        if c["probe"] is not None:
+        if c["probe"] is not None and "skipped" in c["probe"]:
+            print(f"           probe skipped: {c['probe']['skipped']}")
+        elif c["probe"] is not None:
             print(f"           probe {_fmt(c['probe']['candidates_per_s'], ' cand/s', 2):>16}")
     for row in results.get("scaling", []):
         print(
@@ -340,7 +348,7 @@ def main(
             results["precision"] = bench_precision.bench_precision(
                 params,
                 critique_constitution(params),
-                bench_inference.mixed_prompts(pipeline_prompts(), settings.precision_prompts),
+                bench_inference.mixed_prompts(prompt_pool("train"), settings.precision_prompts),
                 Path(scratch),
             )
         results["bfloat16_speedup"] = results["precision"]["bfloat16_speedup"]
@@ -353,7 +361,7 @@ def main(
             results["memory"] = bench_stages.bench_memory(
                 DVC_YAML,
                 Path("params.yaml"),
-                bench_inference.mixed_prompts(pipeline_prompts(), settings.memory_prompts),
+                bench_inference.mixed_prompts(prompt_pool("train"), settings.memory_prompts),
                 Path(scratch) / "run",
             )
         results["peak_rss_gb"] = results["memory"]["peak_rss_gb"]
