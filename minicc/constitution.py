@@ -5,11 +5,14 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Literal
 
 from minicc.errors import UserError
 from minicc.params import CriticStyle
 from minicc.typecheck import build
 from minicc.yaml_file import read_yaml
+
+Fault = Literal["harmful", "unhelpful"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,10 @@ class Principle:
     the file, required while revise is on."""
     revision_request: str | None
     """What the reviser is asked to rewrite after its critique (revise stage)."""
+    fault: Fault | None
+    """The fault the principle corrects: `harmful` help or an `unhelpful` reply (a needless
+    refusal, a useless or false answer). The revise stage draws a principle that fits the critic's
+    verdict on the reply; a principle without one fits both."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ def _load_principles(path: Path) -> tuple[str, list[Principle]]:
         if not isinstance(entry, dict):
             raise UserError(f"{path}: principle {number} must be a mapping")
         # The revision texts may be left out of a constitution that is never used to revise.
-        optional = {"critique_request": None, "revision_request": None}
+        optional = {"critique_request": None, "revision_request": None, "fault": None}
         try:
             principle = build(Principle, {**optional, **entry}, f"{path}: principle {number}")
         except ValueError as error:

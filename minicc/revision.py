@@ -2,7 +2,8 @@
 
 Each candidate the critic scored below `revise.threshold` is shown to the reviser after the
 few-shot examples of `constitution/revision_examples.yaml`: the request and the reply, a
-"Critique request" from one principle (drawn per revision from the seed), the reviser's critique,
+"Critique request" from one principle (drawn per revision from the seed among the principles
+that correct the fault the critic found), the reviser's critique,
 then a "Revision request" from the same principle, and the reviser writes the revision. Chat
 models see this as alternating chat turns, base models as labelled plain-text paragraphs
 (minicc/prompting.py). A round revises the previous round's revision; every round's revision is
@@ -14,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from minicc.constitution import Principle, RevisionGuide
+from minicc.constitution import Fault, Principle, RevisionGuide
 from minicc.generation import Decoding, Request, complete_requests
 from minicc.models import LoadedModel
 from minicc.params import ReviseParams
@@ -52,9 +53,23 @@ def revision_targets(critiques: list[Critique], threshold: float) -> list[Critiq
     return [c for c in critiques if c.scored and c.score is not None and c.score < threshold]
 
 
-def draw_principle(principles: list[Principle], seed: int, revision_id: str) -> Principle:
-    """The principle one revision is made under: a draw that depends only on seed and id."""
-    return random.Random(derive_seed(seed, "revise", revision_id)).choice(principles)
+def fault_of(critique: Critique) -> Fault:
+    """What the critic found wrong with a low-scored reply: harmful help when it judged the reply
+    unsafe, otherwise an unhelpful one (a needless refusal, noise, an off-topic or thin answer)."""
+    return "harmful" if critique.safe is False else "unhelpful"
+
+
+def draw_principle(
+    principles: list[Principle], seed: int, revision_id: str, fault: Fault
+) -> Principle:
+    """The principle one revision is made under: drawn, by seed and id only, among those that
+    correct `fault` (all of them if none does).
+
+    A uniform draw over every principle gave a harmful request "helpfulness" about one time in
+    four, and the small reviser then argued that the request was harmless and kept the harm.
+    """
+    fitting = [p for p in principles if p.fault in (None, fault)] or principles
+    return random.Random(derive_seed(seed, "revise", revision_id)).choice(fitting)
 
 
 def _critique_request(guide: RevisionGuide, principle: Principle, request: str, reply: str) -> Turn:
@@ -97,7 +112,7 @@ def _task(
     guide: RevisionGuide, seed: int, original: Critique, reply: str, round_number: int, chain: int
 ) -> _Task:
     revision_id = f"{original.candidate_id}/rev{round_number}.{chain}"
-    principle = draw_principle(guide.principles, seed, revision_id)
+    principle = draw_principle(guide.principles, seed, revision_id, fault_of(original))
     return _Task(revision_id, original, reply, principle, chain)
 
 
@@ -215,7 +230,7 @@ def revision_inputs(
 ) -> dict[str, Any]:
     """Everything that changes the revisions; names the resume log."""
     return {
-        "targets": [(c.candidate_id, c.prompt, c.response) for c in targets],
+        "targets": [(c.candidate_id, c.prompt, c.response, c.safe) for c in targets],
         "params": asdict(params),
         "seed": seed,
         "model": model_id,

@@ -63,6 +63,8 @@ def test_shipped_principles_cover_the_harm_areas() -> None:
         assert any(word in text for text in texts for word in words), topic
     for principle in rules.principles:
         assert principle.question.strip().endswith("?")
+    # The revise stage can draw a fitting principle for either verdict of the critic.
+    assert {p.fault for p in rules.principles} == {"harmful", "unhelpful"}
 
 
 @pytest.mark.parametrize("style", ["instruct", "base"])

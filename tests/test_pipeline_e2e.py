@@ -417,10 +417,13 @@ def test_second_repro_runs_nothing(project: Project) -> None:
     assert UP_TO_DATE in again.stdout
 
 
-def exp_run(project: Project, assignment: str, *targets: str) -> subprocess.CompletedProcess[str]:
-    """`dvc exp run -S assignment [targets]` on the committed baseline, then the baseline
+def exp_run(
+    project: Project, assignment: str | list[str], *targets: str
+) -> subprocess.CompletedProcess[str]:
+    """`dvc exp run -S assignment... [targets]` on the committed baseline, then the baseline
     restored."""
-    command = ["dvc", "exp", "run", "-S", assignment, *targets]
+    assignments = [assignment] if isinstance(assignment, str) else assignment
+    command = ["dvc", "exp", "run", *(a for x in assignments for a in ("-S", x)), *targets]
     try:
         return run_ok(command, project.root, project.cache)
     finally:
@@ -448,6 +451,7 @@ def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
         "critique@candidates",
         "critique@revisions",
         "generate",
+        "prepare_prompts",
         "revise",
         "train_critic",
     ]
@@ -460,6 +464,18 @@ def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
 
     status = run_ok(["dvc", "status"], project.root, project.cache)
     assert UP_TO_DATE in status.stdout, "the baseline is restored after the experiments"
+
+
+@pytest.mark.parametrize("method", ["dpo", "sft_dpo"])
+def test_each_training_method_runs_through_evaluation(project: Project, method: str) -> None:
+    """DPO needs preference pairs: the margin policy with a near-zero margin pairs the best and
+    the worst candidate of nearly every prompt, so the tiny run has some."""
+    pairs = ["select.policy=margin", "select.margin=0.01"]
+    done = exp_run(project, [f"train.method={method}", *pairs])
+    ran = RUNNING.findall(done.stdout)
+    assert {"select", "build_sft", "train_lora", "evaluate@finetuned", "compare"} <= set(ran)
+    assert not {"generate", "train_critic", "evaluate@baseline"} & set(ran)
+    assert f"train_lora: {method}, " in done.stdout
 
 
 def test_same_params_give_byte_identical_outputs(project: Project, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from minicc.resume import ResumeLog, RunCount
 from minicc.revision import (
     clean_output,
     draw_principle,
+    fault_of,
     revise,
     revision_inputs,
     revision_targets,
@@ -125,10 +127,27 @@ def test_targets_are_the_scored_critiques_below_the_threshold_in_order() -> None
 
 def test_principle_draw_depends_only_on_seed_and_id(guide: RevisionGuide) -> None:
     ids = [f"p{i}/0/rev1.0" for i in range(40)]
-    drawn = [draw_principle(guide.principles, 1, i).id for i in ids]
-    assert drawn == [draw_principle(guide.principles, 1, i).id for i in ids]
-    assert set(drawn) == {"kind", "safe"}
-    assert drawn != [draw_principle(guide.principles, 2, i).id for i in ids]
+    drawn = [draw_principle(guide.principles, 1, i, "harmful").id for i in ids]
+    assert drawn == [draw_principle(guide.principles, 1, i, "harmful").id for i in ids]
+    assert set(drawn) == {"kind", "safe"}, "principles without a fault fit every fault"
+    assert drawn != [draw_principle(guide.principles, 2, i, "harmful").id for i in ids]
+
+
+def test_the_principle_fits_the_fault_the_critic_found(guide: RevisionGuide) -> None:
+    kind, safe = guide.principles
+    principles = [replace(kind, fault="unhelpful"), replace(safe, fault="harmful")]
+    ids = [f"p{i}/0/rev1.0" for i in range(40)]
+    assert {draw_principle(principles, 1, i, "harmful").id for i in ids} == {"safe"}
+    assert {draw_principle(principles, 1, i, "unhelpful").id for i in ids} == {"kind"}
+    # A fault no principle corrects falls back to every principle.
+    only_harm = [replace(safe, fault="harmful"), replace(kind, fault="harmful")]
+    assert {draw_principle(only_harm, 1, i, "unhelpful").id for i in ids} == {"kind", "safe"}
+
+
+def test_an_unsafe_verdict_is_a_harmful_fault_any_other_an_unhelpful_one() -> None:
+    assert fault_of(critique("a/0", 1.0)) == "harmful"
+    assert fault_of(critique("a/1", 2.5)) == "harmful"
+    assert fault_of(replace(critique("a/2", 2.0), safe=True)) == "unhelpful"
 
 
 def test_base_model_dialogue_is_labelled_plain_text(make_tiny_model: MakeModel) -> None:
