@@ -108,7 +108,7 @@ class OutputCase:
 
 
 SELECT = ("select", "select_samples.py", ("--out", "--pairs-out"))
-SUMMARIZE = ("summarize", "summarize.py", ("--metrics-out", "--histogram-out"))
+SUMMARIZE = ("summarize", "summarize.py", ("--metrics-out", "--detail-out", "--histogram-out"))
 
 
 def output_case(stage: tuple[str, str, tuple[str, ...]], blocked: str, how: str) -> Any:
