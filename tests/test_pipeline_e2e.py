@@ -473,7 +473,8 @@ def test_each_training_method_runs_through_evaluation(project: Project, method: 
     pairs = ["select.policy=margin", "select.margin=0.01"]
     done = exp_run(project, [f"train.method={method}", *pairs])
     ran = RUNNING.findall(done.stdout)
-    assert {"select", "build_sft", "train_lora", "evaluate@finetuned", "compare"} <= set(ran)
+    # select and build_sft run for the first method and come from DVC's run cache for the next.
+    assert {"train_lora", "evaluate@finetuned", "compare"} <= set(ran)
     assert not {"generate", "train_critic", "evaluate@baseline"} & set(ran)
     assert f"train_lora: {method}, " in done.stdout
 
