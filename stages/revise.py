@@ -12,10 +12,11 @@ like generate: finished batches survive and a rerun only does the missing ones.
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, PrinciplesFile, stage_errors
 from minicc.constitution import load_revision_guide
 from minicc.jsonl import read_records, write_records
 from minicc.models import load_model
@@ -27,11 +28,11 @@ from minicc.seeding import seed_everything
 
 
 def main(
-    critiques: Path = typer.Option(..., help="Critiques of the candidates (critique stage)."),
-    principles: Path = typer.Option(..., help="Constitution principles (YAML)."),
-    examples: Path = typer.Option(..., help="Few-shot critique and revision examples (YAML)."),
-    out: Path = typer.Option(..., help="Where to write the revisions (JSONL)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Parameters file."),
+    critiques: Annotated[Path, typer.Option(help="Critiques of the candidates (critique stage).")],
+    principles: PrinciplesFile,
+    examples: Annotated[Path, typer.Option(help="Few-shot critique and revision examples (YAML).")],
+    out: Annotated[Path, typer.Option(help="Where to write the revisions (JSONL).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("revise"):
         params = load_params(params_file)

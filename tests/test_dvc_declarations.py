@@ -264,11 +264,7 @@ def script_options(script: str) -> tuple[set[str], set[str]]:
     required: set[str] = set()
     for arg, default in zip(arguments, defaults, strict=True):
         call = typer_option(arg.annotation, aliases)
-        # The older style, `name: T = typer.Option(default, ...)`, until stages/revise.py moves.
-        old_style = call is None
-        if call is None and isinstance(default, ast.Call):
-            call = default
-        assert call is not None, f"{script}: {arg.arg} is not a typer.Option"
+        assert call is not None, f"{script}: {arg.arg} is not an Annotated typer.Option"
         given = [
             a.value
             for a in call.args
@@ -276,8 +272,7 @@ def script_options(script: str) -> tuple[set[str], set[str]]:
         ]
         option = given[0] if given else "--" + arg.arg.replace("_", "-")
         names.add(option)
-        first = call.args[0] if old_style and call.args else None
-        if default is None or (isinstance(first, ast.Constant) and first.value is Ellipsis):
+        if default is None:
             required.add(option)
     return names, required
 
