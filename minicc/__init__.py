@@ -25,8 +25,7 @@ models
     prompting: a request as model input (chat template or plain text)
     batching: length-sorted batches that fit the context
     prefix_cache: forward passes that share one prefix, run once
-    generation: batched, seeded generation of new text
-    evaluation: the answers of the baseline and the fine-tuned model
+    generation: batched, seeded generation of new text; the plans of generate and evaluate
     hidden: hidden states at one decoder layer
     embedding: sentence embeddings (all-MiniLM-L6-v2)
     lora: LoRA adapters: targets, saving, putting back

@@ -10,7 +10,7 @@ import torch
 from minicc.batching import check_context, length_sorted_batches
 from minicc.errors import UserError
 from minicc.models import LoadedModel
-from minicc.params import GenerateParams, SystemPrompt
+from minicc.params import EvaluateParams, GenerateParams, SystemPrompt
 from minicc.prefix_cache import PrefixCache
 from minicc.prompting import encode_batch, format_request
 from minicc.records import Candidate, FinishReason, Prompt
@@ -246,6 +246,23 @@ def candidate_plan(params: GenerateParams, constitution_text: str | None = None)
         params.system_prompt,
         system_text,
     )
+
+
+def evaluation_plan(params: EvaluateParams) -> AnswerPlan:
+    """The evaluate stage's plan, the same for the baseline and the fine-tuned model:
+    `num_samples` answers per prompt with the declared decoding (greedy by default).
+
+    Both models answer through `answer_prompts` with this plan and the same seed, and their rows
+    use the same keys (`<prompt_id>/<k>`), so with sampling both draw from the same per-batch
+    random streams.
+    """
+    decoding = Decoding(
+        do_sample=params.do_sample,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+    )
+    return AnswerPlan(params.num_samples, decoding, params.batch_size, "evaluate")
 
 
 def complete_requests(

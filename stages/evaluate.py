@@ -17,8 +17,7 @@ import typer
 
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.errors import UserError
-from minicc.evaluation import evaluation_plan
-from minicc.generation import answer_inputs, answer_prompts
+from minicc.generation import answer_inputs, answer_prompts, evaluation_plan
 from minicc.jsonl import write_records
 from minicc.lora import apply_adapter
 from minicc.models import load_model

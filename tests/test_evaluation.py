@@ -6,8 +6,7 @@ from pathlib import Path
 import torch
 from conftest import MakeModel, models_params, train_params
 
-from minicc.evaluation import evaluation_plan
-from minicc.generation import answer_prompts
+from minicc.generation import answer_prompts, evaluation_plan
 from minicc.lora import add_lora, apply_adapter, save_adapter
 from minicc.models import LoadedModel, load_model
 from minicc.params import EvaluateParams
