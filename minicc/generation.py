@@ -12,7 +12,7 @@ from minicc.errors import UserError
 from minicc.models import LoadedModel
 from minicc.params import EvaluateParams, GenerateParams, SystemPrompt
 from minicc.prefix_cache import PrefixCache
-from minicc.prompting import encode_batch, format_request
+from minicc.prompting import encode_batch, format_request, request_stops
 from minicc.records import Candidate, FinishReason, Prompt
 from minicc.resume import Batch, ResumeLog, RunCount, run_resumable
 from minicc.seeding import derive_seed
@@ -152,11 +152,13 @@ def complete(
     decoding: Decoding,
     seed: int,
     shared: SharedPrefix | None = None,
+    stop_texts: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Generate one completion per request; the batch's RNG is seeded from its first key.
 
     With `shared`, every request starts with `shared.text`, read once for the whole run.
-    Decoding runs one token per step for the whole batch until every row has stopped.
+    Decoding runs one token per step for the whole batch until every row has stopped: at a stop
+    token, or once its text holds one of `stop_texts` (cut off there, finish reason "stop").
 
     Returns JSON-ready dicts (`key` plus the Completion fields) so results can go straight into
     a resume log.
@@ -171,11 +173,13 @@ def complete(
     stop_ids = torch.tensor(sorted(stop_token_ids(loaded)), device=loaded.device)
     finished = torch.zeros(len(requests), dtype=torch.bool, device=loaded.device)
     steps: list[torch.Tensor] = []
+    texts = _StopTexts(loaded, stop_texts, len(requests))
     for _ in range(decoding.max_new_tokens):
         next_tokens = pick_next_tokens(logits, decoding, generator)
         next_tokens = next_tokens.masked_fill(finished, int(stop_ids[0]))
         steps.append(next_tokens)
         finished |= torch.isin(next_tokens, stop_ids)
+        finished |= texts.check(steps, finished)
         if bool(finished.all()):
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
@@ -192,16 +196,51 @@ def complete(
     generated = torch.stack(steps, dim=1).tolist()
     stop_set = set(stop_ids.tolist())
     results = []
-    for request, tokens in zip(requests, generated, strict=True):
+    for row, (request, tokens) in enumerate(zip(requests, generated, strict=True)):
         stop = next((i for i, token in enumerate(tokens) if token in stop_set), None)
         kept = tokens if stop is None else tokens[:stop]
-        completion = Completion(
-            text=loaded.tokenizer.decode(kept, skip_special_tokens=True).strip(),
-            num_tokens=len(kept),
-            finish_reason="length" if stop is None else "eos",
-        )
+        text = loaded.tokenizer.decode(kept, skip_special_tokens=True)
+        reason: FinishReason = "length" if stop is None else "eos"
+        if texts.stopped_at[row] is not None:
+            kept = tokens[: texts.stopped_at[row]]
+            text = texts.cut(loaded.tokenizer.decode(kept, skip_special_tokens=True))
+            reason = "stop"
+        completion = Completion(text=text.strip(), num_tokens=len(kept), finish_reason=reason)
         results.append({"key": request.key, **completion.__dict__})
     return results
+
+
+STOP_TEXT_WINDOW = 8
+"""Tokens decoded per row and step to look for a stop text; each is a few characters long."""
+
+
+class _StopTexts:
+    """Watches each row's new text for `texts` while decoding (base models only: a chat model's
+    turn ends with a token, so for it `texts` is empty and nothing is decoded)."""
+
+    def __init__(self, loaded: LoadedModel, texts: tuple[str, ...], rows: int) -> None:
+        self.loaded, self.texts = loaded, texts
+        self.stopped_at: list[int | None] = [None] * rows
+        """Per row: how many new tokens it had when its text first held a stop text."""
+
+    def check(self, steps: list[torch.Tensor], finished: torch.Tensor) -> torch.Tensor:
+        """Rows whose text holds a stop text after this step."""
+        hit = torch.zeros_like(finished)
+        if not self.texts:
+            return hit
+        # A stop text new at this step ends within the last few tokens: decode only those.
+        recent = torch.stack(steps[-STOP_TEXT_WINDOW:], dim=1).tolist()
+        for row in (~finished).nonzero().flatten().tolist():
+            text = self.loaded.tokenizer.decode(recent[row], skip_special_tokens=True)
+            if any(stop in text for stop in self.texts):
+                self.stopped_at[row] = len(steps)
+                hit[row] = True
+        return hit
+
+    def cut(self, text: str) -> str:
+        """`text` up to its first stop text."""
+        ends = [text.find(stop) for stop in self.texts if stop in text]
+        return text[: min(ends)] if ends else text
 
 
 @dataclass(frozen=True)
@@ -274,16 +313,21 @@ def complete_requests(
     log: ResumeLog,
     label: str,
     share_prefix: bool = False,
+    stop_texts: tuple[str, ...] = (),
 ) -> tuple[dict[str, dict[str, Any]], RunCount]:
     """Completions of `requests` by key, batched by length, finished batches kept in `log`.
 
     `share_prefix`: read the requests' common beginning (e.g. few-shot examples) once for
     the whole run instead of once per row; the results differ only at float-rounding level.
+    `stop_texts`: see `complete`.
     """
     batches = plan_batches(loaded, requests, batch_size, decoding.max_new_tokens)
     shared = shared_prefix(loaded, requests) if share_prefix and requests else None
     results, count = run_resumable(
-        batches, lambda batch: complete(loaded, batch, decoding, seed, shared), log, label
+        batches,
+        lambda batch: complete(loaded, batch, decoding, seed, shared, stop_texts),
+        log,
+        label,
     )
     return {r["key"]: r for r in results}, count
 
@@ -303,7 +347,14 @@ def answer_prompts(
         for k in range(plan.per_prompt)
     ]
     completions, count = complete_requests(
-        loaded, requests, plan.decoding, plan.batch_size, seed, log, plan.label
+        loaded,
+        requests,
+        plan.decoding,
+        plan.batch_size,
+        seed,
+        log,
+        plan.label,
+        stop_texts=request_stops(loaded),
     )
     answers = []
     for request in requests:

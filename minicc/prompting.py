@@ -9,6 +9,12 @@ from minicc.models import LoadedModel
 
 BASE_MODEL_FRAME = "User: {request}\nAssistant:"
 """How a base (non-instruct) model sees a request: a plain dialogue it can continue."""
+BASE_MODEL_REQUEST_STOP = "\nUser:"
+"""A base model has no end-of-turn token: having answered, it goes on to write the user's next
+line of the dialogue. Its answer ends there."""
+BASE_MODEL_DIALOGUE_STOP = "\n\n"
+"""In a plain-text dialogue (format_dialogue) every turn is one paragraph, the few-shot
+examples' included, so a base model's turn ends at its first blank line."""
 
 
 def format_request(loaded: LoadedModel, request: str, system: str | None = None) -> str:
@@ -32,6 +38,17 @@ class Turn:
     text: str
     label: str = ""
     """A base model sees an assistant turn as `<label>: <text>` (e.g. "Critique")."""
+
+
+def request_stops(loaded: LoadedModel) -> tuple[str, ...]:
+    """Texts that end an answer to a `format_request` input: none for a chat model, whose
+    template gives it an end-of-turn token."""
+    return () if loaded.uses_chat_template else (BASE_MODEL_REQUEST_STOP,)
+
+
+def dialogue_stops(loaded: LoadedModel) -> tuple[str, ...]:
+    """Texts that end a turn of a `format_dialogue` input (see BASE_MODEL_DIALOGUE_STOP)."""
+    return () if loaded.uses_chat_template else (BASE_MODEL_DIALOGUE_STOP,)
 
 
 def format_dialogue(loaded: LoadedModel, turns: list[Turn], answer_label: str) -> str:

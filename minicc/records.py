@@ -18,7 +18,9 @@ from minicc.typecheck import build
 
 Category = Literal["adversarial", "borderline", "cooperative"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
-FinishReason = Literal["eos", "length"]
+FinishReason = Literal["eos", "stop", "length"]
+"""eos: the model ended its turn; stop: a base model began the next turn (prompting.py); length:
+the token budget ran out."""
 Role = Literal["chosen", "rejected"]
 
 

@@ -19,7 +19,7 @@ from minicc.constitution import Fault, Principle, RevisionGuide
 from minicc.generation import Decoding, Request, complete_requests
 from minicc.models import LoadedModel
 from minicc.params import ReviseParams
-from minicc.prompting import Turn, format_dialogue
+from minicc.prompting import Turn, dialogue_stops, format_dialogue
 from minicc.records import Critique, Revision
 from minicc.resume import ResumeLog, RunCount
 from minicc.seeding import derive_seed
@@ -152,6 +152,7 @@ class _Reviser:
             self.log,
             label,
             share_prefix=True,  # the few-shot examples, read once instead of once per row
+            stop_texts=dialogue_stops(self.loaded),
         )
         self.count = RunCount(
             self.count.batches_run + count.batches_run,

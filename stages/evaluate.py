@@ -52,7 +52,7 @@ def main(
         with resumable(f"evaluate-{model}", inputs) as log:
             responses, count = answer_prompts(loaded, prompt_rows, plan, params.seed, log)
             write_records(out, responses)
-        finished = sum(r.finish_reason == "eos" for r in responses)
+        finished = sum(r.finish_reason != "length" for r in responses)
         print(
             f"evaluate ({model}): {len(responses)} responses to {len(prompt_rows)} prompts "
             f"({finished} ended by EOS) with {loaded.model_id} -> {out} "

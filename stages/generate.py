@@ -50,7 +50,7 @@ def main(
         with resumable("generate", inputs) as log:
             candidates, count = answer_prompts(loaded, prompt_rows, plan, params.seed, log)
             write_records(out, candidates)
-        finished = sum(c.finish_reason == "eos" for c in candidates)
+        finished = sum(c.finish_reason != "length" for c in candidates)
         print(
             f"generate: {len(candidates)} candidates for {len(prompt_rows)} prompts "
             f"({finished} ended by EOS) with {loaded.model_id}, system prompt "

@@ -21,7 +21,7 @@ from minicc.generation import (
 )
 from minicc.models import LoadedModel, load_model
 from minicc.params import GenerateParams
-from minicc.prompting import format_request
+from minicc.prompting import dialogue_stops, format_request, request_stops
 from minicc.records import Candidate, Prompt
 from minicc.resume import ResumeLog, RunCount
 
@@ -55,7 +55,7 @@ def check_finish_reasons(candidates: list[Candidate], max_new_tokens: int) -> No
         if c.finish_reason == "length":
             assert c.num_tokens == max_new_tokens, c
         else:
-            assert c.finish_reason == "eos"
+            assert c.finish_reason == "eos"  # a chat model: no stop texts
             # The EOS token is not counted, and it was one of the max_new_tokens generated.
             assert c.num_tokens < max_new_tokens, c
 
@@ -277,9 +277,9 @@ def test_constitution_guided_candidates_record_their_system_prompt(
     seen: list[Request] = []
     real = generation.complete_requests
 
-    def recording(loaded: LoadedModel, requests: list[Request], *args: Any) -> Any:
+    def recording(loaded: LoadedModel, requests: list[Request], *args: Any, **kwargs: Any) -> Any:
         seen.extend(requests)
-        return real(loaded, requests, *args)
+        return real(loaded, requests, *args, **kwargs)
 
     monkeypatch.setattr(generation, "complete_requests", recording)
     plan = candidate_plan(generate_params(system_prompt="constitution"), "Be kind.")
@@ -298,3 +298,43 @@ def test_constitution_guided_candidates_record_their_system_prompt(
 def test_constitution_system_prompt_needs_the_constitution() -> None:
     with pytest.raises(UserError, match="generate.system_prompt is 'constitution'"):
         candidate_plan(generate_params(system_prompt="constitution"))
+
+
+def test_a_stop_text_ends_the_answer_where_it_begins(make_tiny_model: MakeModel) -> None:
+    base = load_model(str(make_tiny_model("llama", chat=False)), models_params())
+    requests = [Request("a", format_request(base, "Xylophone?"))]
+    greedy = Decoding(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=24)
+    (free,) = complete(base, requests, greedy, seed=0)
+    text = free["text"]
+    middle = len(text) // 2
+    stop = text[middle : middle + 3]
+    assert len(stop) == 3 and free["num_tokens"] > 2, free
+    (stopped,) = complete(base, requests, greedy, seed=0, stop_texts=(stop,))
+    assert stopped["text"] == text[: text.find(stop)].strip()
+    assert stopped["finish_reason"] == "stop"
+    assert stopped["num_tokens"] < free["num_tokens"]
+    # A stop text the answer never holds changes nothing.
+    assert complete(base, requests, greedy, seed=0, stop_texts=("\x00never",)) == [free]
+
+
+def test_a_base_model_answer_ends_at_the_next_user_turn(
+    make_tiny_model: MakeModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base model has no end-of-turn token: its answers stop at the dialogue's next "User:"
+    line, its revision turns at a blank line; a chat model's at its end-of-turn token only."""
+    chat = load_model(str(make_tiny_model("llama")), models_params())
+    base = load_model(str(make_tiny_model("llama", chat=False)), models_params())
+    assert (request_stops(chat), dialogue_stops(chat)) == ((), ())
+    assert (request_stops(base), dialogue_stops(base)) == (("\nUser:",), ("\n\n",))
+    seen: list[tuple[str, ...]] = []
+    real_complete = generation.complete
+
+    def recording(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        seen.append(kwargs.get("stop_texts", args[5] if len(args) > 5 else ()))
+        return real_complete(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "complete", recording)
+    generate(base, tmp_path / "base")
+    generate(chat, tmp_path / "chat")
+    assert set(seen[: len(seen) // 2]) == {("\nUser:",)}
+    assert set(seen[len(seen) // 2 :]) == {()}
