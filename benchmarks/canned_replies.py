@@ -54,7 +54,7 @@ def main(
         Path(options["principles"]),
         Path(options["instruct-template"]),
         Path(options["base-template"]),
-        Path(options["probe"]),
+        Path(options["trained-critic"]),
     )
     setup = critic_setup(params, files, params.critique.method)
     critic = open_critic(params, setup)

@@ -32,6 +32,7 @@ from minicc.params import Params, load_params
 from minicc.probe import Probe, load_probe
 from minicc.records import Prompt, load_prompts
 from minicc.seeding import seed_everything
+from minicc.trained_critic import PROBE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("generate", "critique", "scaling", "precision", "memory", "repro")
@@ -130,9 +131,10 @@ def critique_constitution(params: Params) -> Constitution:
 
 
 def trained_probe() -> Probe | None:
-    """The critic probe train_critic wrote (the path dvc.yaml names), if it has run."""
-    path = Path(bench_stages.stage_options(DVC_YAML, CRITIQUE_STAGE)["probe"])
-    return load_probe(path) if path.is_file() else None
+    """The critic probe train_critic wrote (in the directory dvc.yaml names), if it has run
+    for method probe."""
+    path = Path(bench_stages.stage_options(DVC_YAML, CRITIQUE_STAGE)["trained-critic"])
+    return load_probe(path / PROBE_FILE) if (path / PROBE_FILE).is_file() else None
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ critic
     judge: the zero-shot 1-5 score from next-digit probabilities
     critic_features: the probe's features of (request, reply) rows
     probe: the trained critic's heads and rubric
+    trained_critic: train_critic's directory, the critic of one method
     critic: the critic that scores replies against the constitution
     critic_training: training the probe on labeled rows
     labeled: labeled replies and requests for the critic

@@ -2,8 +2,8 @@
 
 The options that several stages take are typed once here, as `Annotated` aliases that carry
 their help (`--params`, and the critic's files: constitution principles, the two judge
-templates, the probe). A stage writes `principles: PrinciplesFile`; one that takes `--params`
-writes `params_file: ParamsFile = PARAMS_FILE`.
+templates, the trained critic). A stage writes `principles: PrinciplesFile`; one that takes
+`--params` writes `params_file: ParamsFile = PARAMS_FILE`.
 """
 
 from collections.abc import Iterator
@@ -23,8 +23,9 @@ InstructTemplateFile = Annotated[
     Path, typer.Option(help="Judge template for critique.style=instruct.")
 ]
 BaseTemplateFile = Annotated[Path, typer.Option(help="Judge template for critique.style=base.")]
-ProbeFile = Annotated[
-    Path, typer.Option(help="Critic probe (train_critic), read for method probe.")
+TrainedCriticDir = Annotated[
+    Path,
+    typer.Option(help="The trained critic (train_critic's directory), read for probe and lora."),
 ]
 
 

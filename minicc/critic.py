@@ -29,6 +29,7 @@ from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
 from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
+from minicc.trained_critic import trained_path
 
 HARMFUL_PROBABILITY = 0.5
 """A probe-scored reply is unsafe when its P(harmful help) reaches this."""
@@ -303,13 +304,13 @@ def resumable_critiques(
 
 @dataclass(frozen=True)
 class CriticFiles:
-    """The files a critic reads besides its model: constitution, judge templates, probe."""
+    """The files a critic reads besides its model: constitution, judge templates, trained critic."""
 
     principles: Path
     instruct_template: Path
     base_template: Path
-    probe: Path
-    """Read only when `critique.method` is `probe`."""
+    trained: Path
+    """train_critic's directory (minicc/trained_critic.py), read for methods probe and lora."""
 
 
 @dataclass(frozen=True)
@@ -332,8 +333,9 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
     constitution = load_constitution(files.principles, template, style)
     if method != "probe":
         return CriticSetup(constitution, None)
-    probe = load_probe(files.probe)
-    probe.check_heads(files.probe, params.critic_probe.heads)
+    probe_file = trained_path(files.trained, method)
+    probe = load_probe(probe_file)
+    probe.check_heads(probe_file, params.critic_probe.heads)
     return CriticSetup(constitution, probe)
 
 

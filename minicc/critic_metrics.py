@@ -284,6 +284,7 @@ def training_headline(metrics: dict[str, Any]) -> dict[str, Any]:
     cross-validation, and the time; per source and per head detail stays in the full metrics
     (`metrics/detail/critic_train.json`)."""
     return {
+        "method": metrics["method"],
         "n": metrics["n"],
         "harmful": metrics["harmful"],
         "layer": metrics["layer"],

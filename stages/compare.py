@@ -3,7 +3,7 @@
     python stages/compare.py --baseline data/eval/baseline.jsonl \
         --finetuned data/eval/finetuned.jsonl --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
-        --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
+        --base-template constitution/critic_base.yaml --trained-critic models/critic \
         --refusal-labels data/refusal_labels \
         --paired-out data/eval/paired_results.jsonl --failures-out data/eval/failures.jsonl \
         --metrics-out metrics/eval.json --detail-out metrics/detail/eval.json \
@@ -26,7 +26,7 @@ from minicc.cli import (
     InstructTemplateFile,
     ParamsFile,
     PrinciplesFile,
-    ProbeFile,
+    TrainedCriticDir,
     stage_errors,
 )
 from minicc.comparison import (
@@ -52,7 +52,7 @@ def main(
     principles: PrinciplesFile,
     instruct_template: InstructTemplateFile,
     base_template: BaseTemplateFile,
-    probe: ProbeFile,
+    trained_critic: TrainedCriticDir,
     refusal_labels: Annotated[Path, typer.Option(help="XSTest labelled completions (CSV folder).")],
     paired_out: Annotated[Path, typer.Option(help="Per-prompt results of both models (JSONL).")],
     failures_out: Annotated[Path, typer.Option(help="Prompts the fine-tuned model did worse on.")],
@@ -64,7 +64,7 @@ def main(
 ) -> None:
     with stage_errors("compare"):
         params = load_params(params_file)
-        files = CriticFiles(principles, instruct_template, base_template, probe)
+        files = CriticFiles(principles, instruct_template, base_template, trained_critic)
         chosen = eval_critic_setup(params, files)
         sides = {"baseline": baseline, "finetuned": finetuned}
         rows = {side: read_records(path, Candidate) for side, path in sides.items()}

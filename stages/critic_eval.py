@@ -3,7 +3,7 @@
     python stages/critic_eval.py --labeled data/critic/eval.jsonl \
         --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
-        --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
+        --base-template constitution/critic_base.yaml --trained-critic models/critic \
         --scored-out data/critic_eval/scored.jsonl --metrics-out metrics/critic.json \
         --detail-out metrics/detail/critic.json --roc-out metrics/critic_roc.csv \
         --calibration-out metrics/critic_calibration.csv
@@ -26,7 +26,7 @@ from minicc.cli import (
     InstructTemplateFile,
     ParamsFile,
     PrinciplesFile,
-    ProbeFile,
+    TrainedCriticDir,
     stage_errors,
 )
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
@@ -49,7 +49,7 @@ def main(
     principles: PrinciplesFile,
     instruct_template: InstructTemplateFile,
     base_template: BaseTemplateFile,
-    probe: ProbeFile,
+    trained_critic: TrainedCriticDir,
     scored_out: Annotated[Path, typer.Option(help="Per-row labels and critic scores (JSONL).")],
     metrics_out: Annotated[Path, typer.Option(help="Headline critic quality metrics (JSON).")],
     detail_out: Annotated[
@@ -61,7 +61,7 @@ def main(
 ) -> None:
     with stage_errors("critic_eval"):
         params = load_params(params_file)
-        files = CriticFiles(principles, instruct_template, base_template, probe)
+        files = CriticFiles(principles, instruct_template, base_template, trained_critic)
         setup = critic_setup(params, files, params.critique.method)
         rows = load_labeled(labeled)
         seed_everything(params.seed)

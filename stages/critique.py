@@ -3,7 +3,7 @@
     python stages/critique.py --candidates data/candidates.jsonl \
         --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
-        --base-template constitution/critic_base.yaml --probe models/critic_probe.json \
+        --base-template constitution/critic_base.yaml --trained-critic models/critic \
         --out data/critiques.jsonl
 
 With `critique.method: judge` the score is the expected digit under the critic's next-token
@@ -24,7 +24,7 @@ from minicc.cli import (
     InstructTemplateFile,
     ParamsFile,
     PrinciplesFile,
-    ProbeFile,
+    TrainedCriticDir,
     stage_errors,
 )
 from minicc.critic import CriticFiles, critic_setup, open_critic, resumable_critiques
@@ -39,13 +39,13 @@ def main(
     principles: PrinciplesFile,
     instruct_template: InstructTemplateFile,
     base_template: BaseTemplateFile,
-    probe: ProbeFile,
+    trained_critic: TrainedCriticDir,
     out: Annotated[Path, typer.Option(help="Where to write the critiques (JSONL).")],
     params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("critique"):
         params = load_params(params_file)
-        files = CriticFiles(principles, instruct_template, base_template, probe)
+        files = CriticFiles(principles, instruct_template, base_template, trained_critic)
         setup = critic_setup(params, files, params.critique.method)
         rows = load_candidates(candidates)
         seed_everything(params.seed)

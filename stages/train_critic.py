@@ -1,17 +1,18 @@
-"""Train the critic probe: logistic heads on the critic model's hidden states.
+"""Train the critic that `critique.method` names, into train_critic's directory.
 
     python stages/train_critic.py --train data/critic/train.jsonl \
         --requests data/critic/requests.jsonl --principles constitution/principles.yaml \
         --instruct-template constitution/critic_instruct.yaml \
         --base-template constitution/critic_base.yaml \
-        --out models/critic_probe.json --metrics-out metrics/critic_train.json \
+        --out models/critic --metrics-out metrics/critic_train.json \
         --detail-out metrics/detail/critic_train.json
 
-The critic model reads every labeled row through the judge template (`critique.style`); the
-hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the reply's
-text statistics become features; minicc/probe.py says how the heads and the rubric's score
-work. Feature extraction is crash-safe like critique; the fits are convex and solved to
-convergence, so a rerun gives the same probe.
+probe: the critic model reads every labeled row through the judge template (`critique.style`);
+the hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the
+reply's text statistics become features; minicc/probe.py says how the heads and the rubric's
+score work. Feature extraction is crash-safe like critique; the fits are convex and solved to
+convergence, so a rerun gives the same probe. judge: nothing to train (minicc/trained_critic.py
+says what the directory then holds).
 """
 
 from pathlib import Path
@@ -33,9 +34,10 @@ from minicc.critic_training import feature_inputs, select_sources, train_probe
 from minicc.jsonl import atomic_write_files, json_text
 from minicc.labeled import load_labeled, load_requests
 from minicc.params import load_params
-from minicc.probe import probe_text
+from minicc.probe import save_probe
 from minicc.resume import resumable
 from minicc.seeding import seed_everything
+from minicc.trained_critic import PROBE_FILE, write_trained_critic
 
 
 def main(
@@ -44,15 +46,22 @@ def main(
     principles: PrinciplesFile,
     instruct_template: InstructTemplateFile,
     base_template: BaseTemplateFile,
-    out: Annotated[Path, typer.Option(help="Where to write the probe (JSON).")],
+    out: Annotated[Path, typer.Option(help="Where to write the trained critic (a directory).")],
     metrics_out: Annotated[Path, typer.Option(help="Headline training and validation metrics.")],
     detail_out: Annotated[Path, typer.Option(help="Every training metric, per source (JSON).")],
     params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("train_critic"):
         params = load_params(params_file)
+        method = params.critique.method
+        if method == "judge":
+            write_trained_critic(out, method, lambda staging: None)
+            summary = {"method": method}
+            atomic_write_files({metrics_out: json_text(summary), detail_out: json_text(summary)})
+            print(f"train_critic: critique.method is judge, nothing to train -> {out}")
+            return
         # The judge's setup without a probe: the features are what a probe is trained on.
-        files = CriticFiles(principles, instruct_template, base_template, probe=out)
+        files = CriticFiles(principles, instruct_template, base_template, trained=out)
         setup = critic_setup(params, files, "judge")
         rows = select_sources(load_labeled(train), params.critic_probe.sources)
         labeled_requests = load_requests(requests)
@@ -64,9 +73,12 @@ def main(
             probe, metrics = train_probe(
                 critic, rows, labeled_requests, params.critic_probe, params.critique.batch_size, log
             )
+            metrics = {"method": method, **metrics}
+            write_trained_critic(
+                out, method, lambda staging: save_probe(staging / PROBE_FILE, probe)
+            )
             atomic_write_files(
                 {
-                    out: probe_text(probe),
                     metrics_out: json_text(training_headline(metrics)),
                     detail_out: json_text(metrics),
                 }

@@ -35,7 +35,9 @@ from minicc.params import (
     SelectParams,
     TrainParams,
 )
+from minicc.probe import Probe, save_probe
 from minicc.records import Candidate, Category
+from minicc.trained_critic import PROBE_FILE, write_trained_critic
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTITUTION = ROOT / "constitution"
@@ -360,3 +362,11 @@ def tiny_llama(make_tiny_model: MakeModel) -> LoadedModel:
 def critic_llama(make_tiny_model: MakeModel) -> LoadedModel:
     """A tiny chat llama with room for the full judge prompt (about a thousand tokens)."""
     return load_model(str(make_tiny_model("llama", max_positions=2048)), models_params())
+
+
+def trained_probe_dir(directory: Path, probe: Probe) -> Path:
+    """A trained-critic directory (train_critic's output) holding `probe`."""
+    write_trained_critic(
+        directory, "probe", lambda staging: save_probe(staging / PROBE_FILE, probe)
+    )
+    return directory

@@ -16,6 +16,7 @@ from conftest import (
     constitution,
     critique_params,
     models_params,
+    trained_probe_dir,
     write_params,
 )
 from transformers import AutoTokenizer
@@ -33,10 +34,11 @@ from minicc.judge import digit_token_ids, read_digits
 from minicc.models import LoadedModel, load_model
 from minicc.neutralise import neutralise as _neutralise
 from minicc.params import CriticStyle, load_params
-from minicc.probe import LinearHead, Probe, save_probe
+from minicc.probe import LinearHead, Probe
 from minicc.prompting import encode_batch
 from minicc.records import Candidate
 from minicc.resume import ResumeLog, RunCount
+from minicc.trained_critic import PROBE_FILE, write_trained_critic
 
 SPECIAL = ["<|im_start|>", "<|im_end|>"]
 ANSWER = "Put the egg in boiling water for about nine minutes, then cool it."
@@ -412,12 +414,12 @@ def test_critique_candidates_keeps_file_order(critic: Critic, tmp_path: Path) ->
 # --- the critic's files --------------------------------------------------------------------------
 
 
-def critic_files(probe: Path) -> CriticFiles:
+def critic_files(trained: Path) -> CriticFiles:
     return CriticFiles(
         principles=CONSTITUTION / "principles.yaml",
         instruct_template=CONSTITUTION / "critic_instruct.yaml",
         base_template=CONSTITUTION / "critic_base.yaml",
-        probe=probe,
+        trained=trained,
     )
 
 
@@ -436,23 +438,32 @@ def harm_only_probe() -> Probe:
 
 
 def test_critic_setup_loads_a_probe_with_the_heads_the_params_ask_for(tmp_path: Path) -> None:
-    save_probe(tmp_path / "probe.json", harm_only_probe())
+    trained = trained_probe_dir(tmp_path / "critic", harm_only_probe())
     params = load_params(
         write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": ["response_harmful"]}})
     )
-    setup = critic_setup(params, critic_files(tmp_path / "probe.json"), "probe")
+    setup = critic_setup(params, critic_files(trained), "probe")
     assert setup.probe == harm_only_probe()
     # The judge reads no probe, so a missing one is no error.
-    assert critic_setup(params, critic_files(tmp_path / "absent.json"), "judge").probe is None
+    assert critic_setup(params, critic_files(tmp_path / "absent"), "judge").probe is None
+
+
+def test_critic_setup_refuses_a_missing_or_other_method_trained_critic(tmp_path: Path) -> None:
+    params = load_params(write_params(tmp_path / "params.yaml", {}))
+    with pytest.raises(UserError, match="no trained critic.*dvc repro train_critic"):
+        critic_setup(params, critic_files(tmp_path / "absent"), "probe")
+    write_trained_critic(tmp_path / "judge", "judge", lambda staging: None)
+    with pytest.raises(UserError, match="for method 'judge', but critique.method is 'probe'"):
+        critic_setup(params, critic_files(tmp_path / "judge"), "probe")
 
 
 def test_critic_setup_refuses_a_probe_with_other_heads(tmp_path: Path) -> None:
-    path = tmp_path / "probe.json"
-    save_probe(path, harm_only_probe())
+    trained = trained_probe_dir(tmp_path / "critic", harm_only_probe())
+    path = trained / PROBE_FILE
     heads = ["response_harmful", "refusal"]
     params = load_params(write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": heads}}))
     with pytest.raises(UserError) as caught:
-        critic_setup(params, critic_files(path), "probe")
+        critic_setup(params, critic_files(trained), "probe")
     message = str(caught.value)
     assert str(path) in message and "dvc repro train_critic" in message
     assert "['response_harmful']" in message and "['refusal', 'response_harmful']" in message

@@ -300,6 +300,7 @@ def test_critic_headline_keeps_the_overall_numbers_and_each_pair_kinds_accuracy(
 
 GROUP = {"n": 4, "harmful": 2, "auroc": 0.75, "balanced_accuracy": 0.5, "accuracy": 0.5}
 TRAINING = {
+    "method": "probe",
     "n": 4,
     "per_source": {"gptfuzz": 2, "xstest-gpt4": 2},
     "harmful": 2,
@@ -316,6 +317,7 @@ TRAINING = {
 def test_training_headline_keeps_the_all_sources_group_or_why_it_was_skipped() -> None:
     top = training_headline(TRAINING)
     assert top == {
+        "method": "probe",
         "n": 4,
         "harmful": 2,
         "layer": 3,

@@ -281,7 +281,7 @@ def test_script_options_are_read_through_the_cli_aliases() -> None:
     """Guards the parsing above: aliases resolve to their option names and `--params` is not
     required where a default is given."""
     names, required = script_options("stages/critique.py")
-    assert {"--principles", "--probe", "--params", "--candidates"} <= names
+    assert {"--principles", "--trained-critic", "--params", "--candidates"} <= names
     assert "--principles" in required and "--params" not in required
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import trained_probe_dir
 from test_probe import small_probe
 
 from minicc import eval_critic
@@ -16,13 +17,13 @@ from minicc.probe import probe_text
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def files(probe: Path) -> CriticFiles:
+def files(trained: Path) -> CriticFiles:
     constitution = ROOT / "constitution"
     return CriticFiles(
         constitution / "principles.yaml",
         constitution / "critic_instruct.yaml",
         constitution / "critic_base.yaml",
-        probe,
+        trained,
     )
 
 
@@ -40,9 +41,8 @@ def test_the_default_is_the_critic_that_selected() -> None:
 
 
 def test_same_reads_the_selecting_probe_with_models_critic(tmp_path: Path) -> None:
-    probe = tmp_path / "probe.json"
-    probe.write_text(probe_text(small_probe()), encoding="utf-8")
-    chosen = eval_critic.eval_critic_setup(params("same", "probe"), files(probe))
+    trained = trained_probe_dir(tmp_path / "critic", small_probe())
+    chosen = eval_critic.eval_critic_setup(params("same", "probe"), files(trained))
     assert chosen.model == params("same").models.critic
     assert chosen.setup.probe == small_probe()
     # With critique.method judge, `same` is the judge: no probe is read (none exists here).

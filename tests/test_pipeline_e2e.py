@@ -92,8 +92,8 @@ CRITIQUE_ARGS = [
     "constitution/critic_instruct.yaml",
     "--base-template",
     "constitution/critic_base.yaml",
-    "--probe",
-    "models/critic_probe.json",
+    "--trained-critic",
+    "models/critic",
 ]
 
 
@@ -382,7 +382,7 @@ def test_training_and_evaluation_outputs(project: Project) -> None:
 
 def test_critic_outputs(project: Project) -> None:
     root = project.root
-    probe = read_json(root / "models" / "critic_probe.json")
+    probe = read_json(root / "models" / "critic" / "probe.json")
     assert probe["layer"] == TINY["critic_probe"]["layer"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
