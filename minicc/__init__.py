@@ -36,9 +36,11 @@ critic
     judge: the zero-shot 1-5 score from next-digit probabilities
     critic_features: the probe's features of (request, reply) rows
     probe: the trained critic's heads and rubric
+    critic_lora: the fine-tuned critic: a LoRA classifier with the probe's heads
     trained_critic: train_critic's directory, the critic of one method
     critic: the critic that scores replies against the constitution
     critic_training: training the probe on labeled rows
+    critic_lora_training: fine-tuning the LoRA critic on labeled rows
     labeled: labeled replies and requests for the critic
     classification: AUROC, calibration and confusion counts against labels
     critic_metrics: the critic's quality report

@@ -2,9 +2,9 @@
 
 Each candidate is rendered into the judge prompt (the constitution's template, the request
 neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
-judge's next-digit probabilities (minicc/judge.py) or, when a trained probe is given, from the
-probe's heads over the critic's features (minicc/critic_features.py). A response that cannot be
-scored stays unscored, with a reason.
+judge's next-digit probabilities (minicc/judge.py), from a trained probe's heads over the
+critic's features (minicc/critic_features.py), or from the fine-tuned critic's heads
+(minicc/critic_lora.py). A response that cannot be scored stays unscored, with a reason.
 """
 
 from collections.abc import Iterator
@@ -15,14 +15,16 @@ from typing import Any
 
 import torch
 
+from minicc.arrays import FloatArray
 from minicc.batching import length_sorted_batches
 from minicc.constitution import Constitution, Principle, load_constitution
 from minicc.critic_features import FeatureReader
+from minicc.critic_lora import LoraCritic, check_manifest, load_critic_lora
 from minicc.embedding import Embedder, embedder_id
 from minicc.errors import UserError
 from minicc.generation import Decoding, Request, complete
 from minicc.judge import DigitReading, digit_token_ids, judged_fields, read_digits
-from minicc.models import LoadedModel, load_model
+from minicc.models import LoadedModel, load_model, resolve_model
 from minicc.neutralise import neutralise
 from minicc.params import CriticMethod, CritiqueParams, Params
 from minicc.prefix_cache import PrefixCache
@@ -52,6 +54,7 @@ class Critic:
         constitution: Constitution,
         params: CritiqueParams,
         probe: Probe | None = None,
+        lora: LoraCritic | None = None,
     ):
         if probe is not None:
             probe.check_matches(
@@ -70,11 +73,15 @@ class Critic:
         self.constitution = constitution
         self.params = params
         self.probe = probe
-        """Scores come from the probe when one is given, else from the judge's digits."""
+        self.lora = lora
+        """Scores come from the probe or the fine-tuned critic when one is given, else from the
+        judge's digits."""
         self.critic_id = loaded.model_id
-        """Resolved critic id recorded in each critique; names the probe's hash when used."""
+        """Resolved critic id recorded in each critique; names the trained critic's hash."""
         if self.probe is not None:
             self.critic_id += f"+probe-{self.probe.digest}"
+        if self.lora is not None:
+            self.critic_id += f"+lora-{self.lora.digest}"
         self.digit_ids = digit_token_ids(loaded.tokenizer)
         self.special_tokens = list(loaded.tokenizer.all_special_tokens)
         self.principle_groups = (
@@ -163,6 +170,9 @@ class Critic:
             return records
         if self.probe is not None:
             self._probe_scores(candidates, cleaned, records)
+        elif self.lora is not None:
+            pairs = [(c.prompt, c.response) for c in candidates]  # it cleans and cuts them itself
+            _record_distribution(records, self.lora.distribution(pairs))
         else:
             self._judge_scores(candidates, cleaned, records)
         if self.params.explain:
@@ -172,24 +182,14 @@ class Critic:
     def _probe_scores(
         self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
     ) -> None:
-        """The rubric distribution of the probe's heads (minicc/probe.py) as probabilities,
-        its expectation as the score, and P(harmful help) = P(1) as the safety verdict."""
+        """The probe's heads (minicc/probe.py) over the critic's features."""
         assert self.probe is not None
         features = self._cleaned_features(
             [(c.prompt, text) for c, text in zip(candidates, cleaned, strict=True)],
             [c.candidate_id for c in candidates],
             self.probe.layer,
         )
-        distribution = self.probe.distribution(features)
-        for record, row, score in zip(
-            records, distribution.tolist(), scores_of(distribution).tolist(), strict=True
-        ):
-            record.update(
-                scored=True,
-                probabilities=[round(p, 6) for p in row],
-                score=round(score, 6),
-                safe=row[0] < HARMFUL_PROBABILITY,
-            )
+        _record_distribution(records, self.probe.distribution(features))
 
     def _judge_scores(
         self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
@@ -256,6 +256,20 @@ class Critic:
             record["rationale"] = explained.get(record["candidate_id"])
 
 
+def _record_distribution(records: list[dict[str, Any]], distribution: FloatArray) -> None:
+    """A trained critic's verdicts: the rubric distribution as probabilities, its expectation
+    as the score, and P(harmful help) = P(1) as the safety verdict."""
+    for record, row, score in zip(
+        records, distribution.tolist(), scores_of(distribution).tolist(), strict=True
+    ):
+        record.update(
+            scored=True,
+            probabilities=[round(p, 6) for p in row],
+            score=round(score, 6),
+            safe=row[0] < HARMFUL_PROBABILITY,
+        )
+
+
 def critique_candidates(
     critic: Critic, candidates: list[Candidate], batch_size: int, log: ResumeLog
 ) -> tuple[list[Critique], RunCount]:
@@ -319,20 +333,26 @@ class CriticSetup:
 
     constitution: Constitution
     probe: Probe | None
+    lora: Path | None = None
+    """The fine-tuned critic's directory, its manifest checked; loaded with the model."""
 
 
 def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> CriticSetup:
-    """The constitution in the configured style and, for method `probe`, the trained heads.
+    """The constitution in the configured style and, for a trained method, the trained critic.
 
     Stages call this before reading their inputs and loading the model, so a missing or broken
-    constitution or probe file fails in a second. Stages pass `params.critique.method`;
+    constitution or trained critic fails in a second. Stages pass `params.critique.method`;
     train_critic passes `judge`, as it reads features before any probe exists.
     """
     style = params.critique.style
     template = files.instruct_template if style == "instruct" else files.base_template
     constitution = load_constitution(files.principles, template, style)
-    if method != "probe":
+    if method == "judge":
         return CriticSetup(constitution, None)
+    if method == "lora":
+        directory = trained_path(files.trained, method)
+        check_manifest(directory, constitution.version, params.critic_probe.heads)
+        return CriticSetup(constitution, None, directory)
     probe_file = trained_path(files.trained, method)
     probe = load_probe(probe_file)
     probe.check_heads(probe_file, params.critic_probe.heads)
@@ -342,4 +362,15 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
 def open_critic(params: Params, setup: CriticSetup) -> Critic:
     """The critic the params configure, model loaded."""
     loaded = load_model(params.models.critic, params.models)
-    return Critic(loaded, setup.constitution, params.critique, setup.probe)
+    lora = None
+    if setup.lora is not None:
+        lora = load_critic_lora(
+            setup.lora,
+            resolve_model(params.models.critic, params.models),
+            setup.constitution.version,
+            params.critic_probe.heads,
+            params.critique.batch_size,
+            loaded.model.dtype,
+            loaded.device,
+        )
+    return Critic(loaded, setup.constitution, params.critique, setup.probe, lora)

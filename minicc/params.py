@@ -16,7 +16,7 @@ from minicc.yaml_file import read_yaml
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
 CriticStyle = Literal["instruct", "base"]
-CriticMethod = Literal["judge", "probe"]
+CriticMethod = Literal["judge", "probe", "lora"]
 CombineRule = Literal["min", "mean"]
 Policy = Literal["best", "margin", "diverse"]
 Scheduler = Literal["cosine", "linear", "constant"]
@@ -92,7 +92,8 @@ class GenerateParams:
 @dataclass(frozen=True)
 class CritiqueParams:
     method: CriticMethod
-    """judge: the critic model's zero-shot digit reading; probe: heads trained by train_critic."""
+    """judge: the critic model's zero-shot digit reading; probe: heads trained by train_critic
+    on frozen features; lora: the critic model fine-tuned by train_critic (critic_lora.py)."""
     style: CriticStyle
     """instruct: chat-template judge prompt; base: few-shot plain-text completion prompt."""
     per_principle: bool
@@ -139,7 +140,8 @@ class CritiqueParams:
         _require(
             self.method == "judge" or not self.per_principle,
             "critique.per_principle",
-            "false with critique.method 'probe' (the probe scores all principles at once)",
+            "false unless critique.method is 'judge' (a trained critic scores every principle "
+            "at once)",
             self.per_principle,
         )
 
@@ -200,6 +202,47 @@ class SelectParams:
             "select.near_duplicate_threshold",
             "a number in (0, 1]",
             self.near_duplicate_threshold,
+        )
+
+
+@dataclass(frozen=True)
+class CriticLoraParams:
+    """The fine-tuned critic (critique.method lora). Its heads and training rows are
+    `critic_probe.heads` and `critic_probe.sources`; replies are cut to
+    `critique.max_response_tokens`."""
+
+    depth: int
+    """Decoder layers kept (the first ones); the layers above never run."""
+    trained_layers: int
+    """The top layers of those `depth` that get LoRA adapters."""
+    r: int
+    alpha: int
+    lr: float
+    epochs: int
+    batch_size: int
+    max_request_tokens: int
+    """A longer request is cut to this many tokens."""
+    class_balanced: bool
+    """Weight each head's two classes equally in the loss, as the probe's heads do."""
+
+    def __post_init__(self) -> None:
+        _require(self.depth >= 1, "critic_lora.depth", "an integer >= 1", self.depth)
+        _require(
+            1 <= self.trained_layers <= self.depth,
+            "critic_lora.trained_layers",
+            f"an integer in [1, depth = {self.depth}]",
+            self.trained_layers,
+        )
+        _require(self.r >= 1, "critic_lora.r", "an integer >= 1", self.r)
+        _require(self.alpha >= 1, "critic_lora.alpha", "an integer >= 1", self.alpha)
+        _require(0 < self.lr <= 1, "critic_lora.lr", "a number in (0, 1]", self.lr)
+        _require(self.epochs >= 1, "critic_lora.epochs", "an integer >= 1", self.epochs)
+        _require(self.batch_size >= 1, "critic_lora.batch_size", "an integer >= 1", self.batch_size)
+        _require(
+            self.max_request_tokens >= 1,
+            "critic_lora.max_request_tokens",
+            "an integer >= 1",
+            self.max_request_tokens,
         )
 
 
@@ -407,6 +450,7 @@ class Params:
     generate: GenerateParams
     critique: CritiqueParams
     critic_probe: CriticProbeParams
+    critic_lora: CriticLoraParams
     select: SelectParams
     sft: SftParams
     revise: ReviseParams

@@ -11,12 +11,14 @@ probe: the critic model reads every labeled row through the judge template (`cri
 the hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the
 reply's text statistics become features; minicc/probe.py says how the heads and the rubric's
 score work. Feature extraction is crash-safe like critique; the fits are convex and solved to
-convergence, so a rerun gives the same probe. judge: nothing to train (minicc/trained_critic.py
-says what the directory then holds).
+convergence, so a rerun gives the same probe. lora: the critic model, cut to `critic_lora.depth`
+layers, fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded,
+so a rerun on one machine gives the same weights. judge: nothing to train
+(minicc/trained_critic.py says what the directory then holds).
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,15 +31,18 @@ from minicc.cli import (
     stage_errors,
 )
 from minicc.critic import CriticFiles, critic_setup, open_critic
+from minicc.critic_lora import lora_settings
+from minicc.critic_lora_training import train_critic_lora
 from minicc.critic_metrics import training_headline
 from minicc.critic_training import feature_inputs, select_sources, train_probe
 from minicc.jsonl import atomic_write_files, json_text
 from minicc.labeled import load_labeled, load_requests
+from minicc.models import pick_device, pick_dtype, resolve_model
 from minicc.params import load_params
 from minicc.probe import save_probe
 from minicc.resume import resumable
 from minicc.seeding import seed_everything
-from minicc.trained_critic import PROBE_FILE, write_trained_critic
+from minicc.trained_critic import LORA_DIR, PROBE_FILE, write_trained_critic
 
 
 def main(
@@ -66,6 +71,31 @@ def main(
         rows = select_sources(load_labeled(train), params.critic_probe.sources)
         labeled_requests = load_requests(requests)
         seed_everything(params.seed)
+        if method == "lora":
+            summary: dict[str, Any] = {"method": method}
+            device = pick_device(params.models.device)
+
+            def fill(staging: Path) -> None:
+                summary.update(
+                    train_critic_lora(
+                        resolve_model(params.models.critic, params.models),
+                        setup.constitution.version,
+                        rows,
+                        labeled_requests,
+                        lora_settings(params),
+                        params.seed,
+                        staging / LORA_DIR,
+                        pick_dtype(device, params.models.dtype),
+                    )
+                )
+
+            write_trained_critic(out, method, fill)
+            atomic_write_files({metrics_out: json_text(summary), detail_out: json_text(summary)})
+            print(
+                f"train_critic: {summary['n']} examples, {summary['train_seconds']} s "
+                f"(loss {summary['first_loss']} -> {summary['last_loss']}) -> {out}"
+            )
+            return
         critic = open_critic(params, setup)
         layer = params.critic_probe.layer
         inputs = feature_inputs(critic, rows, layer, critic.embedder.embedder_id)

@@ -79,7 +79,10 @@ PROMPT_CASES = [
 PARAMS_CASES = [
     Case(
         "params_unknown_top_level_key.yaml",
-        ("unknown key 'epochs'", "seed, models, generate, critique, critic_probe, select"),
+        (
+            "unknown key 'epochs'",
+            "seed, models, generate, critique, critic_probe, critic_lora, select",
+        ),
     ),
     Case(
         "params_unknown_key_in_section.yaml",
@@ -109,7 +112,7 @@ PARAMS_CASES = [
     Case("params_negative_seed.yaml", ("'seed'", ">= 0", "-1")),
     Case("params_not_a_mapping.yaml", ("expected a mapping",)),
     Case("params_empty.yaml", ("expected a mapping",)),
-    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 39")),
+    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 49")),
     Case(
         "params_invalid_utf8.yaml",
         ("UTF-8",),

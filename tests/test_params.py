@@ -14,6 +14,7 @@ import yaml
 
 from minicc.errors import UserError
 from minicc.params import (
+    CriticLoraParams,
     CriticProbeParams,
     CritiqueParams,
     EvaluateParams,
@@ -35,6 +36,7 @@ SECTIONS: dict[str, Any] = {
     "generate": GenerateParams,
     "critique": CritiqueParams,
     "critic_probe": CriticProbeParams,
+    "critic_lora": CriticLoraParams,
     "select": SelectParams,
     "sft": SftParams,
     "train": TrainParams,
@@ -115,6 +117,7 @@ INT_FOR_FLOAT = {
     ("critique", "safe_threshold"): 3,
     ("critique", "min_digit_mass"): 0,
     ("critic_probe", "l2"): 1,
+    ("critic_lora", "lr"): 1,
     ("select", "margin"): 1,
     ("select", "min_gap"): 0,
     ("select", "near_duplicate_threshold"): 1,
@@ -213,7 +216,8 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
     allowed = (
-        "seed, models, generate, critique, critic_probe, select, sft, revise, train, evaluate, "
+        "seed, models, generate, critique, critic_probe, critic_lora, select, sft, revise, train, "
+        "evaluate, "
         "prompts"
     )
     assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
@@ -343,6 +347,22 @@ def test_critic_probe_ranges(key: str, value: Any, message: str, tmp_path: Path)
     assert message in rejected(with_value(tmp_path, "critic_probe", key, value))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("depth", 0, "critic_lora.depth must be an integer >= 1"),
+        ("trained_layers", 0, "critic_lora.trained_layers must be an integer in [1, depth = 10]"),
+        ("trained_layers", 11, "critic_lora.trained_layers must be an integer in [1, depth = 10]"),
+        ("r", 0, "critic_lora.r must be an integer >= 1"),
+        ("lr", 0.0, "critic_lora.lr must be a number in (0, 1]"),
+        ("epochs", 0, "critic_lora.epochs must be an integer >= 1"),
+        ("max_request_tokens", 0, "critic_lora.max_request_tokens must be an integer >= 1"),
+    ],
+)
+def test_critic_lora_ranges(key: str, value: Any, message: str, tmp_path: Path) -> None:
+    assert message in rejected(with_value(tmp_path, "critic_lora", key, value))
+
+
 SOURCES_MESSAGE = (
     "critic_probe.sources must be a non-empty list of distinct names from "
     "gptfuzz, xstest, jbb, constructed"
@@ -391,9 +411,10 @@ def test_critic_probe_accepts_any_subset_of_allowed_names(
 def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:
     raw = raw_params()
     raw["critique"].update(method="probe", per_principle=True)
-    assert "critique.per_principle must be false with critique.method 'probe'" in rejected(
-        write(tmp_path, raw)
-    )
+    message = "critique.per_principle must be false unless critique.method is 'judge'"
+    assert message in rejected(write(tmp_path, raw))
+    raw["critique"].update(method="lora")
+    assert message in rejected(write(tmp_path, raw))
 
 
 @pytest.mark.parametrize(
