@@ -39,7 +39,7 @@ from minicc.errors import UserError
 from minicc.jsonl import json_text, publish_directory
 from minicc.models import ResolvedModel
 from minicc.neutralise import neutralise
-from minicc.params import Params
+from minicc.params import CriticLoraParams, Params
 from minicc.probe import DEFAULTS, HEAD_NAMES, rubric_distribution
 from minicc.typecheck import build
 
@@ -48,26 +48,14 @@ WEIGHTS = "critic_weights.safetensors"
 
 
 @dataclass(frozen=True)
-class LoraSettings:
+class LoraSettings(CriticLoraParams):
     """Everything that shapes the fine-tuned critic: `critic_lora` plus the heads and the reply
     cut it shares with the probe; recorded in the manifest, which rebuilds the model from it."""
 
-    depth: int
-    """Decoder layers kept (the first ones); the layers above never run."""
-    trained_layers: int
-    """The top layers of those `depth` that get LoRA adapters."""
-    r: int
-    alpha: int
-    lr: float
-    epochs: int
-    batch_size: int
-    max_request_tokens: int
     max_response_tokens: int
     """A longer reply is cut to this many tokens, as critique.max_response_tokens cuts it."""
     heads: list[str]
     """Heads trained (of HEAD_NAMES; response_harmful required), in the logits' order."""
-    class_balanced: bool
-    """Weight each head's two classes equally in the loss, as the probe's heads do."""
 
 
 def lora_settings(params: Params) -> LoraSettings:
