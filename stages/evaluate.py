@@ -55,7 +55,7 @@ def main(
         finished = sum(r.finish_reason != "length" for r in responses)
         print(
             f"evaluate ({model}): {len(responses)} responses to {len(prompt_rows)} prompts "
-            f"({finished} ended by EOS) with {loaded.model_id} -> {out} "
+            f"({finished} ended before max_new_tokens) with {loaded.model_id} -> {out} "
             f"[{count.batches_run} batches run, {count.batches_resumed} resumed]"
         )
 

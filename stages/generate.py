@@ -53,7 +53,7 @@ def main(
         finished = sum(c.finish_reason != "length" for c in candidates)
         print(
             f"generate: {len(candidates)} candidates for {len(prompt_rows)} prompts "
-            f"({finished} ended by EOS) with {loaded.model_id}, system prompt "
+            f"({finished} ended before max_new_tokens) with {loaded.model_id}, system prompt "
             f"{plan.system_prompt} -> {out} "
             f"[{count.batches_run} batches run, {count.batches_resumed} resumed]"
         )
