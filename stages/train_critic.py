@@ -61,8 +61,8 @@ def main(
         method = params.critique.method
         if method == "judge":
             write_trained_critic(out, method, lambda staging: None)
-            summary = {"method": method}
-            atomic_write_files({metrics_out: json_text(summary), detail_out: json_text(summary)})
+            untrained = json_text({"method": method})
+            atomic_write_files({metrics_out: untrained, detail_out: untrained})
             print(f"train_critic: critique.method is judge, nothing to train -> {out}")
             return
         # The judge's setup without a probe: the features are what a probe is trained on.
