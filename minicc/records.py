@@ -7,7 +7,7 @@ writes `Candidate`s, revise writes `Revision`s (which critique reads like candid
 writes `Critique`s, select writes `Selected` samples and `PreferencePair`s.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, get_args
 
@@ -37,7 +37,10 @@ class Prompt:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Reply:
+    """The fields every scored reply has, whoever wrote it: a sampled `Candidate` or a
+    `Revision`; the critique stage reads both as candidates."""
+
     prompt_id: str
     candidate_id: str
     """`<prompt_id>/<k>` for the k-th sampled response to that prompt."""
@@ -50,29 +53,24 @@ class Candidate:
     finish_reason: FinishReason
     generator: str
     """Resolved model id, including the weights' hash for bundled models."""
+
+
+@dataclass(frozen=True)
+class Candidate(Reply):
     system_prompt: SystemPrompt = "none"
     """What the generator saw besides the request (generate.system_prompt); training never does."""
 
 
 @dataclass(frozen=True)
-class Revision:
+class Revision(Reply):
     """A reviser's rewrite of a low-scored candidate after its own critique under one principle.
 
-    It has a `Candidate`'s fields (less `system_prompt`: the reviser sees none), so the critique
-    stage scores revisions like candidates (`as_candidate`); `candidate_id` is
-    `<original_id>/rev<round>.<k>`.
+    Its `Reply` fields are a candidate's, so the critique stage scores revisions like candidates
+    (`as_candidate`): `candidate_id` is `<original_id>/rev<round>.<k>`, `response` the revision
+    stripped of the labels a small model adds (e.g. a leading "Revision:"), `generator` the
+    reviser's resolved model id (models.reviser).
     """
 
-    prompt_id: str
-    candidate_id: str
-    prompt: str
-    category: Category
-    response: str
-    """The revision, stripped of the labels a small model adds (e.g. a leading "Revision:")."""
-    num_tokens: int
-    finish_reason: FinishReason
-    generator: str
-    """The reviser's resolved model id (models.reviser), in a candidate's field."""
     original_id: str
     """The candidate this revision started from (round 1 revises it; later rounds revise the
     previous round's revision of it)."""
@@ -84,17 +82,9 @@ class Revision:
     """1 for a revision of the original; n revises round n-1's revision."""
 
     def as_candidate(self) -> Candidate:
-        return Candidate(
-            prompt_id=self.prompt_id,
-            candidate_id=self.candidate_id,
-            prompt=self.prompt,
-            category=self.category,
-            response=self.response,
-            num_tokens=self.num_tokens,
-            finish_reason=self.finish_reason,
-            generator=self.generator,
-            system_prompt="none",  # the reviser sees no system prompt (stages/revise.py)
-        )
+        # The reviser sees no system prompt (stages/revise.py).
+        shared = {field.name: getattr(self, field.name) for field in fields(Reply)}
+        return Candidate(**shared, system_prompt="none")
 
 
 def load_candidates(path: Path) -> list[Candidate]:

@@ -156,20 +156,6 @@ def sft_trainer(
     )
 
 
-def run_sft(
-    model: Any,
-    tokenizer: Any,
-    train: Dataset,
-    val: Dataset,
-    params: TrainParams,
-    *,
-    phase_dir: Path,
-    seed: int,
-) -> PhaseResult:
-    trainer = sft_trainer(model, tokenizer, train, val, params, phase_dir=phase_dir, seed=seed)
-    return _fit(trainer, phase_dir, val, measure_before=True)
-
-
 def run_dpo(
     model: Any,
     tokenizer: Any,
@@ -229,9 +215,10 @@ def train_phases(
         truncated += train.truncated + val.truncated
         model = add_lora(model, params, targets)
         phase_dir = checkpoints / "sft"
-        phases["sft"] = run_sft(
+        trainer = sft_trainer(
             model, tokenizer, train.dataset, val.dataset, params, phase_dir=phase_dir, seed=seed
         )
+        phases["sft"] = _fit(trainer, phase_dir, val.dataset, measure_before=True)
         model = phases["sft"].model
     if params.method != "sft":
         pairs = dpo_dataset(loaded, data.pairs, max_len)
