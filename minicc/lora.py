@@ -33,6 +33,7 @@ ATTENTION_PROJECTIONS: dict[str, list[str]] = {
     "mistral": _ATTENTION,
     "gemma": _ATTENTION,
     "gemma2": _ATTENTION,
+    "gemma3_text": _ATTENTION,  # Gemma 3 270M and 1B: text-only, their own model type
     "qwen2": _ATTENTION,
     "qwen3": _ATTENTION,
     # GPT-Neo keeps its projections under `attn.attention`; the output one is `out_proj`.

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import ARCHS, MakeModel, models_params, train_params
-from transformers import AutoModelForCausalLM, GPT2Config, Qwen2Config
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, Qwen2Config
 
 from minicc.errors import UserError
 from minicc.lora import (
@@ -37,24 +37,33 @@ def test_auto_picks_the_attention_projections(arch: str, make_tiny_model: MakeMo
     assert adapted >= set(EXPECTED[arch])
 
 
+GROUPED_ATTENTION: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 64,
+}
+"""A tiny decoder with grouped-query attention, as Qwen2 and Gemma 3 configs spell it."""
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
         # GPT-2's MLP has a `c_proj` too: it must not get an adapter.
         (GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64), {"attn.c_attn", "attn.c_proj"}),
         (
-            Qwen2Config(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                vocab_size=64,
-            ),
+            Qwen2Config(**GROUPED_ATTENTION),
+            {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
+        ),
+        # The bundled Gemma 3 270M's type (`auto` gave it every linear module before it was listed).
+        (
+            Gemma3TextConfig(**GROUPED_ATTENTION, head_dim=8),
             {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"},
         ),
     ],
-    ids=["gpt2", "qwen2"],
+    ids=["gpt2", "qwen2", "gemma3_text"],
 )
 def test_auto_adapts_the_attention_projections_only(config: Any, expected: set[str]) -> None:
     model = AutoModelForCausalLM.from_config(config)
