@@ -2,10 +2,12 @@
 
 DVC deletes a stage's outputs before running it, so finished work is logged in a side cache
 instead: one JSON line per finished unit (a batch), fsynced before the stage moves on. The log's
-name is a hash of everything that changes results, so a log is only ever reused for the exact
-same inputs. A `kill -9` can tear at most the last line, which is then ignored and redone.
+name is a hash of everything that changes results (the inputs and the library's code), so a
+log is only ever reused for the exact same inputs and code. A `kill -9` can tear at most the
+last line, which is then ignored and redone.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -29,11 +31,31 @@ def fingerprint(material: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def source_fingerprint(folder: Path) -> str:
+    """Hash of the names and contents of every `*.py` file in `folder`."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+@functools.cache
+def library_fingerprint() -> str:
+    """Hash of the library's source (every `minicc/*.py`).
+
+    Part of every log's name: a stage killed mid-run and rerun after a code change (a `git
+    pull`, an edited feature) must not mix results computed by the old code into the new run.
+    """
+    return source_fingerprint(Path(__file__).parent)
+
+
 class ResumeLog:
-    """Append-only log of finished units for one stage and one set of inputs."""
+    """Append-only log of finished units for one stage, one set of inputs and one version of
+    the library."""
 
     def __init__(self, directory: Path, stage: str, material: Any) -> None:
-        self.path = directory / f"{stage}-{fingerprint(material)}.jsonl"
+        name = fingerprint({"inputs": material, "library": library_fingerprint()})
+        self.path = directory / f"{stage}-{name}.jsonl"
 
     def load(self) -> dict[str, Any]:
         """Finished units by key.

@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from minicc.resume import Batch, ResumeLog, RunCount, fingerprint, resumable, run_resumable
+from minicc import resume
+from minicc.resume import (
+    Batch,
+    ResumeLog,
+    RunCount,
+    fingerprint,
+    resumable,
+    run_resumable,
+    source_fingerprint,
+)
 
 MATERIAL: dict[str, Any] = {
     "prompts": [{"id": "p1", "prompt": "Hi"}, {"id": "p2", "prompt": "How?"}],
@@ -72,6 +81,30 @@ def test_a_log_for_other_inputs_is_not_reused(tmp_path: Path) -> None:
     _, count = run_resumable(BATCHES, work, other, "test")
     assert count == RunCount(batches_run=4, batches_resumed=0)
     assert len(work.calls) == 4
+
+
+def test_a_log_written_by_other_library_code_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_resumable(BATCHES, Work(), new_log(tmp_path), "test")
+    monkeypatch.setattr(resume, "library_fingerprint", lambda: "edited-code")
+    work = Work()
+    _, count = run_resumable(BATCHES, work, new_log(tmp_path), "test")
+    assert count == RunCount(batches_run=4, batches_resumed=0)
+
+
+def test_source_fingerprint_changes_with_any_module_and_ignores_other_files(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
+    (tmp_path / "b.py").write_text("y = 2\n", encoding="utf-8")
+    before = source_fingerprint(tmp_path)
+    (tmp_path / "notes.txt").write_text("not code", encoding="utf-8")
+    assert source_fingerprint(tmp_path) == before
+    (tmp_path / "b.py").write_text("y = 3\n", encoding="utf-8")
+    edited = source_fingerprint(tmp_path)
+    (tmp_path / "c.py").write_text("", encoding="utf-8")
+    assert len({before, edited, source_fingerprint(tmp_path)}) == 3
 
 
 def test_discard_removes_the_log(tmp_path: Path) -> None:
