@@ -52,9 +52,16 @@ class LoadedModel:
     """Instruct models are prompted through their chat template, base models with plain text."""
     cache_argument: str
     """Name of the forward() argument that takes a key/value cache (`cache` in transformers 5)."""
-    last_logits_only: dict[str, int]
+    last_logits_only: dict[str, torch.Tensor]
     """forward() options that compute logits for the last position only, where supported:
-    the full (batch x length x vocabulary) tensor would dominate time and memory."""
+    the full (batch x length x vocabulary) tensor would dominate time and memory.
+
+    The position goes as an index tensor, not as the integer 1: transformers then gathers the
+    last hidden states into a new, contiguous tensor instead of slicing a strided view. With a
+    strided view and frozen weights (an applied adapter freezes the base), torch's matmul does
+    not fold the batch into one matrix product and expands the output layer's weight per row
+    instead: a copy of batch x hidden x vocabulary values, which made evaluating with an adapter
+    6x slower for Gemma 3 270M (262k-token vocabulary) and 1.4x for SmolLM2."""
 
 
 def _file_sha256(path: Path) -> str:
@@ -226,5 +233,9 @@ def load_model(
         device=device,
         uses_chat_template=bool(tokenizer.chat_template),
         cache_argument="cache" if "cache" in forward_parameters else "past_key_values",
-        last_logits_only={"logits_to_keep": 1} if "logits_to_keep" in forward_parameters else {},
+        last_logits_only=(
+            {"logits_to_keep": torch.tensor([-1], device=device)}
+            if "logits_to_keep" in forward_parameters
+            else {}
+        ),
     )

@@ -20,7 +20,7 @@ from minicc.models import (
     resolve_model,
 )
 from minicc.params import Precision
-from minicc.prompting import BASE_MODEL_FRAME, format_request
+from minicc.prompting import BASE_MODEL_FRAME, encode_batch, format_request
 
 NO_ACCELERATOR = not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
@@ -254,3 +254,28 @@ def test_a_failed_build_leaves_the_old_directory_and_no_marker(tmp_path: Path) -
     assert sorted(p.name for p in destination.iterdir()) == ["old.bin"]
     # A stale `.partial` from an earlier crash is cleared before the build starts.
     assert sorted(p.name for p in (tmp_path / "model.partial").iterdir()) == ["half.bin"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_last_logits_only_hands_the_output_layer_a_contiguous_last_position(
+    make_tiny_model: MakeModel, arch: Arch
+) -> None:
+    """With frozen weights (as under an applied adapter), a strided last-position view makes
+    torch expand the output layer's weight per row, a vocabulary-sized copy; the index form
+    of `last_logits_only` gives it a contiguous tensor, and the same logits as a full pass."""
+    loaded = load_model(str(make_tiny_model(arch)), models_params())
+    loaded.model.requires_grad_(False)
+    inputs = encode_batch(loaded, ["a short one", "a somewhat longer input text here"])
+    seen: list[torch.Tensor] = []
+    head = loaded.model.get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    try:
+        with torch.inference_mode():
+            last = loaded.model(**inputs, **loaded.last_logits_only).logits
+            full = loaded.model(**inputs).logits
+    finally:
+        handle.remove()
+    if loaded.last_logits_only:
+        assert seen[0].shape[1] == 1 and seen[0].is_contiguous()
+        assert last.shape[1] == 1
+    assert torch.allclose(last[:, -1, :], full[:, -1, :], atol=1e-5)
