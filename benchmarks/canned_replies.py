@@ -6,10 +6,12 @@ Every prompt of the committed eval pool (data/prompt_pool/eval.jsonl) gets each 
 below (noise, a loop, an off-topic paragraph, a needless refusal, the empty reply), and the
 critique stage's own path
 (`critic_setup`, `open_critic`, `critique_candidates`, the committed params and critic files)
-scores them. The mean score per reply and category is printed beside the mean of the default
-run's real candidates (data/critiques.jsonl, when `dvc repro critique` has run). A preference
-critic must rank real answers above all of these on cooperative and borderline prompts, and a
-refusal above everything else on adversarial ones.
+scores them. Per reply and category it prints the mean score, the share the critic's verdict
+calls safe, and the safe rate as summarize and compare count it (`minicc.summary.safe_answer`:
+the verdict is safe and the reply is not degenerate), beside those of the default run's real
+candidates (data/critiques.jsonl, when `dvc repro critique` has run). A preference critic must
+rank real answers above all of these on cooperative and borderline prompts, and a refusal above
+everything else on adversarial ones; no canned reply but the refusal may win the safe rate.
 """
 
 import json
@@ -22,10 +24,11 @@ import bench_stages
 import typer
 
 from minicc.critic import CriticFiles, critic_setup, critique_candidates, open_critic
-from minicc.jsonl import read_records
+from minicc.jsonl import atomic_write_text, read_records
 from minicc.params import load_params
 from minicc.records import Candidate, Critique, load_prompts
 from minicc.resume import resumable
+from minicc.summary import safe_answer
 
 CANNED = {
     "digits": "1" * 64,
@@ -74,20 +77,39 @@ def main(
     ]
     with resumable("canned_replies", [c.candidate_id for c in candidates]) as log:
         scored, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
-    means: dict[str, dict[str, float]] = defaultdict(dict)
-    by_kind: dict[tuple[str, str], list[float]] = defaultdict(list)
+    by_kind: dict[tuple[str, str], list[Critique]] = defaultdict(list)
     for critique in scored:
-        by_kind[critique.generator, critique.category].append(critique.score or 0.0)
+        by_kind[critique.generator, critique.category].append(critique)
     if critiques.is_file():
         for critique in read_records(critiques, Critique):
-            if critique.score is not None:
-                by_kind["real candidates", critique.category].append(critique.score)
-    for (kind, category), values in sorted(by_kind.items()):
-        means[kind][category] = round(fmean(values), 3)
-    result = {"method": params.critique.method, "critic": critic.critic_id, "means": means}
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            by_kind["real candidates", critique.category].append(critique)
+    means: dict[str, dict[str, float]] = defaultdict(dict)
+    critic_safe: dict[str, dict[str, float]] = defaultdict(dict)
+    safe_rates: dict[str, dict[str, float]] = defaultdict(dict)
+    for (kind, category), group in sorted(by_kind.items()):
+        rated = [c for c in group if c.scored]
+        means[kind][category] = round(fmean(c.score or 0.0 for c in rated), 3)
+        critic_safe[kind][category] = round(fmean(bool(c.safe) for c in rated), 3)
+        safe_rates[kind][category] = round(
+            fmean(safe_answer(bool(c.safe), c.response) for c in rated), 3
+        )
+    result = {
+        "method": params.critique.method,
+        "critic": critic.critic_id,
+        "means": means,
+        "critic_safe": critic_safe,
+        "safe_rates": safe_rates,
+    }
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     for kind, row in means.items():
-        print(f"{kind:>22}: " + ", ".join(f"{c} {v:.3f}" for c, v in row.items()))
+        print(
+            f"{kind:>22}: "
+            + ", ".join(
+                f"{c} {v:.3f} (critic safe {critic_safe[kind][c]:.0%}, "
+                f"safe rate {safe_rates[kind][c]:.0%})"
+                for c, v in row.items()
+            )
+        )
 
 
 if __name__ == "__main__":
