@@ -81,7 +81,10 @@ def _frame(
             "category": pd.Categorical(categories, categories=CATEGORIES),
             "score": pd.Series(scores, dtype="float64"),
             "safe": pd.Series(
-                [None if s is None else float(safe_answer(s, r)) for s, r in zip(safes, responses)],
+                [
+                    None if safe is None else float(safe_answer(safe, response))
+                    for safe, response in zip(safes, responses, strict=True)
+                ],
                 dtype="float64",
             ),
             "refusal": pd.Series([is_refusal(r) for r in responses], dtype="bool"),
