@@ -7,6 +7,9 @@ A model fine-tuned on what one critic preferred is judged kindly by that critic,
   probe file compare is given), as before this setting existed.
 - a path ending in `.json`: a probe file trained by train_critic on `models.critic` (other
   sources, layer or heads than the selecting one).
+- a trained-critic directory (train_critic's output, `critic.json` inside) of any method, e.g.
+  a LoRA critic kept aside while the selecting critic is the probe: read as the critique stage
+  reads one, with the method its marker names, on `models.critic`.
 - anything else: a model spec (bundled alias, model directory or Hugging Face id) read as a
   zero-shot judge with the `critique` settings and the `critique.style` template.
 
@@ -14,7 +17,7 @@ The id of the critic that judged (with the probe's hash for a probe) goes into e
 result and into `metrics/eval.json`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from minicc.critic import Critic, CriticFiles, CriticSetup, critic_setup, open_critic
@@ -22,6 +25,7 @@ from minicc.errors import UserError
 from minicc.models import load_model
 from minicc.params import Params
 from minicc.probe import load_probe
+from minicc.trained_critic import is_trained_critic, recorded_method
 
 SAME = "same"
 
@@ -33,28 +37,39 @@ class EvalCritic:
     model: str
     """The model spec it reads with."""
     setup: CriticSetup
+    opens_as_critique: bool
+    """Opened as the critique stage opens its critic (`same`, or a trained-critic directory)."""
 
 
 def eval_critic_setup(params: Params, files: CriticFiles) -> EvalCritic:
     """`evaluate.critic` resolved (module docstring); a missing probe file fails here."""
     setting = params.evaluate.critic
     if setting == SAME:
-        return EvalCritic(params.models.critic, critic_setup(params, files, params.critique.method))
+        setup = critic_setup(params, files, params.critique.method)
+        return EvalCritic(params.models.critic, setup, opens_as_critique=True)
+    if is_trained_critic(Path(setting)):
+        directory = Path(setting)
+        setup = critic_setup(params, replace(files, trained=directory), recorded_method(directory))
+        return EvalCritic(params.models.critic, setup, opens_as_critique=True)
     judge = critic_setup(params, files, "judge")
     if not setting.endswith(".json"):
-        return EvalCritic(setting, judge)
+        return EvalCritic(setting, judge, opens_as_critique=False)
     probe = Path(setting)
     if not probe.is_file():
         raise UserError(
             f"evaluate.critic: probe file {probe} not found; name a probe trained by "
             "train_critic, a model spec for a zero-shot judge, or `same`"
         )
-    return EvalCritic(params.models.critic, CriticSetup(judge.constitution, load_probe(probe)))
+    return EvalCritic(
+        params.models.critic,
+        CriticSetup(judge.constitution, load_probe(probe)),
+        opens_as_critique=False,
+    )
 
 
 def open_eval_critic(params: Params, chosen: EvalCritic) -> Critic:
     """The judging critic, model loaded (a probe refuses a model it was not trained on)."""
-    if params.evaluate.critic == SAME:
+    if chosen.opens_as_critique:
         return open_critic(params, chosen.setup)
     loaded = load_model(chosen.model, params.models)
     return Critic(loaded, chosen.setup.constitution, params.critique, chosen.setup.probe)

@@ -8,11 +8,12 @@ import pytest
 from conftest import trained_probe_dir
 from test_probe import small_probe
 
-from minicc import eval_critic
+from minicc import critic, eval_critic
 from minicc.critic import CriticFiles
 from minicc.errors import UserError
 from minicc.params import CriticMethod, Params, load_params
 from minicc.probe import probe_text
+from minicc.trained_critic import LORA_DIR, write_trained_critic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +69,38 @@ def test_a_probe_file_is_read_instead_of_the_selecting_one(tmp_path: Path) -> No
     )
     assert chosen.setup.probe is not None and chosen.setup.probe.layer == 7
     assert chosen.model == params("same").models.critic
+
+
+def test_a_trained_critic_directory_is_read_with_the_method_its_marker_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A probe directory while the selecting critic is the zero-shot judge.
+    other = trained_probe_dir(tmp_path / "other", replace(small_probe(), layer=7))
+    chosen = eval_critic.eval_critic_setup(params(str(other)), files(tmp_path / "selecting"))
+    assert chosen.setup.probe is not None and chosen.setup.probe.layer == 7
+    assert chosen.model == params("same").models.critic and chosen.opens_as_critique
+    # A LoRA critic directory while the selecting critic is a probe: its manifest is checked
+    # against this constitution and heads, and the critique stage's path opens it.
+    checked: list[Path] = []
+    monkeypatch.setattr(critic, "check_manifest", lambda path, *rest: checked.append(path))
+    lora = tmp_path / "lora_critic"
+    write_trained_critic(lora, "lora", lambda staging: (staging / LORA_DIR).mkdir())
+    chosen = eval_critic.eval_critic_setup(params(str(lora), "probe"), files(other))
+    assert checked == [lora / LORA_DIR] and chosen.setup.lora == lora / LORA_DIR
+    assert chosen.setup.probe is None
+    opened: list[Any] = []
+    monkeypatch.setattr(eval_critic, "open_critic", lambda p, setup: opened.append(setup))
+    eval_critic.open_eval_critic(params(str(lora), "probe"), chosen)
+    assert opened == [chosen.setup]
+
+
+def test_a_directory_without_a_trained_critic_is_a_model_spec(tmp_path: Path) -> None:
+    # A local model directory (no critic.json) stays a zero-shot judge's model.
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    chosen = eval_critic.eval_critic_setup(params(str(model_dir)), files(tmp_path / "none"))
+    assert chosen.model == str(model_dir) and not chosen.opens_as_critique
+    assert chosen.setup.probe is None and chosen.setup.lora is None
 
 
 def test_a_missing_probe_file_is_one_clear_error(tmp_path: Path) -> None:

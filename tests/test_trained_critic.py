@@ -9,7 +9,14 @@ import pytest
 from conftest import write_params
 
 from minicc.errors import UserError
-from minicc.trained_critic import MARKER, PROBE_FILE, trained_path, write_trained_critic
+from minicc.trained_critic import (
+    MARKER,
+    PROBE_FILE,
+    is_trained_critic,
+    recorded_method,
+    trained_path,
+    write_trained_critic,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +46,17 @@ def test_a_marker_that_is_not_json_is_refused(tmp_path: Path) -> None:
     (tmp_path / "c" / MARKER).write_text("not json")
     with pytest.raises(UserError, match="not a trained-critic marker"):
         trained_path(tmp_path / "c", "probe")
+
+
+def test_a_marker_naming_an_unknown_method_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / MARKER).write_text('{"method": "oracle"}')
+    assert is_trained_critic(tmp_path / "c")
+    with pytest.raises(UserError, match="unknown method 'oracle'"):
+        recorded_method(tmp_path / "c")
+    assert not is_trained_critic(tmp_path / "missing")
+    with pytest.raises(UserError, match="no trained critic"):
+        recorded_method(tmp_path / "missing")
 
 
 def test_train_critic_with_the_judge_trains_nothing_and_says_so(tmp_path: Path) -> None:
