@@ -60,8 +60,10 @@ class LoadedModel:
     last hidden states into a new, contiguous tensor instead of slicing a strided view. With a
     strided view and frozen weights (an applied adapter freezes the base), torch's matmul does
     not fold the batch into one matrix product and expands the output layer's weight per row
-    instead: a copy of batch x hidden x vocabulary values, which made evaluating with an adapter
-    6x slower for Gemma 3 270M (262k-token vocabulary) and 1.4x for SmolLM2."""
+    instead: a copy of batch x hidden x vocabulary values. Evaluating with an adapter took 8.6x
+    the baseline's time for Gemma 3 270M (262k-token vocabulary) and 1.4x for SmolLM2; side by
+    side, the slice took 10-12x the index's time for Gemma and 1.8x for SmolLM2
+    (benchmarks/bench_adapter_head.py)."""
 
 
 def _file_sha256(path: Path) -> str:
