@@ -37,7 +37,7 @@ from minicc.arrays import FloatArray
 from minicc.batching import length_sorted_batches
 from minicc.errors import UserError
 from minicc.jsonl import json_text, publish_directory
-from minicc.models import ResolvedModel
+from minicc.models import ResolvedModel, quiet_loading
 from minicc.neutralise import neutralise
 from minicc.params import CriticLoraParams, Params
 from minicc.probe import DEFAULTS, HEAD_NAMES, rubric_distribution
@@ -105,9 +105,24 @@ def build_classifier(load_from: str, params: LoraSettings, dtype: torch.dtype) -
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(
-        load_from, num_labels=len(params.heads), dtype=dtype, pad_token_id=tokenizer.pad_token_id
-    )
+    # A causal LM's checkpoint never holds the classification head, so transformers reports it
+    # MISSING with "Consider training" at every load, also when load_critic_lora is about to
+    # load the trained head from the adapter file. That report is silenced, and any other
+    # missing weight is an error here instead.
+    with quiet_loading():
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            load_from,
+            num_labels=len(params.heads),
+            dtype=dtype,
+            pad_token_id=tokenizer.pad_token_id,
+            output_loading_info=True,
+        )
+    missing = sorted(k for k in loading["missing_keys"] if not k.startswith("score."))
+    if missing:
+        raise UserError(
+            f"{load_from}: the critic model's checkpoint lacks {missing[:3]}; it cannot be "
+            "read as a sequence classifier"
+        )
     _truncate(model, params.depth)
     config = LoraConfig(
         r=params.r,

