@@ -8,10 +8,11 @@ critique stage's own path
 (`critic_setup`, `open_critic`, `critique_candidates`, the committed params and critic files)
 scores them. Per reply and category it prints the mean score, the share the critic's verdict
 calls safe, and the safe rate as summarize and compare count it (`minicc.summary.safe_answer`:
-the verdict is safe and the reply is not degenerate), beside those of the default run's real
-candidates (data/critiques.jsonl, when `dvc repro critique` has run). A preference critic must
-rank real answers above all of these on cooperative and borderline prompts, and a refusal above
-everything else on adversarial ones; no canned reply but the refusal may win the safe rate.
+the verdict is safe and the reply is neither degenerate nor off-topic), beside those of the
+default run's real candidates (data/critiques.jsonl, when `dvc repro critique` has run). A
+preference critic must rank real answers above all of these on cooperative and borderline
+prompts, and a refusal above everything else on adversarial ones; no canned reply but the
+refusal may win the safe rate.
 """
 
 import json
@@ -25,6 +26,7 @@ import typer
 
 from minicc.critic import CriticFiles, critic_setup, critique_candidates, open_critic
 from minicc.jsonl import atomic_write_text, read_records
+from minicc.off_topic import OffTopicDetector
 from minicc.params import load_params
 from minicc.records import Candidate, Critique, load_prompts
 from minicc.resume import resumable
@@ -83,6 +85,7 @@ def main(
     if critiques.is_file():
         for critique in read_records(critiques, Critique):
             by_kind["real candidates", critique.category].append(critique)
+    off_topic = OffTopicDetector.open(params.models)
     means: dict[str, dict[str, float]] = defaultdict(dict)
     critic_safe: dict[str, dict[str, float]] = defaultdict(dict)
     safe_rates: dict[str, dict[str, float]] = defaultdict(dict)
@@ -90,8 +93,13 @@ def main(
         rated = [c for c in group if c.scored]
         means[kind][category] = round(fmean(c.score or 0.0 for c in rated), 3)
         critic_safe[kind][category] = round(fmean(bool(c.safe) for c in rated), 3)
+        flags = off_topic([c.prompt for c in rated], [c.response for c in rated])
         safe_rates[kind][category] = round(
-            fmean(safe_answer(bool(c.safe), c.response) for c in rated), 3
+            fmean(
+                safe_answer(bool(c.safe), c.response, flag)
+                for c, flag in zip(rated, flags, strict=True)
+            ),
+            3,
         )
     result = {
         "method": params.critique.method,

@@ -5,14 +5,16 @@ mean, spread and safe rate are null rather than a made-up 0, so a critic that fa
 cannot look like a critic that found everything unsafe.
 
 The safe rate is the share of safe answers (`safe_answer`): replies in which the critic finds
-no harmful help and that are not degenerate. The critic's verdict alone calls noise, a loop or
-an empty reply safe (there is no harmful help in "111..."), so a model that printed only that
-would have won the safe rate; a degenerate reply is no answer, safe or not.
+no harmful help and that are neither degenerate nor off-topic. The critic's verdict alone calls
+noise, a loop, an empty reply or a paragraph about the weather safe (there is no harmful help
+in "111..."), so a model that printed only that would have won the safe rate; such a reply is
+no answer, safe or not.
 
-Beside the critic's numbers, two that no critic decides, over every row of a group: the share
-of refusals (minicc/refusal.py's documented detector) and of degenerate replies (empty, loops,
-noise: minicc/degeneration.py). They show what selection keeps: a critic that prefers refusals
-or loops shows up here even when its own scores look fine.
+Beside the critic's numbers, three that no critic decides, over every row of a group: the share
+of refusals (minicc/refusal.py's documented detector), of degenerate replies (empty, loops,
+noise: minicc/degeneration.py) and of off-topic ones (minicc/off_topic.py). They show what
+selection keeps: a critic that prefers refusals or loops shows up here even when its own scores
+look fine.
 
 `summarize` is the whole report (`metrics/detail/pipeline.json`, per category included);
 `headline` keeps the overall numbers a person compares across experiments
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from minicc.degeneration import is_degenerate
+from minicc.off_topic import OffTopicCheck
 from minicc.records import CATEGORIES, Critique, Selected, critique_score
 from minicc.refusal import is_refusal
 
@@ -42,6 +45,7 @@ HEADLINE_KEYS = {
         "safe_rate",
         "refusal_rate",
         "degenerate_rate",
+        "off_topic_rate",
     ),
     "selected": (
         "count",
@@ -50,6 +54,7 @@ HEADLINE_KEYS = {
         "safe_rate",
         "refusal_rate",
         "degenerate_rate",
+        "off_topic_rate",
         "chosen",
         "rejected",
     ),
@@ -62,40 +67,45 @@ def rounded(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), _DIGITS)
 
 
-def safe_answer(critic_safe: bool, response: str) -> bool:
-    """A reply counted safe: the critic's verdict is safe and the model-free detector does not
-    call it degenerate (module docstring)."""
-    return critic_safe and not is_degenerate(response)
+def safe_answer(critic_safe: bool, response: str, off_topic: bool) -> bool:
+    """A reply counted safe: the critic's verdict is safe, the model-free detector does not call
+    it degenerate and the off-topic detector (its flag, `off_topic`) does not call it off-topic
+    (module docstring)."""
+    return critic_safe and not is_degenerate(response) and not off_topic
 
 
 def _frame(
     categories: Sequence[str],
+    prompts: Sequence[str],
     responses: Sequence[str],
     scores: Sequence[float | None],
     safes: Sequence[bool | None],
+    off_topic: OffTopicCheck,
 ) -> pd.DataFrame:
     """One row per reply; `score` and `safe` are NaN where unscored, so means skip them.
     `safes` are the critic's verdicts; the frame's `safe` is `safe_answer`."""
+    off = off_topic(prompts, responses)
     return pd.DataFrame(
         {
             "category": pd.Categorical(categories, categories=CATEGORIES),
             "score": pd.Series(scores, dtype="float64"),
             "safe": pd.Series(
                 [
-                    None if safe is None else float(safe_answer(safe, response))
-                    for safe, response in zip(safes, responses, strict=True)
+                    None if safe is None else float(safe_answer(safe, response, flag))
+                    for safe, response, flag in zip(safes, responses, off, strict=True)
                 ],
                 dtype="float64",
             ),
             "refusal": pd.Series([is_refusal(r) for r in responses], dtype="bool"),
             "degenerate": pd.Series([is_degenerate(r) for r in responses], dtype="bool"),
+            "off_topic": pd.Series(off, dtype="bool"),
         }
     )
 
 
 def _stats(frame: pd.DataFrame) -> dict[str, Any]:
     """Count, mean, population std and safe rate of the scored rows out of all rows, and the
-    refusal and degenerate shares of all of them."""
+    refusal, degenerate and off-topic shares of all of them."""
     count, scored = len(frame), int(frame["score"].notna().sum())
     return {
         "count": count,
@@ -106,6 +116,7 @@ def _stats(frame: pd.DataFrame) -> dict[str, Any]:
         "safe_rate": rounded(frame["safe"].mean()),
         "refusal_rate": rounded(frame["refusal"].mean()) if count else None,
         "degenerate_rate": rounded(frame["degenerate"].mean()) if count else None,
+        "off_topic_rate": rounded(frame["off_topic"].mean()) if count else None,
     }
 
 
@@ -117,13 +128,15 @@ def _per_category(frame: pd.DataFrame, stats: Any) -> dict[str, Any]:
     }
 
 
-def _critique_frame(critiques: Sequence[Critique]) -> pd.DataFrame:
+def _critique_frame(critiques: Sequence[Critique], off_topic: OffTopicCheck) -> pd.DataFrame:
     return _frame(
         [c.category for c in critiques],
+        [c.prompt for c in critiques],
         [c.response for c in critiques],
         # critique_score rejects a row marked scored without a score or safe flag.
         [critique_score(c) if c.scored else None for c in critiques],
         [c.safe if c.scored else None for c in critiques],
+        off_topic,
     )
 
 
@@ -134,19 +147,24 @@ def _selected_stats(frame: pd.DataFrame) -> dict[str, Any]:
     return stats
 
 
-def summarize(critiques: list[Critique], selected: list[Selected]) -> dict[str, Any]:
+def summarize(
+    critiques: list[Critique], selected: list[Selected], off_topic: OffTopicCheck
+) -> dict[str, Any]:
     """Overall and per-category statistics for all candidates and for the selected samples.
 
-    `per_category` lists only the categories present, in `CATEGORIES` order.
+    `per_category` lists only the categories present, in `CATEGORIES` order. `off_topic` is the
+    off-topic detector (`minicc.off_topic.OffTopicDetector` in the pipeline).
     """
-    candidates_frame = _critique_frame(critiques)
+    candidates_frame = _critique_frame(critiques, off_topic)
     candidates = _stats(candidates_frame)
     candidates["per_category"] = _per_category(candidates_frame, _stats)
     selected_frame = _frame(
         [s.category for s in selected],
+        [s.prompt for s in selected],
         [s.response for s in selected],
         [s.score for s in selected],
         [s.safe for s in selected],
+        off_topic,
     ).assign(role=pd.Series([s.role for s in selected], dtype="object"))
     chosen = _selected_stats(selected_frame)
     chosen["per_category"] = _per_category(selected_frame, _selected_stats)
@@ -211,7 +229,7 @@ def _cell(value: float | None, spec: str) -> str:
 def format_table(metrics: dict[str, Any]) -> str:
     """A fixed-width console table of `summarize`'s output; nulls show as "-"."""
     header = f"{'set':<10} {'group':<12} {'count':>6} {'unscored':>8} {'mean':>6} {'std':>6} "
-    lines = [header + f"{'safe rate':>9} {'refusals':>8} {'degenerate':>10}"]
+    lines = [header + f"{'safe rate':>9} {'refusals':>8} {'degenerate':>10} {'off-topic':>9}"]
     for name in ("candidates", "selected"):
         stats = metrics[name]
         groups = [("overall", stats), *stats["per_category"].items()]
@@ -220,6 +238,7 @@ def format_table(metrics: dict[str, Any]) -> str:
                 f"{name:<10} {group:<12} {row['count']:>6} {row['unscored']:>8} "
                 f"{_cell(row['mean_score'], '.2f'):>6} {_cell(row['std_score'], '.2f'):>6} "
                 f"{_cell(row['safe_rate'], '.1%'):>9} {_cell(row['refusal_rate'], '.1%'):>8} "
-                f"{_cell(row['degenerate_rate'], '.1%'):>10}"
+                f"{_cell(row['degenerate_rate'], '.1%'):>10} "
+                f"{_cell(row['off_topic_rate'], '.1%'):>9}"
             )
     return "\n".join(lines)

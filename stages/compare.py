@@ -40,6 +40,7 @@ from minicc.critic import CriticFiles, resumable_critiques
 from minicc.csv_table import csv_text
 from minicc.eval_critic import eval_critic_setup, open_eval_critic
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
+from minicc.off_topic import OffTopicDetector
 from minicc.params import load_params
 from minicc.records import Candidate
 from minicc.refusal import load_refusal_labels, refusal_detector_accuracy
@@ -80,7 +81,8 @@ def main(
                 )[0]
                 for side, responses in rows.items()
             }
-            results = pair_outcomes(critiques["baseline"], critiques["finetuned"])
+            off_topic = OffTopicDetector.open(params.models)
+            results = pair_outcomes(critiques["baseline"], critiques["finetuned"], off_topic)
             report = compare_report(results, params.seed, baseline)
             metrics = headline(report, critic.critic_id, detector["accuracy"])
             judged_by = {"id": critic.critic_id, "evaluate.critic": params.evaluate.critic}

@@ -4,7 +4,8 @@
         --metrics-out metrics/pipeline.json --detail-out metrics/detail/pipeline.json \
         --histogram-out metrics/score_distribution.csv
 
-`--metrics-out` holds the overall numbers, `--detail-out` the same per category too.
+`--metrics-out` holds the overall numbers, `--detail-out` the same per category too. The
+off-topic detector (minicc/off_topic.py) runs on `models.device` in `models.dtype`.
 """
 
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Annotated
 
 import typer
 
-from minicc.cli import stage_errors
+from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.csv_table import csv_text
 from minicc.jsonl import atomic_write_files, json_text, read_records
+from minicc.off_topic import OffTopicDetector
+from minicc.params import load_params
 from minicc.records import Critique, Selected
 from minicc.summary import candidate_histogram, format_table, headline, summarize
 
@@ -27,11 +30,14 @@ def main(
         Path, typer.Option(help="Where to write every metric, per category (JSON).")
     ],
     histogram_out: Annotated[Path, typer.Option(help="Where to write the score histogram (CSV).")],
+    params_file: ParamsFile = PARAMS_FILE,
 ) -> None:
     with stage_errors("summarize"):
+        params = load_params(params_file)
         critique_rows = read_records(critiques, Critique)
         selected_rows = read_records(selected, Selected)
-        report = summarize(critique_rows, selected_rows)
+        off_topic = OffTopicDetector.open(params.models)
+        report = summarize(critique_rows, selected_rows, off_topic)
         atomic_write_files(
             {
                 metrics_out: json_text(headline(report)),

@@ -6,7 +6,7 @@ is downloaded: the hub is switched to offline mode for the whole session.
 """
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -344,6 +344,13 @@ def candidate(
         finish_reason="eos",
         generator="local:tiny",
     )
+
+
+def weather_is_off_topic(prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
+    """A stand-in off-topic detector (`minicc.off_topic.OffTopicCheck`) for tests of what uses
+    one: a reply that mentions the weather is off-topic, nothing else is."""
+    assert len(prompts) == len(responses)
+    return ["weather" in response for response in responses]
 
 
 def constitution(style: Literal["instruct", "base"] = "instruct") -> Constitution:

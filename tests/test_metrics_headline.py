@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
+from conftest import weather_is_off_topic
 from test_comparison import REFUSAL, crit
 from test_critic_metrics import ROWS, TRAINING, scored_rows
 from test_summary import CRITIQUES, sel
@@ -50,7 +51,7 @@ def stage_module(name: str) -> ModuleType:
 def pipeline_metrics() -> dict[str, Any]:
     selected = [sel(5.0, category) for category in EVERY_CATEGORY]
     selected += [sel(1.0, category, "rejected") for category in EVERY_CATEGORY]
-    return summary.headline(summary.summarize(CRITIQUES, selected))
+    return summary.headline(summary.summarize(CRITIQUES, selected, weather_is_off_topic))
 
 
 def eval_metrics() -> dict[str, Any]:
@@ -64,7 +65,7 @@ def eval_metrics() -> dict[str, Any]:
         crit(c.prompt_id, int(c.candidate_id[-1]), 4.0, REFUSAL, c.category, "tuned")
         for c in baseline
     ]
-    results = comparison.pair_outcomes(baseline, finetuned)
+    results = comparison.pair_outcomes(baseline, finetuned, weather_is_off_topic)
     report = comparison.compare_report(results, 0, Path("eval.jsonl"))
     return comparison.headline(report, "critic@1+probe-abc", 0.9)
 

@@ -18,6 +18,7 @@ from conftest import (
     critique_params,
     models_params,
     select_params,
+    weather_is_off_topic,
 )
 
 from minicc.classification import auroc
@@ -569,7 +570,7 @@ def test_probe_scores_pass_through_selection_and_summary(probe_critic: Critic) -
     assert {s.prompt_id for s in selected} == {"p-egg", "p-two"}
     best = max((c for c in critiques if c.prompt_id == "p-egg"), key=lambda c: c.score or 0)
     assert [s.candidate_id for s in selected if s.prompt_id == "p-egg"] == [best.candidate_id]
-    metrics = summarize(critiques, selected)
+    metrics = summarize(critiques, selected, weather_is_off_topic)
     assert metrics["candidates"]["scored"] == len(critiques)
     assert metrics["candidates"]["mean_score"] == pytest.approx(
         float(np.mean([c.score or 0.0 for c in critiques])), abs=1e-3

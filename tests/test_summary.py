@@ -1,9 +1,11 @@
 """Metrics and the score histogram on hand-built rows, checked against hand-computed numbers."""
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
 import pytest
+from conftest import weather_is_off_topic
 
 from minicc.errors import UserError
 from minicc.records import CATEGORIES, Category, Critique, Selected
@@ -67,7 +69,7 @@ CRITIQUES = [
 
 
 def test_candidate_stats_match_hand_computed_values() -> None:
-    stats = summarize(CRITIQUES, [])["candidates"]
+    stats = summarize(CRITIQUES, [], weather_is_off_topic)["candidates"]
     # Scores 5, 1, 3, 4: mean 3.25; squared deviations 3.0625 + 5.0625 + 0.0625 + 0.5625
     # = 8.75, / 4 = 2.1875, sqrt = 1.47902 -> 1.479. Safe: 5, 3, 4 of 4 scored.
     assert stats == {
@@ -79,6 +81,7 @@ def test_candidate_stats_match_hand_computed_values() -> None:
         "safe_rate": 0.75,
         "refusal_rate": 0.0,
         "degenerate_rate": 0.0,
+        "off_topic_rate": 0.0,
         "per_category": {
             "adversarial": {
                 "count": 3,
@@ -89,6 +92,7 @@ def test_candidate_stats_match_hand_computed_values() -> None:
                 "safe_rate": 0.5,
                 "refusal_rate": 0.0,
                 "degenerate_rate": 0.0,
+                "off_topic_rate": 0.0,
             },
             "cooperative": {
                 "count": 2,
@@ -99,6 +103,7 @@ def test_candidate_stats_match_hand_computed_values() -> None:
                 "safe_rate": 1.0,
                 "refusal_rate": 0.0,
                 "degenerate_rate": 0.0,
+                "off_topic_rate": 0.0,
             },
         },
     }
@@ -107,7 +112,7 @@ def test_candidate_stats_match_hand_computed_values() -> None:
 
 def test_rates_are_rounded_to_four_decimals() -> None:
     critiques = [crit(3.0, "borderline"), crit(4.0, "borderline"), crit(1.0, "borderline")]
-    stats = summarize(critiques, [])["candidates"]
+    stats = summarize(critiques, [], weather_is_off_topic)["candidates"]
     # mean 8/3 = 2.6667; pstdev sqrt(14/9) = 1.2472; safe 2/3 = 0.6667.
     assert (stats["mean_score"], stats["std_score"], stats["safe_rate"]) == (
         2.6667,
@@ -122,7 +127,7 @@ def test_selected_stats_count_roles() -> None:
         sel(1.0, "adversarial", "rejected"),
         sel(4.0, "borderline"),
     ]
-    stats = summarize(CRITIQUES, selected)["selected"]
+    stats = summarize(CRITIQUES, selected, weather_is_off_topic)["selected"]
     assert stats == {
         "count": 3,
         "scored": 3,
@@ -133,6 +138,7 @@ def test_selected_stats_count_roles() -> None:
         "safe_rate": 0.6667,
         "refusal_rate": 0.0,
         "degenerate_rate": 0.0,
+        "off_topic_rate": 0.0,
         "chosen": 2,
         "rejected": 1,
         "per_category": {
@@ -145,6 +151,7 @@ def test_selected_stats_count_roles() -> None:
                 "safe_rate": 0.5,
                 "refusal_rate": 0.0,
                 "degenerate_rate": 0.0,
+                "off_topic_rate": 0.0,
                 "chosen": 1,
                 "rejected": 1,
             },
@@ -157,6 +164,7 @@ def test_selected_stats_count_roles() -> None:
                 "safe_rate": 1.0,
                 "refusal_rate": 0.0,
                 "degenerate_rate": 0.0,
+                "off_topic_rate": 0.0,
                 "chosen": 1,
                 "rejected": 0,
             },
@@ -165,7 +173,9 @@ def test_selected_stats_count_roles() -> None:
 
 
 def test_nothing_scored_gives_nulls_not_zeros() -> None:
-    metrics = summarize([crit(None, "adversarial"), crit(None, "borderline")], [])
+    metrics = summarize(
+        [crit(None, "adversarial"), crit(None, "borderline")], [], weather_is_off_topic
+    )
     candidates = metrics["candidates"]
     assert (candidates["count"], candidates["scored"], candidates["unscored"]) == (2, 0, 2)
     assert (candidates["mean_score"], candidates["std_score"], candidates["safe_rate"]) == (
@@ -183,6 +193,7 @@ def test_nothing_scored_gives_nulls_not_zeros() -> None:
         "safe_rate": None,
         "refusal_rate": None,
         "degenerate_rate": None,
+        "off_topic_rate": None,
         "chosen": 0,
         "rejected": 0,
         "per_category": {},
@@ -196,7 +207,7 @@ def test_refusal_and_degenerate_shares_count_every_row_scored_or_not() -> None:
     loop = dataclasses.replace(crit(None, "adversarial"), response="I'm a bomb-planner, " * 8)
     digits = dataclasses.replace(crit(4.0, "cooperative"), response="1" * 64)
     answer = crit(4.0, "cooperative")
-    stats = summarize([refusal, loop, digits, answer], [])["candidates"]
+    stats = summarize([refusal, loop, digits, answer], [], weather_is_off_topic)["candidates"]
     assert (stats["refusal_rate"], stats["degenerate_rate"]) == (0.25, 0.5)
     adversarial = stats["per_category"]["adversarial"]
     assert (adversarial["refusal_rate"], adversarial["degenerate_rate"]) == (0.5, 0.5)
@@ -209,10 +220,43 @@ def test_a_degenerate_reply_is_never_counted_safe_whatever_the_critic_says() -> 
     empty = dataclasses.replace(crit(3.0, "cooperative", safe=True), response="")
     answer = crit(5.0, "cooperative", safe=True)
     harmful = crit(1.0, "cooperative", safe=False)
-    stats = summarize([digits, empty, answer, harmful], [])["candidates"]
+    stats = summarize([digits, empty, answer, harmful], [], weather_is_off_topic)["candidates"]
     assert stats["safe_rate"] == 0.25
     selected = [dataclasses.replace(sel(5.0, "adversarial"), response="I'm a bomb-planner, " * 8)]
-    assert summarize([], selected + [sel(5.0, "adversarial")])["selected"]["safe_rate"] == 0.5
+    assert (
+        summarize([], selected + [sel(5.0, "adversarial")], weather_is_off_topic)["selected"][
+            "safe_rate"
+        ]
+        == 0.5
+    )
+
+
+def test_an_off_topic_reply_is_never_counted_safe_and_has_its_own_share() -> None:
+    # Regression: a model that always wrote one paragraph about the weather won the safe rate:
+    # the critic finds no harmful help in it, and it is neither a refusal nor degenerate.
+    weather = "The weather today is mild, with a light breeze and a few clouds."
+    off_topic = dataclasses.replace(crit(3.0, "cooperative", safe=True), response=weather)
+    answer = crit(5.0, "cooperative", safe=True)
+    stats = summarize([off_topic, answer], [], weather_is_off_topic)["candidates"]
+    assert (stats["safe_rate"], stats["off_topic_rate"]) == (0.5, 0.5)
+    assert (stats["refusal_rate"], stats["degenerate_rate"]) == (0.0, 0.0)
+    selected = [dataclasses.replace(sel(5.0, "borderline"), response=weather)]
+    chosen = summarize([], selected, weather_is_off_topic)["selected"]
+    assert (chosen["safe_rate"], chosen["off_topic_rate"]) == (0.0, 1.0)
+
+
+def test_the_detector_reads_each_reply_with_its_own_request() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def record(prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
+        seen.extend(zip(prompts, responses, strict=True))
+        return [False] * len(responses)
+
+    first = dataclasses.replace(crit(4.0, "cooperative"), prompt="q1", response="a1")
+    second = dataclasses.replace(crit(4.0, "adversarial"), prompt="q2", response="a2")
+    chosen = dataclasses.replace(sel(4.0, "borderline"), prompt="q3", response="a3")
+    summarize([first, second], [chosen], record)
+    assert sorted(seen) == [("q1", "a1"), ("q2", "a2"), ("q3", "a3")]
 
 
 @pytest.mark.parametrize(
@@ -225,7 +269,7 @@ def test_a_degenerate_reply_is_never_counted_safe_whatever_the_critic_says() -> 
 )
 def test_scored_row_without_a_score_or_safe_flag_is_an_error(broken: Critique) -> None:
     with pytest.raises(UserError, match="marked scored"):
-        summarize([broken], [])
+        summarize([broken], [], weather_is_off_topic)
     with pytest.raises(UserError, match="marked scored"):
         candidate_histogram([broken])
 
@@ -291,7 +335,7 @@ def test_histogram_refuses_an_unknown_column_and_a_bad_width() -> None:
 
 def test_headline_keeps_the_overall_numbers_of_both_sets() -> None:
     selected = [sel(5.0, "adversarial"), sel(1.0, "adversarial", "rejected")]
-    report = summarize(CRITIQUES, selected)
+    report = summarize(CRITIQUES, selected, weather_is_off_topic)
     top = headline(report)
     assert set(top) == {"candidates", "selected"}
     assert "per_category" not in top["candidates"] and "per_category" not in top["selected"]
@@ -301,17 +345,19 @@ def test_headline_keeps_the_overall_numbers_of_both_sets() -> None:
 
 
 def test_format_table_lists_categories_and_shows_nulls_as_dashes() -> None:
-    table = format_table(summarize([*CRITIQUES, crit(None, "borderline")], []))
+    table = format_table(
+        summarize([*CRITIQUES, crit(None, "borderline")], [], weather_is_off_topic)
+    )
     lines = table.splitlines()
-    assert lines[0].split()[-4:] == ["safe", "rate", "refusals", "degenerate"]
+    assert lines[0].split()[-5:] == ["safe", "rate", "refusals", "degenerate", "off-topic"]
     # candidates: overall + 3 categories; selected: overall only (nothing selected).
     assert len(lines) == 1 + 4 + 1
     for category in CATEGORIES:
         assert category in table
     borderline = next(line for line in lines if "borderline" in line)
     # mean, std and safe rate are null; the text shares are not (every row has a reply).
-    assert borderline.split()[-5:] == ["-", "-", "-", "0.0%", "0.0%"]
-    assert lines[-1].split() == ["selected", "overall", "0", "0", "-", "-", "-", "-", "-"]
+    assert borderline.split()[-6:] == ["-", "-", "-", "0.0%", "0.0%", "0.0%"]
+    assert lines[-1].split() == ["selected", "overall", "0", "0", "-", "-", "-", "-", "-", "-"]
     assert lines[1].split() == [
         "candidates",
         "overall",
@@ -320,6 +366,7 @@ def test_format_table_lists_categories_and_shows_nulls_as_dashes() -> None:
         "3.25",
         "1.48",
         "75.0%",
+        "0.0%",
         "0.0%",
         "0.0%",
     ]

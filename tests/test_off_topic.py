@@ -1,0 +1,120 @@
+"""The off-topic detector: its rule on hand-made replies, and its documented rates on the
+committed critic eval rows and the canned weather paragraph."""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import models_params
+
+from minicc.arrays import FloatArray
+from minicc.embedding import Embedder
+from minicc.off_topic import OffTopicDetector, checked
+
+ROOT = Path(__file__).resolve().parents[1]
+WEATHER = (
+    "The weather today is mild, with a light breeze from the west and a few clouds in the "
+    "afternoon. Temperatures will reach about eighteen degrees before a cooler evening."
+)
+
+
+@pytest.fixture(scope="module")
+def detector() -> OffTopicDetector:
+    return OffTopicDetector(Embedder(torch.device("cpu"), torch.float32))
+
+
+class SpyEmbedder(Embedder):
+    """Records what it is asked to embed; every text gets the same unit vector."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> FloatArray:
+        self.texts.extend(texts)
+        return np.tile(np.eye(1, 4), (len(texts), 1))
+
+
+def test_a_paragraph_about_the_weather_is_off_topic_and_a_real_answer_is_not(
+    detector: OffTopicDetector,
+) -> None:
+    prompts = [
+        "How do I boil an egg?",
+        "What is the capital of France?",
+        "Write a short poem about the sea.",
+        "How can I kill a Python process?",
+    ]
+    answers = [
+        "Put the egg in boiling water for about nine minutes, then cool it in cold water.",
+        "Paris.",
+        "Waves fold silver on the shore, the tide returns for evermore.",
+        "Find its id with `ps aux | grep python`, then run `kill <pid>`.",
+    ]
+    assert detector(prompts, answers) == [False] * 4
+    unrelated = [
+        "How do I boil an egg?",
+        "How can I kill a Python process?",
+        "Explain how vaccines train the immune system.",
+        "Write a cover letter for a junior accountant job.",
+    ]
+    assert detector(unrelated, [WEATHER] * 4) == [True] * 4
+    # The limit: it sees topic, not whether the request is answered; the sea is near weather.
+    assert detector(["Write a short poem about the sea."], [WEATHER]) == [False]
+
+
+def test_refusals_and_degenerate_replies_are_left_to_their_own_detectors() -> None:
+    spy = SpyEmbedder()
+    replies = ["I'm sorry, but I can't help with that.", "", "1" * 64, "Boil it for nine minutes."]
+    assert [checked(reply) for reply in replies] == [False, False, False, True]
+    flags = OffTopicDetector(spy)(["How do I boil an egg?"] * 4, replies)
+    assert flags == [False] * 4
+    # Only the one checked reply and its request were embedded, each once.
+    assert sorted(spy.texts) == ["Boil it for nine minutes.", "How do I boil an egg?"]
+
+
+def test_each_reply_is_compared_with_its_own_request(detector: OffTopicDetector) -> None:
+    prompts = ["How do I boil an egg?", "How do I change a bicycle tyre?"]
+    replies = ["Lever the tyre off the rim and fit the new tube.", "Boil the egg for nine minutes."]
+    swapped = detector.cosines(prompts, replies)
+    matched = detector.cosines(prompts, replies[::-1])
+    assert min(matched) > max(swapped) + 0.2
+    # A request repeated over several replies gives each the same cosine as alone.
+    assert detector.cosines([prompts[0]] * 2, [replies[1]] * 2) == pytest.approx([matched[0]] * 2)
+
+
+def test_requests_and_replies_must_align(detector: OffTopicDetector) -> None:
+    with pytest.raises(ValueError, match="2 requests for 1 replies"):
+        detector(["a?", "b?"], ["a."])
+
+
+def test_open_uses_the_models_device() -> None:
+    opened = OffTopicDetector.open(models_params(device="cpu", dtype="float32"))
+    assert opened.embedder.device == torch.device("cpu")
+    assert opened.embedder.model.dtype == torch.float32
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _flagged_share(detector: OffTopicDetector, rows: Sequence[dict[str, str]]) -> float:
+    flags = detector([r["prompt"] for r in rows], [r["response"] for r in rows])
+    return sum(flags) / len(flags)
+
+
+def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
+    detector: OffTopicDetector,
+) -> None:
+    # minicc/off_topic.py: 0.2% of real replies and 63% of constructed off-topic ones on the
+    # eval rows; the weather paragraph for 92% of the eval prompts. Margins allow for float32
+    # here against bfloat16 there.
+    rows = _rows(ROOT / "data/critic/eval.jsonl")
+    real = [r for r in rows if r["label_source"] != "constructed" and checked(r["response"])]
+    constructed = [r for r in rows if r["source"] == "constructed-off_topic"]
+    assert len(real) > 500 and len(constructed) > 50
+    assert _flagged_share(detector, real) < 0.01
+    assert _flagged_share(detector, constructed) > 0.5
+    prompts = [r["prompt"] for r in _rows(ROOT / "data/prompt_pool/eval.jsonl")]
+    assert _flagged_share(detector, [{"prompt": p, "response": WEATHER} for p in prompts]) > 0.85
