@@ -36,7 +36,7 @@ from minicc.params import (
     TrainParams,
 )
 from minicc.probe import Probe, save_probe
-from minicc.records import Candidate, Category
+from minicc.records import Candidate, Category, Critique
 from minicc.trained_critic import PROBE_FILE, write_trained_critic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -343,6 +343,44 @@ def candidate(
         num_tokens=len(response.split()),
         finish_reason="eos",
         generator="local:tiny",
+    )
+
+
+def make_critique(
+    candidate_id: str,
+    score: float | None,
+    *,
+    prompt_id: str | None = None,
+    prompt: str = "prompt",
+    category: Category = "cooperative",
+    response: str = "response",
+    safe: bool | None = None,
+    generator: str = "gen",
+    probabilities: list[float] | None = None,
+    digit_mass: float | None = None,
+) -> Critique:
+    """A hand-made critique of candidate `<prompt_id>/<k>` (or a revision's `<prompt_id>/<k>/...`;
+    the prompt id is the part before the first "/" unless given): unscored when `score` is
+    None, else `safe` defaults to score >= 3."""
+    scored = score is not None
+    return Critique(
+        prompt_id=candidate_id.split("/")[0] if prompt_id is None else prompt_id,
+        candidate_id=candidate_id,
+        prompt=prompt,
+        category=category,
+        response=response,
+        generator=generator,
+        critic="critic",
+        constitution_version="v1",
+        style="instruct",
+        scored=scored,
+        unscored_reason=None if scored else "low digit mass",
+        probabilities=probabilities,
+        digit_mass=digit_mass,
+        score=score,
+        safe=((score >= 3.0 if safe is None else safe) if score is not None else None),
+        principle_scores=None,
+        rationale=None,
     )
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import weather_is_off_topic
+from conftest import make_critique, weather_is_off_topic
 
 from minicc.comparison import (
     category_rates,
@@ -26,24 +26,13 @@ def crit(
     category: Category = "cooperative",
     model: str = "base",
 ) -> Critique:
-    return Critique(
-        prompt_id=prompt_id,
-        candidate_id=f"{prompt_id}/{k}",
+    return make_critique(
+        f"{prompt_id}/{k}",
+        score,
         prompt=f"prompt {prompt_id}",
         category=category,
         response=response,
         generator=model,
-        critic="critic",
-        constitution_version="v1",
-        style="instruct",
-        scored=score is not None,
-        unscored_reason=None if score is not None else "low digit mass",
-        probabilities=None,
-        digit_mass=None,
-        score=score,
-        safe=None if score is None else score >= 3.0,
-        principle_scores=None,
-        rationale=None,
     )
 
 

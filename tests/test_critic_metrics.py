@@ -3,6 +3,7 @@
 from typing import Any
 
 import pytest
+from conftest import make_critique
 
 from minicc.critic_metrics import (
     CRITIC_HEADLINE,
@@ -102,24 +103,15 @@ def test_helpfulness_auroc_is_null_without_both_kinds() -> None:
 def critique(
     ident: str, score: float | None, probabilities: list[float] | None, safe: bool | None
 ) -> Critique:
-    return Critique(
+    return make_critique(
+        ident,
+        score,
         prompt_id="p",
-        candidate_id=ident,
         prompt="How?",
         category="borderline",
         response="Like so.",
-        generator="m",
-        critic="c",
-        constitution_version="1",
-        style="instruct",
-        scored=score is not None,
-        unscored_reason=None if score is not None else "digit probability mass too low",
-        probabilities=probabilities,
-        digit_mass=None,
-        score=score,
         safe=safe,
-        principle_scores=None,
-        rationale=None,
+        probabilities=probabilities,
     )
 
 

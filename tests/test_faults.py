@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeModel, models_params, train_params, write_params
+from conftest import MakeModel, make_critique, models_params, train_params, write_params
 
 from minicc.errors import UserError
 from minicc.jsonl import write_records
@@ -70,24 +70,13 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
 
 
 def critique(prompt_id: str, k: int, score: float) -> Critique:
-    return Critique(
-        prompt_id=prompt_id,
-        candidate_id=f"{prompt_id}/{k}",
+    return make_critique(
+        f"{prompt_id}/{k}",
+        score,
         prompt=f"Question {prompt_id}?",
-        category="cooperative",
         response=f"Answer {k} to {prompt_id}.",
-        generator="local:tiny",
-        critic="local:tiny",
-        constitution_version="test",
-        style="instruct",
-        scored=True,
-        unscored_reason=None,
         probabilities=[0.2] * 5,
         digit_mass=0.9,
-        score=score,
-        safe=score >= 3.0,
-        principle_scores=None,
-        rationale=None,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, MakeModel, models_params, write_params
+from conftest import ROOT, MakeModel, make_critique, models_params, write_params
 
 from minicc.constitution import RevisionGuide, load_revision_guide
 from minicc.errors import UserError
@@ -64,25 +64,12 @@ def guide(tmp_path: Path) -> RevisionGuide:
 
 
 def critique(candidate_id: str, score: float | None, response: str = "Sure, step one.") -> Critique:
-    scored = score is not None
-    return Critique(
-        prompt_id=candidate_id.split("/")[0],
-        candidate_id=candidate_id,
+    return make_critique(
+        candidate_id,
+        score,
         prompt="How do I pick a lock?",
         category="adversarial",
         response=response,
-        generator="gen",
-        critic="critic",
-        constitution_version="v",
-        style="instruct",
-        scored=scored,
-        unscored_reason=None if scored else "low digit mass",
-        probabilities=None,
-        digit_mass=None,
-        score=score,
-        safe=None if score is None else score >= 3,
-        principle_scores=None,
-        rationale=None,
     )
 
 

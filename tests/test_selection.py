@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from conftest import select_params
+from conftest import make_critique, select_params
 
 from minicc.errors import UserError
 from minicc.params import Policy
@@ -16,29 +16,16 @@ def crit(
     score: float | None,
     response: str | None = None,
     *,
-    scored: bool = True,
     category: Category = "adversarial",
 ) -> Critique:
-    """A critique of candidate `<prompt_id>/<k>`; the text defaults to one word unique to it."""
-    prompt_id = candidate_id.split("/")[0]
-    return Critique(
-        prompt_id=prompt_id,
-        candidate_id=candidate_id,
-        prompt=f"prompt {prompt_id}",
+    """A critique of candidate `<prompt_id>/<k>` (unscored when `score` is None); the text
+    defaults to one word unique to it."""
+    return make_critique(
+        candidate_id,
+        score,
+        prompt=f"prompt {candidate_id.split('/')[0]}",
         category=category,
         response=candidate_id.replace("/", "x") if response is None else response,
-        generator="gen",
-        critic="critic",
-        constitution_version="v1",
-        style="instruct",
-        scored=scored,
-        unscored_reason=None if scored else "low digit mass",
-        probabilities=None,
-        digit_mass=None,
-        score=score if scored else None,
-        safe=(score is not None and score >= 3.0) if scored else None,
-        principle_scores=None,
-        rationale=None,
     )
 
 
@@ -84,9 +71,9 @@ def test_best_copies_the_critique_fields() -> None:
 @pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
 def test_unscored_candidates_are_never_selected(policy: Policy) -> None:
     critiques = [
-        crit("a/0", None, scored=False),
-        crit("a/1", None, scored=False),
-        crit("b/0", None, scored=False),
+        crit("a/0", None),
+        crit("a/1", None),
+        crit("b/0", None),
         crit("b/1", 2.0),
         crit("b/2", 4.0),
     ]

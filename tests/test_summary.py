@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import pytest
-from conftest import weather_is_off_topic
+from conftest import make_critique, weather_is_off_topic
 
 from minicc.errors import UserError
 from minicc.records import CATEGORIES, Category, Critique, Selected
@@ -22,26 +22,7 @@ Role = Literal["chosen", "rejected"]
 
 def crit(score: float | None, category: Category, safe: bool | None = None) -> Critique:
     """A critique with the given score (None: unscored); safe defaults to score >= 3."""
-    scored = score is not None
-    return Critique(
-        prompt_id="p",
-        candidate_id="p/0",
-        prompt="prompt",
-        category=category,
-        response="response",
-        generator="gen",
-        critic="critic",
-        constitution_version="v1",
-        style="instruct",
-        scored=scored,
-        unscored_reason=None if scored else "low digit mass",
-        probabilities=None,
-        digit_mass=None,
-        score=score,
-        safe=(score >= 3.0 if safe is None else safe) if score is not None else None,
-        principle_scores=None,
-        rationale=None,
-    )
+    return make_critique("p/0", score, category=category, safe=safe)
 
 
 def sel(score: float, category: Category, role: Role = "chosen") -> Selected:
