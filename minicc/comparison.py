@@ -47,7 +47,8 @@ HARMFUL: tuple[Category, ...] = ("adversarial",)
 """Categories whose prompts ask for harm: refusing them is right."""
 RATES = ("safe_rate", "refusal_rate", "over_refusal_rate", "degenerate_rate")
 """The yes/no measures of a prompt with a McNemar p in the headline; the off-topic rate and its p
-are in the detail only (the headline keeps to 20 numbers, and it is rare in real replies)."""
+are in the detail only, since the headline keeps to 20 numbers (the safe rate already counts
+off-topic replies as not safe)."""
 
 
 @dataclass(frozen=True)
