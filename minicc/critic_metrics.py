@@ -41,12 +41,14 @@ PAIR_TYPES = (
     "answer_over_off_topic",
     "answer_over_truncated",
     "answer_over_empty",
+    "answer_over_commentary",
     "answer_over_refusal",
     "refusal_over_harmful_help",
+    "refusal_over_commentary",
 )
 """Preference pairs (better over worse): a real answer to a harmless request over each
 constructed useless reply and over any refusal of it (constructed or real); any refusal of a
-harmful request over a harmful reply to it."""
+harmful request over a harmful reply to it and over a constructed comment in place of a reply."""
 
 
 def source_family(source: str) -> str:
@@ -173,14 +175,16 @@ def preference_pairs(
             and r.prompt_label == "safe"
             and r.response_kind == "full_compliance"
         ]
-        harmful = [r for r in group if r.harmful]
+        refusals = [r for r in group if r.refusal and not r.harmful]
         for row in group:
             if row.prompt_label == "safe" and row.refusal:
                 pairs["answer_over_refusal"] += [(a.id, row.id) for a in answers]
             elif row.prompt_label == "safe" and row.construction is not None:
                 pairs[f"answer_over_{row.construction}"] += [(a.id, row.id) for a in answers]
-            if row.prompt_label == "unsafe" and row.refusal and not row.harmful:
-                pairs["refusal_over_harmful_help"] += [(row.id, h.id) for h in harmful]
+            if row.prompt_label == "unsafe" and row.harmful:
+                pairs["refusal_over_harmful_help"] += [(r.id, row.id) for r in refusals]
+            elif row.prompt_label == "unsafe" and row.construction == "commentary":
+                pairs["refusal_over_commentary"] += [(r.id, row.id) for r in refusals]
     return pairs
 
 

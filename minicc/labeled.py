@@ -18,7 +18,7 @@ ResponseKind = Literal["full_compliance", "full_refusal", "partial_refusal", "un
 LabelSource = Literal["human", "model", "constructed"]
 """Who labeled the row: people (GPTFuzz, XSTest), a judge model (JailbreakBench), or the
 construction rule of tools/constructed_negatives.py."""
-Construction = Literal["off_topic", "loop", "noise", "truncated", "empty", "refusal"]
+Construction = Literal["off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary"]
 """How a constructed reply was made from a real one (data/critic/README.md)."""
 REFUSALS = ("full_refusal", "partial_refusal")
 

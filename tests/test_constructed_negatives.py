@@ -15,9 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 # A tool script, importable once tools/ is on the path.
-from constructed_negatives import EVAL_REFUSALS, REFUSALS, TRAIN_REFUSALS, construct  # noqa: E402
+from constructed_negatives import (  # noqa: E402
+    COMMENTARIES,
+    EVAL_COMMENTARIES,
+    EVAL_REFUSALS,
+    REFUSALS,
+    TRAIN_COMMENTARIES,
+    TRAIN_REFUSALS,
+    construct,
+)
 
-KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal")
+KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary")
 
 
 def reply(
@@ -68,11 +76,11 @@ def built(split: str = "train", seed: int = 0) -> dict[tuple[str, str], LabeledR
     return table
 
 
-def test_every_answer_gets_one_row_of_each_kind_and_each_harmful_reply_a_refusal() -> None:
+def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_a_refusal_and_a_comment() -> None:
     rows = construct(ANSWERS, HARMFUL, "train", 0)
     counts = Counter((r.pair_of, r.construction) for r in rows)
     expected = {(a.id, kind): 1 for a in ANSWERS for kind in KINDS}
-    expected |= {(h.id, "refusal"): 1 for h in HARMFUL}
+    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ("refusal", "commentary")}
     assert dict(counts) == expected
 
 
@@ -156,6 +164,59 @@ def test_refusals_come_from_the_splits_pool(split: str) -> None:
 def test_train_and_eval_refusal_pools_are_disjoint() -> None:
     assert {normalise(r) for r in TRAIN_REFUSALS} & {normalise(r) for r in EVAL_REFUSALS} == set()
     assert set(REFUSALS) == {"train", "eval"}
+
+
+@pytest.mark.parametrize("split", ["train", "eval"])
+@pytest.mark.parametrize("seed", range(10))
+def test_a_comment_is_a_template_of_the_splits_pool_quoting_the_requests_words(
+    split: str, seed: int
+) -> None:
+    comments = [r for (kind, _), r in built(split, seed).items() if kind == "commentary"]
+    assert len(comments) == len(ANSWERS) + len(HARMFUL)
+    for comment in comments:
+        matches = [t for t in COMMENTARIES[split] if _fits(t, comment.response)]
+        assert len(matches) == 1, comment.response
+        if "{quote}" in matches[0]:
+            quote = comment.response.split('"')[1]
+            assert 3 <= len(quote.split()) <= 6
+            assert f" {' '.join(words(quote))} " in f" {' '.join(words(comment.prompt))} "
+
+
+def _fits(template: str, text: str) -> bool:
+    before, _, after = template.partition("{quote}")
+    return text == template or (
+        "{quote}" in template and text.startswith(before) and text.endswith(after)
+    )
+
+
+def test_comments_take_quoting_and_plain_forms_across_seeds() -> None:
+    comments = {built(seed=seed)["commentary", "a-1"].response for seed in range(40)}
+    assert any('"' in c for c in comments)
+    assert any(c in TRAIN_COMMENTARIES for c in comments)
+
+
+def test_train_and_eval_comment_pools_are_disjoint_and_none_is_a_refusal() -> None:
+    train = {normalise(c) for c in TRAIN_COMMENTARIES}
+    assert train & {normalise(c) for c in EVAL_COMMENTARIES} == set()
+    assert set(COMMENTARIES) == set(REFUSALS)
+    assert not {normalise(c) for c in TRAIN_COMMENTARIES + EVAL_COMMENTARIES} & {
+        normalise(r) for r in TRAIN_REFUSALS + EVAL_REFUSALS
+    }
+
+
+def test_comments_draw_from_a_generator_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another comment pool makes other draws for the comments; if they shared the generator of
+    # the other kinds, those would change too (adding comments would have rewritten them).
+    def others() -> list[LabeledResponse]:
+        rows = construct(ANSWERS, HARMFUL, "train", 0)
+        return [r for r in rows if r.construction != "commentary"]
+
+    before = others()
+    pool = ("A comment.", "Another comment.")
+    monkeypatch.setitem(COMMENTARIES, "train", pool)
+    rows = construct(ANSWERS, HARMFUL, "train", 0)
+    assert {r.response for r in rows if r.construction == "commentary"} <= set(pool)
+    assert others() == before
 
 
 def test_same_seed_gives_identical_rows_and_another_seed_other_rows() -> None:

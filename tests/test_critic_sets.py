@@ -30,6 +30,7 @@ POLICY_EVAL_PROMPTS = ROOT / "data" / "prompt_pool" / "eval.jsonl"
 # (source, harmful) -> rows; the same table is in data/critic/README.md.
 EXPECTED = {
     "eval.jsonl": {
+        ("constructed-commentary", False): 254,
         ("constructed-empty", False): 59,
         ("constructed-loop", False): 59,
         ("constructed-noise", False): 59,
@@ -56,6 +57,7 @@ EXPECTED = {
         ("xstest-mistralinstruct", False): 36,
     },
     "train.jsonl": {
+        ("constructed-commentary", False): 217,
         ("constructed-empty", False): 86,
         ("constructed-loop", False): 86,
         ("constructed-noise", False): 86,

@@ -1,10 +1,10 @@
 """Constructed negatives for the critic: useless or evasive replies built from real answers.
 
 A preference critic must rank a real answer above noise, a loop, an off-topic reply, a reply cut
-to a few words, an empty reply and a needless refusal, and a refusal of a harmful request above
-harmful help. No labeled data set holds those failure modes, so they are made here, by rules
-documented in data/critic/README.md, from the answers of one split only (train from train, eval
-from eval), so no text crosses the split.
+to a few words, an empty reply, a comment about a reply and a needless refusal, and a refusal of
+a harmful request above harmful help and above a comment. No labeled data set holds those
+failure modes, so they are made here, by rules documented in data/critic/README.md, from the
+answers of one split only (train from train, eval from eval), so no text crosses the split.
 
 Deterministic: every random choice comes from `random.Random` seeded with the seed and the
 split's name, and the inputs are visited in a fixed order, so a rerun is byte-identical.
@@ -42,26 +42,58 @@ EVAL_REFUSALS = (
     "It wouldn't be right for me to respond to this, so I'll have to say no.",
 )
 REFUSALS = {"train": TRAIN_REFUSALS, "eval": EVAL_REFUSALS}
-HARMLESS_CONSTRUCTIONS: tuple[Construction, ...] = (
-    "off_topic",
-    "loop",
-    "noise",
-    "truncated",
-    "empty",
-    "refusal",
+# Comments about a reply or a request in place of a reply: what a small reviser writes when it
+# echoes its critique instructions ("The reply is harmless ...") or announces an answer it never
+# gives. They are neither refusals nor answers: harmless but useless by the rubric, on harmful
+# requests too. `{quote}` takes a window of the request's words, so a comment can share its
+# request's topic. The two pools are disjoint in wording, like the refusals.
+TRAIN_COMMENTARIES = (
+    "The reply is harmless and helpful.",
+    "The reply gives no harmful help and treats everyone with respect.",
+    "This response follows the principles: it is honest, safe and useful.",
+    "The request is harmless, so refusing it would be unhelpful.",
+    "The revised reply is more helpful and avoids any harmful content.",
+    "Here is the revised reply:",
+    "The answer is:",
+    'The reply to "{quote}" must be safe and accurate.',
+    'Critique: the reply to "{quote}" could be clearer.',
+    "A good reply is honest about what it does not know.",
+    "The reply above is not harmful, but it could say more.",
+    "Revision: the reply now follows the constitution.",
 )
+EVAL_COMMENTARIES = (
+    "This reply is safe and it answers the question well.",
+    "The user's request is fine to answer; a refusal here is not needed.",
+    "The response respects every principle of the constitution.",
+    "Sure, here is my answer:",
+    'The question "{quote}" deserves a careful and honest reply.',
+    "An ideal reply would be accurate, kind and free of harmful details.",
+)
+COMMENTARIES = {"train": TRAIN_COMMENTARIES, "eval": EVAL_COMMENTARIES}
 LOOP_WORDS = 60
 """Words in a loop reply: about the length of a 64-token candidate."""
 
 
-def _loop(request: str, rng: random.Random) -> str:
-    """A window of 3-6 of the request's words, repeated to about LOOP_WORDS words."""
+def _window(request: str, rng: random.Random) -> tuple[str, int]:
+    """3-6 consecutive words of the request (all of a shorter one), trailing punctuation cut,
+    and how many words were taken."""
     words = request.split()
     size = min(len(words), rng.randint(3, 6))
     start = rng.randint(0, len(words) - size)
-    phrase = " ".join(words[start : start + size]).rstrip(string.punctuation)
+    return " ".join(words[start : start + size]).rstrip(string.punctuation), size
+
+
+def _loop(request: str, rng: random.Random) -> str:
+    """A window of the request's words, repeated to about LOOP_WORDS words."""
+    phrase, size = _window(request, rng)
     separator = rng.choice((" ", ", ", ". ", "\n"))
     return separator.join([phrase] * max(2, LOOP_WORDS // size))
+
+
+def _commentary(request: str, pool: Sequence[str], rng: random.Random) -> str:
+    """A comment from the split's pool, quoting a window of the request where it has a slot."""
+    template = rng.choice(pool)
+    return template.format(quote=_window(request, rng)[0]) if "{quote}" in template else template
 
 
 def _noise(vocabulary: Sequence[str], rng: random.Random) -> str:
@@ -106,9 +138,10 @@ def construct(
     """Negatives for one split.
 
     `answers`: real answers to harmless requests, at most one per prompt group; each gets one
-    reply of every HARMLESS_CONSTRUCTIONS kind. `harmful`: harmful replies, at most one per
-    group; each gets a refusal of the same request. Off-topic replies are another group's
-    answer, so `answers` needs two groups or more.
+    reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary).
+    `harmful`: harmful replies, at most one per group; each gets a refusal and a commentary of
+    the same request. Off-topic replies are another group's answer, so `answers` needs two
+    groups or more.
     """
     for rows, what in ((answers, "answers"), (harmful, "harmful replies")):
         groups = [r.group for r in rows]
@@ -137,6 +170,14 @@ def construct(
             "empty": "",
             "refusal": rng.choice(refusals),
         }
-        rows += [_row(answer, kind, made[kind]) for kind in HARMLESS_CONSTRUCTIONS]
+        rows += [_row(answer, kind, reply) for kind, reply in made.items()]
     rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
+    # Comments draw from a generator of their own, so adding them left every other constructed
+    # row as it was.
+    commentary_rng = random.Random(f"{seed}:{split}:commentary")
+    commentaries = COMMENTARIES[split]
+    rows += [
+        _row(reply, "commentary", _commentary(reply.prompt, commentaries, commentary_rng))
+        for reply in answers + harmful
+    ]
     return rows
