@@ -1,4 +1,4 @@
-"""The off-topic detector: its rule on hand-made replies, and its documented rates on the
+"""The off-topic detector: its rules on hand-made replies, and its documented rates on the
 committed critic eval rows and the canned weather paragraph."""
 
 import json
@@ -12,7 +12,14 @@ from conftest import models_params
 
 from minicc.arrays import FloatArray
 from minicc.embedding import Embedder
-from minicc.off_topic import OffTopicDetector, checked
+from minicc.off_topic import (
+    GENERIC_FROM,
+    OFF_TOPIC_BELOW,
+    OffTopicDetector,
+    checked,
+    generic_replies,
+)
+from minicc.text import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 WEATHER = (
@@ -59,7 +66,8 @@ def test_a_paragraph_about_the_weather_is_off_topic_and_a_real_answer_is_not(
         "Explain how vaccines train the immune system.",
         "Write a cover letter for a junior accountant job.",
     ]
-    assert detector(unrelated, [WEATHER] * 4) == [True] * 4
+    # One at a time, so the cosine decides and not the generic clause.
+    assert [detector([prompt], [WEATHER]) for prompt in unrelated] == [[True]] * 4
     # The limit: it sees topic, not whether the request is answered; the sea is near weather.
     assert detector(["Write a short poem about the sea."], [WEATHER]) == [False]
 
@@ -72,6 +80,41 @@ def test_refusals_and_degenerate_replies_are_left_to_their_own_detectors() -> No
     assert flags == [False] * 4
     # Only the one checked reply and its request were embedded, each once.
     assert sorted(spy.texts) == ["Boil it for nine minutes.", "How do I boil an egg?"]
+
+
+def test_a_reply_given_to_three_different_requests_is_generic() -> None:
+    comment = "My reply follows all of the principles."
+    assert GENERIC_FROM == 3
+    assert generic_replies(["a?", "b?", "c?"], [comment] * 3) == {normalise(comment)}
+    assert generic_replies(["a?", "b?"], [comment] * 2) == set()
+    # Four samples for one request, even all alike, are not generic: one request is answered.
+    assert generic_replies(["a?"] * 4, [comment] * 4) == set()
+    # Case, punctuation and spacing do not make a request or a reply another one.
+    assert (
+        generic_replies(
+            ["A?", "a", "b?", "c?"],
+            [comment, "my reply follows ALL of the principles", "Other.", "Other!"],
+        )
+        == set()
+    )
+    assert generic_replies(["a?", "b?", "c?"], [comment, comment.upper(), f"  {comment}!"]) == {
+        normalise(comment)
+    }
+
+
+def test_the_generic_clause_flags_what_the_cosine_passes_and_leaves_refusals_alone() -> None:
+    # SpyEmbedder gives every text the same vector: cosine 1, so only the generic clause flags.
+    requests = ["How do I boil an egg?", "What is the capital of France?", "Write a poem."]
+    comment = "My reply follows all of the principles and is safe to share."
+    assert OffTopicDetector(SpyEmbedder())(requests, [comment] * 3) == [True] * 3
+    assert OffTopicDetector(SpyEmbedder())(requests[:2], [comment] * 2) == [False] * 2
+    refusal = "I'm sorry, but I can't help with that."
+    assert OffTopicDetector(SpyEmbedder())(requests, [refusal] * 3) == [False] * 3
+    # The other replies of a set do not change the flag of one that repeats nowhere.
+    mixed = OffTopicDetector(SpyEmbedder())(
+        [*requests, "Name a fruit."], [comment] * 3 + ["A pear."]
+    )
+    assert mixed == [True, True, True, False]
 
 
 def test_each_reply_is_compared_with_its_own_request(detector: OffTopicDetector) -> None:
@@ -108,13 +151,17 @@ def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
     detector: OffTopicDetector,
 ) -> None:
     # minicc/off_topic.py: 0.2% of real replies and 63% of constructed off-topic ones on the
-    # eval rows; the weather paragraph for 92% of the eval prompts. Margins allow for float32
-    # here against bfloat16 there.
+    # eval rows, none of the real ones generic; the weather paragraph below the cosine for 92%
+    # of the eval prompts, and generic for all. Margins allow for float32 here against bfloat16
+    # there.
     rows = _rows(ROOT / "data/critic/eval.jsonl")
     real = [r for r in rows if r["label_source"] != "constructed" and checked(r["response"])]
     constructed = [r for r in rows if r["source"] == "constructed-off_topic"]
     assert len(real) > 500 and len(constructed) > 50
     assert _flagged_share(detector, real) < 0.01
+    assert generic_replies([r["prompt"] for r in real], [r["response"] for r in real]) == set()
     assert _flagged_share(detector, constructed) > 0.5
     prompts = [r["prompt"] for r in _rows(ROOT / "data/prompt_pool/eval.jsonl")]
-    assert _flagged_share(detector, [{"prompt": p, "response": WEATHER} for p in prompts]) > 0.85
+    cosines = detector.cosines(prompts, [WEATHER] * len(prompts))
+    assert np.mean(np.array(cosines) < OFF_TOPIC_BELOW) > 0.85
+    assert _flagged_share(detector, [{"prompt": p, "response": WEATHER} for p in prompts]) == 1.0
