@@ -12,9 +12,10 @@ no answer, safe or not.
 
 Beside the critic's numbers, three that no critic decides, over every row of a group: the share
 of refusals (minicc/refusal.py's documented detector), of degenerate replies (empty, loops,
-noise: minicc/degeneration.py) and of off-topic ones (minicc/off_topic.py). They show what
-selection keeps: a critic that prefers refusals or loops shows up here even when its own scores
-look fine.
+noise: minicc/degeneration.py) and of off-topic ones (minicc/off_topic.py: nothing of the
+request in them, or the same reply given to three different requests of the candidates, or of
+the selected samples). They show what selection keeps: a critic that prefers refusals or loops
+shows up here even when its own scores look fine.
 
 `summarize` is the whole report (`metrics/detail/pipeline.json`, per category included);
 `headline` keeps the overall numbers a person compares across experiments
