@@ -312,7 +312,12 @@ def test_repro_builds_every_output(project: Project) -> None:
 
     selected = read_jsonl(data / "selected.jsonl")
     assert selected, "policy 'best' keeps one candidate per prompt with a scored candidate"
-    assert {s["candidate_id"] for s in selected} <= {c["candidate_id"] for c in critiques}
+    # A selected sample is a scored candidate or a scored revision of one.
+    revision_critiques = read_jsonl(data / "revision_critiques.jsonl")
+    scored_ids = {c["candidate_id"] for c in critiques + revision_critiques}
+    assert {s["candidate_id"] for s in selected} <= scored_ids
+    candidate_ids = {c["candidate_id"] for c in critiques}
+    assert all(s["revision_of"] in candidate_ids for s in selected if s["revision_of"])
     assert (data / "preference_pairs.jsonl").is_file()
 
     metrics = json.loads((project.root / "metrics" / "pipeline.json").read_text("utf-8"))
