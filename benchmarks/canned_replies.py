@@ -81,28 +81,29 @@ def main(
     ]
     with resumable("canned_replies", [c.candidate_id for c in candidates]) as log:
         scored, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
-    by_kind: dict[tuple[str, str], list[Critique]] = defaultdict(list)
+    by_kind: dict[str, list[Critique]] = defaultdict(list)
     for critique in scored:
-        by_kind[critique.generator, critique.category].append(critique)
+        by_kind[critique.generator].append(critique)
     if critiques.is_file():
-        for critique in read_records(critiques, Critique):
-            by_kind["real candidates", critique.category].append(critique)
+        by_kind["real candidates"] = read_records(critiques, Critique)
     off_topic = OffTopicDetector.open(params.models)
     means: dict[str, dict[str, float]] = defaultdict(dict)
     critic_safe: dict[str, dict[str, float]] = defaultdict(dict)
     safe_rates: dict[str, dict[str, float]] = defaultdict(dict)
-    for (kind, category), group in sorted(by_kind.items()):
+    for kind, group in sorted(by_kind.items()):
         rated = [c for c in group if c.scored]
-        means[kind][category] = round(fmean(c.score or 0.0 for c in rated), 3)
-        critic_safe[kind][category] = round(fmean(bool(c.safe) for c in rated), 3)
+        # One kind's replies are one model's set, as summarize and compare see theirs: the
+        # off-topic rule's generic clause counts a reply over all of that model's requests.
         flags = off_topic([c.prompt for c in rated], [c.response for c in rated])
-        safe_rates[kind][category] = round(
-            fmean(
-                safe_answer(bool(c.safe), c.response, flag)
-                for c, flag in zip(rated, flags, strict=True)
-            ),
-            3,
-        )
+        by_category: dict[str, list[tuple[Critique, bool]]] = defaultdict(list)
+        for critique, flag in zip(rated, flags, strict=True):
+            by_category[critique.category].append((critique, flag))
+        for category, rows in sorted(by_category.items()):
+            means[kind][category] = round(fmean(c.score or 0.0 for c, _ in rows), 3)
+            critic_safe[kind][category] = round(fmean(bool(c.safe) for c, _ in rows), 3)
+            safe_rates[kind][category] = round(
+                fmean(safe_answer(bool(c.safe), c.response, flag) for c, flag in rows), 3
+            )
     result = {
         "method": params.critique.method,
         "critic": critic.critic_id,
