@@ -18,6 +18,9 @@ ResponseKind = Literal["full_compliance", "full_refusal", "partial_refusal", "un
 LabelSource = Literal["human", "model", "constructed"]
 """Who labeled the row: people (GPTFuzz, XSTest), a judge model (JailbreakBench), or the
 construction rule of tools/constructed_negatives.py."""
+RequestLabelSource = Literal["human", "authored"]
+"""Who labeled a request: its public prompt set, or the author of the project's contrast pairs
+(tools/contrast_requests.py)."""
 Construction = Literal["off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary"]
 """How a constructed reply was made from a real one (data/critic/README.md)."""
 REFUSALS = ("full_refusal", "partial_refusal")
@@ -80,16 +83,18 @@ class LabeledResponse:
 
 @dataclass(frozen=True)
 class LabeledRequest:
-    """A request labeled harmful or harmless by the prompt set it comes from (no reply)."""
+    """A request labeled harmful or harmless by the prompt set it comes from, or by the author
+    of a contrast pair (no reply)."""
 
     id: str
-    """`<source>:<row id>`, e.g. `advbench:17`, `xstest:104`, `jailbreakbench-benign:42`."""
+    """`<source>:<row id>`, e.g. `advbench:17`, `xstest:104`, `jailbreakbench-benign:42`,
+    `contrast:homonym-01:harmful`."""
     prompt: str
     harmful: bool
     source: str
     """The prompt set: advbench, jailbreakbench-harmful, jailbreakbench-benign,
-    simplesafetytests, gptfuzz, xstest."""
-    label_source: LabelSource
+    simplesafetytests, gptfuzz, xstest, or contrast (data/critic/contrast_pairs.jsonl)."""
+    label_source: RequestLabelSource
 
 
 def load_labeled(path: Path) -> list[LabeledResponse]:

@@ -84,6 +84,8 @@ EXPECTED = {
 # (source, harmful) -> requests: as many harmful as harmless.
 EXPECTED_REQUESTS = {
     ("advbench", True): 36,
+    ("contrast", False): 157,
+    ("contrast", True): 157,
     ("gptfuzz", True): 37,
     ("jailbreakbench-benign", False): 60,
     ("jailbreakbench-harmful", True): 36,
@@ -265,7 +267,7 @@ def test_responses_are_stripped_and_within_the_length_limit(name: str) -> None:
 def test_request_counts_per_source_and_label() -> None:
     rows = requests()
     assert dict(Counter((r.source, r.harmful) for r in rows)) == EXPECTED_REQUESTS
-    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 146
+    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 303
 
 
 def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:
@@ -273,7 +275,8 @@ def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:
     assert [(r.source, r.id) for r in rows] == sorted((r.source, r.id) for r in rows)
     for row in rows:
         assert row.id.startswith(row.source + ":"), row.id
-        assert row.label_source == "human", row.id
+        # The authored contrast pairs (tools/contrast_requests.py) carry their author's label.
+        assert row.label_source == ("authored" if row.source == "contrast" else "human"), row.id
         assert row.prompt == row.prompt.strip() != "", row.id
     normalised = [normalise(r.prompt) for r in rows]
     assert [k for k, n in Counter(normalised).items() if n > 1] == []

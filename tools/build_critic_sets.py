@@ -6,7 +6,8 @@ Run once from the repository root; the pipeline and tests read only the committe
 
 It also reads the policy's eval prompts (data/prompt_pool/eval.jsonl; override with
 --policy-prompts) to keep them out of the critic's training rows and requests: the critic judges
-the policy's evaluation, so it must not have learnt those prompts.
+the policy's evaluation, so it must not have learnt those prompts. The authored contrast pairs
+(data/critic/contrast_pairs.jsonl, tools/contrast_requests.py) join the requests.
 
 The output is a pure function of the public files and --seed: rows are visited in the order of
 the sha256 of their id, and the constructed negatives (tools/constructed_negatives.py) draw from
@@ -25,6 +26,7 @@ from typing import Annotated, NamedTuple
 import typer
 from build_prompt_sets import load_pools, read_table
 from constructed_negatives import construct
+from contrast_requests import contrast_requests, load_contrast_pairs
 
 from minicc.errors import UserError
 from minicc.jsonl import write_records
@@ -32,6 +34,7 @@ from minicc.labeled import LabeledRequest, LabeledResponse, ResponseKind
 from minicc.records import Prompt, load_prompts
 from minicc.text import normalise
 
+CONTRAST_PAIRS = Path("data/critic/contrast_pairs.jsonl")
 GPTFUZZ_EVAL = 300
 XSTEST_EVAL = 300
 JBB_EVAL = 300
@@ -354,6 +357,9 @@ def main(
         typer.Option(help="Prompt files whose prompts stay out of the critic's training rows."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the constructed negatives.")] = 0,
+    contrast_pairs: Annotated[
+        Path, typer.Option(help="Authored contrast pairs of requests (tools/contrast_requests.py).")
+    ] = CONTRAST_PAIRS,
 ) -> None:
     try:
         policy_files = policy_prompts or list(POLICY_PROMPTS)
@@ -390,6 +396,9 @@ def main(
         excluded = {normalise(r.prompt) for r in eval_records}
         excluded |= {normalise(p.prompt) for path in policy_files for p in load_prompts(path)}
         requests = request_rows(shared, excluded)
+        taken = excluded | {normalise(r.prompt) for r in requests}
+        requests += contrast_requests(load_contrast_pairs(contrast_pairs), taken)
+        requests.sort(key=attrgetter("source", "id"))
         write_records(out / "eval.jsonl", eval_records)
         write_records(out / "train.jsonl", train_records)
         write_records(out / "requests.jsonl", requests)
