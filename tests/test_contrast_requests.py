@@ -77,7 +77,7 @@ def test_loader_rejects_a_pair_whose_two_requests_are_the_same_text(tmp_path: Pa
         ([], "no contrast pairs"),
         ([pair("a-01", "Why?", "How?"), pair("a-01", "When?", "Who?")], "duplicate id 'a-01'"),
         ([pair("a-01", " ", "How?")], "field 'harmless' is empty"),
-        ([{**pair("a-01", "Why?", "How?"), "type": "pun"}], "type"),
+        ([{**pair("a-01", "Why?", "How?"), "type": "pun"}], "key .type. must be one of"),
     ],
 )
 def test_loader_rejects_bad_rows(tmp_path: Path, rows: list[dict[str, str]], message: str) -> None:
