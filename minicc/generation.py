@@ -103,8 +103,11 @@ def shared_prefix(loaded: LoadedModel, requests: Sequence[Request]) -> SharedPre
     """The requests' common text up to its last line break, or None when there is none.
 
     Cutting at a line break keeps the prefix and the rest tokenizing as they would together.
+    Every request keeps at least its last character after the prefix: a chat-formatted request
+    ends with a line break, so the common text of one request (or of identical ones) would
+    otherwise be all of it, and a forward pass over an empty suffix fails.
     """
-    common = os.path.commonprefix([r.text for r in requests])
+    common = os.path.commonprefix([r.text[:-1] for r in requests])
     text = common[: common.rfind("\n") + 1]
     if not text:
         return None

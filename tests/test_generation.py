@@ -258,6 +258,23 @@ def test_a_shared_prefix_read_once_gives_the_same_greedy_answers(critic_llama: L
     )
 
 
+@pytest.mark.parametrize("copies", [1, 2])
+def test_a_shared_prefix_leaves_every_request_something_to_read(
+    critic_llama: LoadedModel, copies: int
+) -> None:
+    # A chat-formatted request ends with a line break: alone (or repeated), all of it is
+    # "common text", and the prefix must still stop before its end.
+    text = format_request(critic_llama, "Worked example: zebra marmalade.\nNow you: walrus?")
+    requests = [Request(f"r{i}", text) for i in range(copies)]
+    shared = shared_prefix(critic_llama, requests)
+    assert shared is not None and text.startswith(shared.text) and len(shared.text) < len(text)
+    assert shared.text.endswith("\n")
+    greedy = Decoding(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=6)
+    assert complete(critic_llama, requests, greedy, 0, shared) == complete(
+        critic_llama, requests, greedy, 0
+    )
+
+
 def test_no_shared_prefix_without_a_common_line() -> None:
     requests = [Request("a", "abc"), Request("b", "abd")]
     assert shared_prefix(None, requests) is None  # type: ignore[arg-type]
