@@ -396,8 +396,9 @@ def main(
         excluded = {normalise(r.prompt) for r in eval_records}
         excluded |= {normalise(p.prompt) for path in policy_files for p in load_prompts(path)}
         requests = request_rows(shared, excluded)
-        taken = excluded | {normalise(r.prompt) for r in requests}
-        requests += contrast_requests(load_contrast_pairs(contrast_pairs), taken)
+        public_requests = {normalise(r.prompt) for r in requests}
+        pairs = load_contrast_pairs(contrast_pairs)
+        requests += contrast_requests(pairs, excluded | public_requests)
         requests.sort(key=attrgetter("source", "id"))
         write_records(out / "eval.jsonl", eval_records)
         write_records(out / "train.jsonl", train_records)
