@@ -1,21 +1,10 @@
 """tools/constructed_negatives.py: one negative of each kind per answer, by documented rules."""
 
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
-from minicc.errors import UserError
-from minicc.labeled import LabeledResponse
-from minicc.text import normalise
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-# A tool script, importable once tools/ is on the path.
-from constructed_negatives import (  # noqa: E402
+from constructed_negatives import (
     COMMENTARIES,
     EVAL_COMMENTARIES,
     EVAL_REFUSALS,
@@ -24,6 +13,10 @@ from constructed_negatives import (  # noqa: E402
     TRAIN_REFUSALS,
     construct,
 )
+
+from minicc.errors import UserError
+from minicc.labeled import LabeledResponse
+from minicc.text import normalise
 
 KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary")
 

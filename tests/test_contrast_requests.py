@@ -1,28 +1,22 @@
 """tools/contrast_requests.py: the authored contrast pairs become labeled requests, checked."""
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import get_args
 
 import pytest
-
-from minicc.errors import UserError
-from minicc.text import normalise
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-# A tool script, importable once tools/ is on the path.
-from contrast_requests import (  # noqa: E402
+from contrast_requests import (
     ContrastPair,
     ContrastType,
     contrast_requests,
     load_contrast_pairs,
 )
 
-PAIRS_FILE = ROOT / "data" / "critic" / "contrast_pairs.jsonl"
+from minicc.errors import UserError
+from minicc.text import normalise
+
+PAIRS_FILE = Path(__file__).resolve().parents[1] / "data" / "critic" / "contrast_pairs.jsonl"
 
 
 def write_pairs(path: Path, pairs: list[dict[str, str]]) -> Path:
