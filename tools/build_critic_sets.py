@@ -362,6 +362,8 @@ def main(
     ] = CONTRAST_PAIRS,
 ) -> None:
     try:
+        # The hand-written file is read first, so a malformed pair stops the build at once.
+        pairs = load_contrast_pairs(contrast_pairs)
         policy_files = policy_prompts or list(POLICY_PROMPTS)
         policy = policy_groups(policy_files)
         taken: set[str] = set()
@@ -397,7 +399,6 @@ def main(
         excluded |= {normalise(p.prompt) for path in policy_files for p in load_prompts(path)}
         requests = request_rows(shared, excluded)
         public_requests = {normalise(r.prompt) for r in requests}
-        pairs = load_contrast_pairs(contrast_pairs)
         requests += contrast_requests(pairs, excluded | public_requests)
         requests.sort(key=attrgetter("source", "id"))
         write_records(out / "eval.jsonl", eval_records)
