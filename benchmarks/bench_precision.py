@@ -2,8 +2,8 @@
 
 `models.dtype: auto` picks bfloat16 on a CPU that computes it natively; this measures what that
 buys. Each precision loads the generator afresh and runs, through the stages' own functions:
-- a critic forward pass (`Critic.probe_features` at `critic_probe.layer`, the probe's path)
-  over a batch of candidates;
+- a critic forward pass (`Critic.probe_features` at `critic_probe.layer` and `request_layer`,
+  the probe's path) over a batch of candidates;
 - generation (`answer_prompts` with the generate stage's decoding);
 - LoRA training steps (the train stage's TRL `SFTTrainer`, `minicc.trainers.sft_trainer`, on a
   few SFT examples made from the generated answers): the seconds between the Trainer's
@@ -125,12 +125,12 @@ def _one_precision(
     tokens = sum(c.num_tokens for c in generated)
 
     # The probe's features at its configured layer: no trained probe is needed to time them.
-    layer = params.critic_probe.layer
+    layers = (params.critic_probe.layer, params.critic_probe.request_layer)
     critic = Critic(loaded, constitution, params.critique)
     rows = [(c.prompt, c.response) for c in generated]
     keys = [c.candidate_id for c in generated]
-    critic.probe_features(rows[:2], keys[:2], layer)
-    critic_s = _timed(lambda: critic.probe_features(rows, keys, layer))
+    critic.probe_features(rows[:2], keys[:2], *layers)
+    critic_s = _timed(lambda: critic.probe_features(rows, keys, *layers))
 
     steps, per_step = _train_seconds_per_step(
         params, loaded, _examples(generated), workdir / f"train-{precision}"

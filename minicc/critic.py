@@ -90,7 +90,7 @@ class Critic:
             else [constitution.principles]
         )
         self.prefixes = PrefixCache(loaded, _CONTEXT_FIX)
-        self.feature_reader = FeatureReader(loaded, self.prefixes)
+        self.feature_reader = FeatureReader(loaded, self.prefixes, self.special_tokens)
 
     @property
     def embedder(self) -> Embedder:
@@ -142,23 +142,25 @@ class Critic:
         logits = self.loaded.model(**inputs, **self.loaded.last_logits_only).logits[:, -1, :]
         return read_digits(logits, self.digit_ids)
 
-    def probe_features(self, rows: list[tuple[str, str]], keys: list[str], layer: int) -> Features:
+    def probe_features(
+        self, rows: list[tuple[str, str]], keys: list[str], layer: int, request_layer: int
+    ) -> Features:
         """Probe features of (request, reply) rows, judged against every principle at once.
 
         Replies are cleaned as for scoring; an empty one is read as the empty reply.
         """
         cleaned = [(prompt, self._clean_response(response)) for prompt, response in rows]
-        return self._cleaned_features(cleaned, keys, layer)
+        return self._cleaned_features(cleaned, keys, layer, request_layer)
 
     def _cleaned_features(
-        self, cleaned: list[tuple[str, str]], keys: list[str], layer: int
+        self, cleaned: list[tuple[str, str]], keys: list[str], layer: int, request_layer: int
     ) -> Features:
         """Probe features of (request, already cleaned reply) rows under every principle."""
         judged = [
             self.judge_parts(prompt, reply, self.constitution.principles)
             for prompt, reply in cleaned
         ]
-        return self.feature_reader.features(cleaned, judged, keys, layer)
+        return self.feature_reader.features(cleaned, judged, keys, layer, request_layer)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""
@@ -188,6 +190,7 @@ class Critic:
             [(c.prompt, text) for c, text in zip(candidates, cleaned, strict=True)],
             [c.candidate_id for c in candidates],
             self.probe.layer,
+            self.probe.request_layer,
         )
         _record_distribution(records, self.probe.distribution(features))
 

@@ -1,9 +1,12 @@
 """The probe's features of (request, reply) rows, as the critic model reads them.
 
-Four blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
+Five blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
 over each row's own tokens after the shared judge prefix; sentence embeddings of the request and
-of the reply; the reply's text statistics (`minicc.degeneration.statistics`).
+of the reply; the reply's text statistics (`minicc.degeneration.statistics`); the critic's hidden
+states at another layer as it reads the request alone (the request head's).
 """
+
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -13,16 +16,29 @@ from minicc.degeneration import statistics
 from minicc.embedding import Embedder
 from minicc.hidden import hidden_states_at
 from minicc.models import LoadedModel
+from minicc.neutralise import neutralise
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features
+from minicc.prompting import encode_batch, format_request
+
+REQUEST_BATCH = 32
+REMEMBERED_REQUESTS = 4096
+"""Request states a reader keeps (least recently used first out): a few tens of MB for the
+bundled model, far more than the requests a critique batch or the training rows share."""
 
 
 class FeatureReader:
     """Reads probe features with one loaded critic model and its shared-prefix caches."""
 
-    def __init__(self, loaded: LoadedModel, prefixes: PrefixCache) -> None:
+    def __init__(
+        self, loaded: LoadedModel, prefixes: PrefixCache, special_tokens: list[str]
+    ) -> None:
         self.loaded = loaded
         self.prefixes = prefixes
+        self.special_tokens = special_tokens
+        self._request_states: OrderedDict[tuple[str, int], FloatArray] = OrderedDict()
+        """Request states already read, by (request, layer): a request has several replies,
+        spread over batches, and a long jailbreak request costs more than its replies."""
         self._embedder: Embedder | None = None
 
     @property
@@ -42,6 +58,38 @@ class FeatureReader:
         pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
         return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
 
+    @torch.inference_mode()
+    def request_states(self, requests: list[str], layer: int) -> FloatArray:
+        """Hidden states of decoder `layer` as the model reads each request alone, as a user turn
+        it is about to answer (`format_request`): the last position and the mean over the turn,
+        side by side. Each distinct request is read once per reader (see `_request_states`).
+        """
+        known = self._request_states
+        missing = sorted(
+            {t for t in requests if (t, layer) not in known}, key=lambda t: (len(t), t)
+        )
+        for start in range(0, len(missing), REQUEST_BATCH):
+            chunk = missing[start : start + REQUEST_BATCH]
+            turns = [format_request(self.loaded, neutralise(t, self.special_tokens)) for t in chunk]
+            inputs = encode_batch(self.loaded, turns)
+            hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
+            mask = inputs["attention_mask"].unsqueeze(-1).float()
+            mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+            # Left padding: position -1 is every row's last real token.
+            states = torch.cat([hidden[:, -1], mean], dim=1).cpu().numpy().astype(np.float64)
+            known.update({(text, layer): state for text, state in zip(chunk, states, strict=True)})
+        result = np.stack([known[(text, layer)] for text in requests])
+        for text in requests:
+            known.move_to_end((text, layer))
+        while len(known) > REMEMBERED_REQUESTS:
+            known.popitem(last=False)
+        return result
+
+    def request_matrix(self, requests: list[str], layer: int) -> FloatArray:
+        """The request head's matrix for `requests`: the same columns, in the same order, as
+        `Features.matrix(HEAD_BLOCKS["request_harmful"])` of rows with those requests."""
+        return np.concatenate([self.embed(requests), self.request_states(requests, layer)], axis=1)
+
     def embed(self, texts: list[str]) -> FloatArray:
         """Sentence embeddings, each distinct text computed once: a batch of candidates holds
         several answers to one prompt."""
@@ -56,12 +104,15 @@ class FeatureReader:
         judged: list[tuple[str, str]],
         keys: list[str],
         layer: int,
+        request_layer: int,
     ) -> Features:
         """Features of (request, cleaned reply) `rows`, whose judge inputs are `judged`, each
-        split into the prefix shared by all rows and the row's own rest."""
+        split into the prefix shared by all rows and the row's own rest; the hidden states of
+        the judge input at `layer`, those of the request alone at `request_layer`."""
         return Features(
             hidden=self.hidden(judged[0][0], [rest for _, rest in judged], keys, layer),
             request=self.embed([request for request, _ in rows]),
             reply=self.embed([reply for _, reply in rows]),
             statistics=np.asarray([statistics(reply) for _, reply in rows], dtype=np.float64),
+            request_state=self.request_states([request for request, _ in rows], request_layer),
         )

@@ -22,7 +22,6 @@ from minicc.arrays import BoolArray, FloatArray
 from minicc.batching import length_sorted_batches
 from minicc.critic import Critic
 from minicc.critic_metrics import grouped_report, separation, source_family
-from minicc.embedding import Embedder
 from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.params import CriticProbeParams
@@ -51,9 +50,14 @@ def select_sources(rows: list[LabeledResponse], sources: list[str]) -> list[Labe
 
 
 def extract_features(
-    critic: Critic, rows: list[LabeledResponse], layer: int, batch_size: int, log: ResumeLog
+    critic: Critic,
+    rows: list[LabeledResponse],
+    layers: tuple[int, int],
+    batch_size: int,
+    log: ResumeLog,
 ) -> Features:
-    """Probe features of every row, in row order; batches by reply length, each one logged."""
+    """Probe features of every row, in row order, at `layers` (the judge input's, the request's);
+    batches by reply length, each one logged."""
     batches = length_sorted_batches(
         range(len(rows)), lambda i: len(rows[i].response), lambda i: rows[i].id, batch_size
     )
@@ -62,7 +66,7 @@ def extract_features(
         features = critic.probe_features(
             [(rows[i].prompt, rows[i].response) for i in indices],
             [rows[i].id for i in indices],
-            layer,
+            *layers,
         )
         blocks = asdict(features)
         return [{name: blocks[name][k].tolist() for name in blocks} for k in range(len(indices))]
@@ -73,13 +77,13 @@ def extract_features(
     return Features(
         **{
             name: np.asarray([row[name] for row in ordered_rows], dtype=np.float64)
-            for name in ("hidden", "request", "reply", "statistics")
+            for name in ("hidden", "request", "reply", "statistics", "request_state")
         }
     )
 
 
 def feature_inputs(
-    critic: Critic, rows: list[LabeledResponse], layer: int, embedder: str
+    critic: Critic, rows: list[LabeledResponse], layers: tuple[int, int], embedder: str
 ) -> dict[str, Any]:
     """Everything that changes the features; names the resume log."""
     return {
@@ -89,28 +93,23 @@ def feature_inputs(
         "constitution": critic.constitution.version,
         "style": critic.params.style,
         "max_response_tokens": critic.params.max_response_tokens,
-        "layer": layer,
+        "layer": layers[0],
+        "request_layer": layers[1],
     }
 
 
 def request_training_set(
-    rows: list[LabeledResponse],
-    requests: list[LabeledRequest],
-    features: Features,
-    embedder: Embedder,
-) -> tuple[FloatArray, BoolArray]:
-    """The request head's rows: every labeled request, and each distinct prompt of the reply
-    rows whose source says whether it is harmful."""
-    first: dict[str, int] = {}
-    for index, row in enumerate(rows):
+    rows: list[LabeledResponse], requests: list[LabeledRequest]
+) -> tuple[list[str], BoolArray]:
+    """The request head's rows (texts and labels): each distinct prompt of the reply rows whose
+    source says whether it is harmful, then every labeled request."""
+    known: dict[str, bool] = {}
+    for row in rows:
         if row.prompt_label != "unknown":
-            first.setdefault(row.prompt, index)
-    indices = sorted(first.values())
-    matrix = np.concatenate(
-        [features.request[indices], embedder.embed([r.prompt for r in requests])]
-    )
-    labels = [rows[i].prompt_label == "unsafe" for i in indices] + [r.harmful for r in requests]
-    return matrix, np.asarray(labels, dtype=bool)
+            known.setdefault(row.prompt, row.prompt_label == "unsafe")
+    texts = [*known, *(r.prompt for r in requests)]
+    labels = [*known.values(), *(r.harmful for r in requests)]
+    return texts, np.asarray(labels, dtype=bool)
 
 
 def fit_reply_heads(
@@ -169,6 +168,23 @@ def cross_validate(features: Features, rows: list[LabeledResponse], l2: float) -
     return _by_family(rows, harm)
 
 
+def request_cross_validation(
+    matrix: FloatArray, labels: BoolArray, texts: list[str], l2: float
+) -> dict[str, Any]:
+    """The request head's k-fold estimate on unseen requests: each request's P(harmful request)
+    comes from a head fitted on the folds without it (folds by a hash of the text)."""
+    folds = np.array([_fold(text) for text in texts])
+    harm = np.zeros(len(labels))
+    for fold in range(CV_FOLDS):
+        held = folds == fold
+        if not held.any():
+            continue
+        if labels[~held].all() or not labels[~held].any():
+            return {"skipped": f"fold {fold}'s training part lacks harmful or harmless requests"}
+        harm[held] = fit_head(matrix[~held], labels[~held], l2).probability(matrix[held])
+    return separation(labels.tolist(), harm.tolist())
+
+
 def leave_source_out(features: Features, rows: list[LabeledResponse], l2: float) -> dict[str, Any]:
     """Per source family: a harm head fitted on the other families only, scored on this one."""
     families = np.array([source_family(r.source) for r in rows])
@@ -198,25 +214,29 @@ def train_probe(
 ) -> tuple[Probe, dict[str, Any]]:
     """Features, validation and the final fit; returns the probe and its training metrics."""
     started = time.perf_counter()
-    features = extract_features(critic, rows, params.layer, batch_size, log)
+    layers = (params.layer, params.request_layer)
+    features = extract_features(critic, rows, layers, batch_size, log)
     extracted = time.perf_counter()
     heads = fit_reply_heads(features, rows, params.heads, params.l2)
-    request_rows = 0
+    request_rows, request_cv = 0, None
     if "request_harmful" in params.heads:
-        matrix, labels = request_training_set(rows, requests, features, critic.embedder)
+        texts, labels = request_training_set(rows, requests)
         if labels.all() or not labels.any():
             raise UserError(
                 "the critic's request_harmful head needs harmful and harmless requests; check "
                 "the --requests file and critic_probe.sources"
             )
+        matrix = critic.feature_reader.request_matrix(texts, params.request_layer)
         heads["request_harmful"] = fit_head(matrix, labels, params.l2)
         request_rows = len(labels)
+        request_cv = request_cross_validation(matrix, labels, texts, params.l2)
     probe = Probe(
         critic=critic.loaded.model_id,
         embedder=critic.embedder.embedder_id,
         constitution_version=critic.constitution.version,
         style=critic.params.style,
         layer=params.layer,
+        request_layer=params.request_layer,
         max_response_tokens=critic.params.max_response_tokens,
         trained_on=dict(sorted(Counter(r.source for r in rows).items())),
         heads=dict(sorted(heads.items())),
@@ -232,9 +252,11 @@ def train_probe(
         "harmful": sum(r.harmful for r in rows),
         "head_rows": {**head_rows, **({"request_harmful": request_rows} if request_rows else {})},
         "layer": params.layer,
+        "request_layer": params.request_layer,
         "train": _by_family(rows, harm_probability(heads, features)),
         "grouped_cv": cross_validate(features, rows, params.l2),
         "leave_source_out": leave_source_out(features, rows, params.l2),
+        **({"request_grouped_cv": request_cv} if request_cv is not None else {}),
         "feature_seconds": round(extracted - started, 1),
         "fit_seconds": round(time.perf_counter() - extracted, 1),
     }

@@ -150,6 +150,8 @@ class CritiqueParams:
 class CriticProbeParams:
     layer: int
     """Decoder layer whose hidden states the probe reads (1 = first); layers above never run."""
+    request_layer: int
+    """Decoder layer the request head reads, with the request alone as a user turn."""
     l2: float
     """L2 penalty of the logistic heads (on standardised features)."""
     sources: list[str]
@@ -159,6 +161,12 @@ class CriticProbeParams:
 
     def __post_init__(self) -> None:
         _require(self.layer >= 1, "critic_probe.layer", "an integer >= 1", self.layer)
+        _require(
+            self.request_layer >= 1,
+            "critic_probe.request_layer",
+            "an integer >= 1",
+            self.request_layer,
+        )
         _require(self.l2 > 0, "critic_probe.l2", "a number > 0", self.l2)
         _require(
             bool(self.sources)

@@ -9,11 +9,19 @@ Features of a (request, reply) row, in named blocks:
 - `request`, `reply`: all-MiniLM-L6-v2 embeddings of the request and of the reply
   (minicc/embedding.py); `product`: their element-wise product and `similarity`: their cosine,
   which say whether the reply is about the request, what a pooled hidden state cannot.
+- `request_state`: the critic model's hidden states at decoder layer
+  `critic_probe.request_layer` when it reads the request alone, as a user turn about to be
+  answered: at the last position (where an instruct model settles whether it will answer or
+  refuse; harmfulness is linearly readable there, Arditi et al. 2024, "Refusal in language models
+  is mediated by a single direction") and averaged over the turn. The sentence embedding says
+  what a request is about; this block says how the model reads its intent ("kill a process" /
+  "kill my wife"), which a topic embedding confuses.
 - `statistics`: model-free text statistics of the reply (minicc/degeneration.py), which make
   loops, digits and empty replies obvious.
 
 Heads: logistic regressions (scikit-learn), each on the blocks it needs:
-- `request_harmful` (the `request` block only): the request asks for harmful help;
+- `request_harmful` (the `request` and `request_state` blocks, nothing of the reply): the
+  request asks for harmful help;
 - `response_harmful`: the reply gives harmful help;
 - `refusal`: the reply refuses or deflects;
 - `on_task`: a reply that does not refuse is a real answer to this request (not noise, a loop,
@@ -46,10 +54,14 @@ from minicc.params import PROBE_HEADS
 from minicc.typecheck import build
 
 HEAD_NAMES = PROBE_HEADS
-Block = Literal["hidden", "request", "reply", "product", "similarity", "statistics"]
-REPLY_BLOCKS: tuple[Block, ...] = get_args(Block)
+Block = Literal[
+    "hidden", "request", "reply", "product", "similarity", "statistics", "request_state"
+]
+REPLY_BLOCKS: tuple[Block, ...] = tuple(b for b in get_args(Block) if b != "request_state")
+"""The reply heads' blocks: all but the request's own states, which only the request head
+reads (the reply heads already see the request in `hidden` and `request`)."""
 HEAD_BLOCKS: dict[str, tuple[Block, ...]] = {
-    "request_harmful": ("request",),
+    "request_harmful": ("request", "request_state"),
     "response_harmful": REPLY_BLOCKS,
     "refusal": REPLY_BLOCKS,
     "on_task": REPLY_BLOCKS,
@@ -67,6 +79,7 @@ class Features:
     request: FloatArray
     reply: FloatArray
     statistics: FloatArray
+    request_state: FloatArray
 
     def matrix(self, blocks: tuple[Block, ...]) -> FloatArray:
         parts = {
@@ -76,12 +89,17 @@ class Features:
             "product": lambda: self.request * self.reply,
             "similarity": lambda: (self.request * self.reply).sum(axis=1, keepdims=True),
             "statistics": lambda: self.statistics,
+            "request_state": lambda: self.request_state,
         }
         return np.concatenate([parts[block]() for block in blocks], axis=1)
 
     def rows(self, mask: BoolArray) -> "Features":
         return Features(
-            self.hidden[mask], self.request[mask], self.reply[mask], self.statistics[mask]
+            self.hidden[mask],
+            self.request[mask],
+            self.reply[mask],
+            self.statistics[mask],
+            self.request_state[mask],
         )
 
 
@@ -127,6 +145,8 @@ class Probe:
     style: str
     """Judge template style (`critique.style`) the features were computed with."""
     layer: int
+    request_layer: int
+    """Decoder layer of the `request_state` block."""
     max_response_tokens: int
     trained_on: dict[str, int]
     """Training rows per source."""

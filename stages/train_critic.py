@@ -97,8 +97,8 @@ def main(
             )
             return
         critic = open_critic(params, setup)
-        layer = params.critic_probe.layer
-        inputs = feature_inputs(critic, rows, layer, critic.embedder.embedder_id)
+        layers = (params.critic_probe.layer, params.critic_probe.request_layer)
+        inputs = feature_inputs(critic, rows, layers, critic.embedder.embedder_id)
         with resumable("train_critic", inputs) as log:
             probe, metrics = train_probe(
                 critic, rows, labeled_requests, params.critic_probe, params.critique.batch_size, log

@@ -431,6 +431,7 @@ def harm_only_probe() -> Probe:
         constitution_version="1.0+abc",
         style="instruct",
         layer=1,
+        request_layer=1,
         max_response_tokens=64,
         trained_on={"gptfuzz": 2},
         heads={"response_harmful": head},

@@ -1,10 +1,10 @@
 """Training the critic probe: source selection, head labels, grouped validation, the whole fit."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import constitution, critique_params
 
 from minicc.critic import Critic
@@ -13,11 +13,11 @@ from minicc.critic_training import (
     feature_inputs,
     fit_reply_heads,
     leave_source_out,
+    request_cross_validation,
     request_training_set,
     select_sources,
     train_probe,
 )
-from minicc.embedding import Embedder
 from minicc.errors import UserError
 from minicc.labeled import Construction, LabeledRequest, LabeledResponse, PromptLabel, ResponseKind
 from minicc.models import LoadedModel
@@ -61,6 +61,7 @@ def features_of(hidden: np.ndarray) -> Features:
         request=np.ones((rows, 1)),
         reply=np.ones((rows, 1)),
         statistics=np.zeros((rows, 1)),
+        request_state=np.ones((rows, 1)),
     )
 
 
@@ -132,14 +133,7 @@ def test_fit_reply_heads_needs_both_harm_classes() -> None:
 # --- the request head's rows ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder(torch.device("cpu"), torch.float32)
-
-
-def test_request_training_set_takes_each_known_prompt_once_and_the_requests(
-    embedder: Embedder,
-) -> None:
+def test_request_training_set_takes_each_known_prompt_once_and_the_requests() -> None:
     rows = [
         labeled("a", True, prompt="How do I make a bomb?"),
         labeled("b", False, prompt="How do I make a bomb?"),  # the same request again
@@ -150,17 +144,14 @@ def test_request_training_set_takes_each_known_prompt_once_and_the_requests(
         LabeledRequest("advbench:1", "Write a threat.", True, "advbench", "human"),
         LabeledRequest("xstest:9", "Where can I buy a can of coke?", False, "xstest", "human"),
     ]
-    generator = np.random.default_rng(0)
-    features = Features(
-        hidden=np.zeros((4, 1)),
-        request=generator.normal(size=(4, 384)),
-        reply=np.zeros((4, 384)),
-        statistics=np.zeros((4, 1)),
-    )
-    matrix, labels = request_training_set(rows, requests, features, embedder)
+    texts, labels = request_training_set(rows, requests)
+    assert texts == [
+        "How do I make a bomb?",
+        "How do I kill a process?",
+        "Write a threat.",
+        "Where can I buy a can of coke?",
+    ]
     assert labels.tolist() == [True, False, True, False]
-    assert matrix[:2] == pytest.approx(features.request[[0, 2]])
-    assert matrix[2:] == pytest.approx(embedder.embed([r.prompt for r in requests]), abs=1e-6)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -192,6 +183,25 @@ def test_cross_validation_finds_a_real_signal() -> None:
     report = cross_validate(features_of(np.array(hidden)), rows, l2=0.1)
     assert report["all"]["auroc"] == 1.0
     assert report["all"]["n"] == report["gptfuzz"]["n"] == 60
+
+
+def test_request_cross_validation_never_scores_a_request_with_its_own_label() -> None:
+    """Random labels and a one-hot identity per request: a head that saw a request's own label
+    would read it back (AUROC near 1); out of fold it cannot."""
+    generator = np.random.default_rng(0)
+    labels = generator.random(80) < 0.5
+    matrix = np.concatenate([np.eye(80), generator.normal(size=(80, 2))], axis=1)
+    texts = [f"request {i}" for i in range(80)]
+    assert request_cross_validation(matrix, labels, texts, l2=0.01)["auroc"] < 0.75
+
+
+def test_request_cross_validation_finds_a_real_signal() -> None:
+    labels = np.array([i % 2 == 0 for i in range(40)])
+    matrix = np.array(
+        [[2.0 if harmful else -2.0, float(i % 7)] for i, harmful in enumerate(labels)]
+    )
+    report = request_cross_validation(matrix, labels, [f"r{i}" for i in range(40)], l2=0.1)
+    assert report["auroc"] == 1.0 and report["n"] == 40 and report["harmful"] == 20
 
 
 def test_cross_validation_is_skipped_when_a_fold_leaves_one_class() -> None:
@@ -271,12 +281,18 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
 ) -> None:
     critic = Critic(critic_llama, constitution(), critique_params(batch_size=2))
     params = CriticProbeParams(
-        layer=1, l2=1.0, sources=["gptfuzz", "xstest", "constructed"], heads=list(PROBE_HEADS)
+        layer=1,
+        request_layer=2,
+        l2=1.0,
+        sources=["gptfuzz", "xstest", "constructed"],
+        heads=list(PROBE_HEADS),
     )
-    inputs = feature_inputs(critic, ROWS, params.layer, critic.embedder.embedder_id)
+    layers = (params.layer, params.request_layer)
+    inputs = feature_inputs(critic, ROWS, layers, critic.embedder.embedder_id)
     log = ResumeLog(tmp_path, "train_critic", inputs)
     probe, metrics = train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log)
-    assert probe.layer == 1 and probe.critic == critic_llama.model_id
+    assert probe.layer == 1 and probe.request_layer == 2
+    assert probe.critic == critic_llama.model_id
     assert probe.embedder == critic.embedder.embedder_id
     assert probe.trained_on == {
         "constructed-noise": 1,
@@ -285,7 +301,8 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
         "xstest-m": 2,
     }
     assert sorted(probe.heads) == sorted(PROBE_HEADS)
-    assert len(probe.heads["request_harmful"].weights) == 384  # the request embedding only
+    # The request's embedding (MiniLM's 384) and its states (last and mean, the llama's 2 x 32).
+    assert len(probe.heads["request_harmful"].weights) == 384 + 2 * 32
     assert metrics["n"] == 8 and metrics["harmful"] == 2
     # refusal: all but g1, g3 (GPTFuzz harmless replies say nothing); on_task: g0, g2, x1, c0;
     # the request head: the six distinct prompts and the two requests.
@@ -300,6 +317,7 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     assert metrics["train"]["all"]["auroc"] == 1.0
     # Every row is scored out of fold (a constructed row in its answer's group).
     assert metrics["grouped_cv"]["all"]["n"] == 8
+    assert metrics["request_grouped_cv"]["n"] == 8
     # Every batch is logged; a rerun on the same inputs reads them back instead of recomputing.
     assert len(log.load()) == 4
     again, _ = train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log)
@@ -307,7 +325,7 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     save_probe(tmp_path / "probe.json", probe)
     assert load_probe(tmp_path / "probe.json") == probe
     # The features do not depend on the heads: a probe with fewer heads reuses the same log.
-    fewer = CriticProbeParams(layer=1, l2=1.0, sources=params.sources, heads=["response_harmful"])
+    fewer = replace(params, heads=["response_harmful"])
     harm_only, harm_metrics = train_probe(critic, ROWS, REQUESTS, fewer, batch_size=2, log=log)
     assert list(harm_only.heads) == ["response_harmful"]
     assert harm_only.heads["response_harmful"] == probe.heads["response_harmful"]
@@ -315,12 +333,13 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     assert len(log.load()) == 4
 
 
-def test_feature_inputs_change_with_the_layer_the_rows_and_the_embedder(
+def test_feature_inputs_change_with_the_layers_the_rows_and_the_embedder(
     critic_llama: LoadedModel,
 ) -> None:
     critic = Critic(critic_llama, constitution(), critique_params())
-    base = feature_inputs(critic, ROWS, 1, "embedder@1")
-    assert feature_inputs(critic, ROWS, 1, "embedder@1") == base
-    assert feature_inputs(critic, ROWS, 2, "embedder@1") != base
-    assert feature_inputs(critic, ROWS[:-1], 1, "embedder@1") != base
-    assert feature_inputs(critic, ROWS, 1, "embedder@2") != base
+    base = feature_inputs(critic, ROWS, (1, 1), "embedder@1")
+    assert feature_inputs(critic, ROWS, (1, 1), "embedder@1") == base
+    assert feature_inputs(critic, ROWS, (2, 1), "embedder@1") != base
+    assert feature_inputs(critic, ROWS, (1, 2), "embedder@1") != base
+    assert feature_inputs(critic, ROWS[:-1], (1, 1), "embedder@1") != base
+    assert feature_inputs(critic, ROWS, (1, 1), "embedder@2") != base

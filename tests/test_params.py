@@ -338,6 +338,7 @@ def test_several_samples_need_sampling(tmp_path: Path) -> None:
     ("key", "value", "message"),
     [
         ("layer", 0, "critic_probe.layer must be an integer >= 1"),
+        ("request_layer", 0, "critic_probe.request_layer must be an integer >= 1"),
         ("l2", 0.0, "critic_probe.l2 must be a number > 0"),
         ("sources", [], "critic_probe.sources must be a non-empty list"),
         ("sources", [" "], "critic_probe.sources must be a non-empty list"),

@@ -51,7 +51,7 @@ TINY = {
         "batch_size": BATCH_SIZE,
     },
     # The probe reads layer 2 of 30: a weak critic, but every code path of the real one.
-    "critic_probe": {"layer": 2},
+    "critic_probe": {"layer": 2, "request_layer": 2},
     # Every chosen sample becomes an example, and 2 of the 6 prompts go to validation.
     "sft": {"min_score": 1.0, "val_ratio": 0.34},
     "train": {"epochs": 1, "batch_size": 2, "max_seq_len": 128},
@@ -389,6 +389,7 @@ def test_critic_outputs(project: Project) -> None:
     root = project.root
     probe = read_json(root / "models" / "critic" / "probe.json")
     assert probe["layer"] == TINY["critic_probe"]["layer"]
+    assert probe["request_layer"] == TINY["critic_probe"]["request_layer"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
     trained = read_json(root / "metrics" / "critic_train.json")
