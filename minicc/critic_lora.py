@@ -4,7 +4,7 @@ One sequence-classification model reads a (request, reply) pair through the crit
 template (user = request, assistant = reply; both neutralised and cut to a number of tokens) and
 gives one logit per head of the probe (minicc/probe.py): `request_harmful`, `response_harmful`,
 `refusal`, `on_task`. `request_harmful` is read from the request's turn alone (one more, short,
-input per distinct request), as the probe's request head reads the request's embedding only.
+input per distinct request), as the probe's request head reads nothing of the reply.
 The score is the probe's: the expectation over the rubric's points of `rubric_distribution` of
 the four probabilities; a head not trained takes `probe.DEFAULTS`.
 Training is in minicc/critic_lora_training.py.
