@@ -21,7 +21,6 @@ from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features
 from minicc.prompting import encode_batch, format_request
 
-REQUEST_BATCH = 32
 REMEMBERED_REQUESTS = 4096
 """Request states a reader keeps (least recently used first out): a few tens of MB for the
 bundled model, far more than the requests a critique batch or the training rows share."""
@@ -62,22 +61,24 @@ class FeatureReader:
     def request_states(self, requests: list[str], layer: int) -> FloatArray:
         """Hidden states of decoder `layer` as the model reads each request alone, as a user turn
         it is about to answer (`format_request`): the last position and the mean over the turn,
-        side by side. Each distinct request is read once per reader (see `_request_states`).
+        side by side.
+
+        Each distinct request is read once per reader (see `_request_states`), in a pass of its
+        own: without padding or batch neighbours its states are exactly the same whichever batch
+        first needs it, so a resumed stage writes the same bytes as an uninterrupted one (in
+        bfloat16, a padded batch changes the last digits). Requests are short; the passes cost
+        little beside the judge input's.
         """
         known = self._request_states
-        missing = sorted(
-            {t for t in requests if (t, layer) not in known}, key=lambda t: (len(t), t)
-        )
-        for start in range(0, len(missing), REQUEST_BATCH):
-            chunk = missing[start : start + REQUEST_BATCH]
-            turns = [format_request(self.loaded, neutralise(t, self.special_tokens)) for t in chunk]
-            inputs = encode_batch(self.loaded, turns)
-            hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
-            mask = inputs["attention_mask"].unsqueeze(-1).float()
-            mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-            # Left padding: position -1 is every row's last real token.
-            states = torch.cat([hidden[:, -1], mean], dim=1).cpu().numpy().astype(np.float64)
-            known.update({(text, layer): state for text, state in zip(chunk, states, strict=True)})
+        for text in dict.fromkeys(requests):
+            if (text, layer) in known:
+                continue
+            turn = format_request(self.loaded, neutralise(text, self.special_tokens))
+            hidden = hidden_states_at(
+                self.loaded.model, layer, **encode_batch(self.loaded, [turn])
+            ).float()[0]
+            state = torch.cat([hidden[-1], hidden.mean(dim=0)]).cpu().numpy()
+            known[(text, layer)] = state.astype(np.float64)
         result = np.stack([known[(text, layer)] for text in requests])
         for text in requests:
             known.move_to_end((text, layer))
