@@ -37,7 +37,7 @@ class FeatureReader:
         self.special_tokens = special_tokens
         self._request_states: OrderedDict[tuple[str, int], FloatArray] = OrderedDict()
         """Request states already read, by (request, layer): a request has several replies,
-        spread over batches, and a long jailbreak request costs more than its replies."""
+        spread over batches (training sorts its rows by reply length)."""
         self._embedder: Embedder | None = None
 
     @property
