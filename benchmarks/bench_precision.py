@@ -125,7 +125,7 @@ def _one_precision(
     tokens = sum(c.num_tokens for c in generated)
 
     # The probe's features at its configured layer: no trained probe is needed to time them.
-    layers = (params.critic_probe.layer, params.critic_probe.request_layer)
+    layers = params.critic_probe.feature_layers
     critic = Critic(loaded, constitution, params.critique)
     rows = [(c.prompt, c.response) for c in generated]
     keys = [c.candidate_id for c in generated]

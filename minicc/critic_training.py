@@ -214,7 +214,7 @@ def train_probe(
 ) -> tuple[Probe, dict[str, Any]]:
     """Features, validation and the final fit; returns the probe and its training metrics."""
     started = time.perf_counter()
-    layers = (params.layer, params.request_layer)
+    layers = params.feature_layers
     features = extract_features(critic, rows, layers, batch_size, log)
     extracted = time.perf_counter()
     heads = fit_reply_heads(features, rows, params.heads, params.l2)

@@ -159,6 +159,11 @@ class CriticProbeParams:
     heads: list[str]
     """The probe's heads (minicc/probe.py HEAD_NAMES); `response_harmful` is required."""
 
+    @property
+    def feature_layers(self) -> tuple[int, int]:
+        """(layer, request_layer): the decoder layers `Critic.probe_features` reads."""
+        return (self.layer, self.request_layer)
+
     def __post_init__(self) -> None:
         _require(self.layer >= 1, "critic_probe.layer", "an integer >= 1", self.layer)
         _require(

@@ -97,7 +97,7 @@ def main(
             )
             return
         critic = open_critic(params, setup)
-        layers = (params.critic_probe.layer, params.critic_probe.request_layer)
+        layers = params.critic_probe.feature_layers
         inputs = feature_inputs(critic, rows, layers, critic.embedder.embedder_id)
         with resumable("train_critic", inputs) as log:
             probe, metrics = train_probe(

@@ -348,6 +348,12 @@ def test_critic_probe_ranges(key: str, value: Any, message: str, tmp_path: Path)
     assert message in rejected(with_value(tmp_path, "critic_probe", key, value))
 
 
+def test_feature_layers_are_the_judge_inputs_then_the_requests(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["critic_probe"].update(layer=7, request_layer=12)
+    assert load_params(write(tmp_path, raw)).critic_probe.feature_layers == (7, 12)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
