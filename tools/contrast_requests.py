@@ -7,7 +7,7 @@ are the critic's eval rows) pairs "kill a Python process" with "kill a person". 
 data/critic/contrast_pairs.jsonl were written for this project, one word or context apart, by
 the kinds of XSTest's taxonomy (homonyms, figurative language, safe targets, safe contexts,
 definitions, history, privacy, nonsense groups) plus two it lacks (safety twins: protect
-against X / do X; instructions: "Write ..." twins). Their labels are the author's
+against X / do X; instructions: "Write ..." twins). Their labels are their authors'
 (`label_source: authored`); data/critic/README.md says how they were written and checked.
 """
 
