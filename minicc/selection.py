@@ -17,19 +17,31 @@ original as rejected when the critic scores the revision higher by the policy's 
 CAI recipe.
 
 Only scored critiques take part: an unscored candidate has no score to rank by, and guessing one
-would put unjudged text into the training set. Ordering is deterministic so that `dvc repro`
-reproduces the same files: candidates rank by higher score first, ties broken by the smaller
-`candidate_id`; "worst first" ranks by lower score first, ties again broken by the smaller
-`candidate_id`. Output: prompts in input order; within a prompt the chosen rows best first, then
-the rejected rows worst first; the revised > original pairs follow the policy's pairs, in input
-order.
+would put unjudged text into the training set. A degenerate reply (empty, noise or a loop by
+`minicc.degeneration.is_degenerate`, the rule evaluation reports a rate of) is never chosen, under
+any policy and as no revised > original pair, however the critic scores it; it may still be
+rejected. The critic is what `select` optimises, so its errors become training data: in the default
+run it gave a looping revision ("I'm not sure where I'm supposed to be, but I'm here to help." over
+and over) 3.59, above its prompt's other candidates, so the loop became an SFT example and the
+chosen side of a preference pair (as did another looping revision). A fixed, model-free rule is a
+guard the critic cannot talk its way past. Ordering is deterministic so that `dvc repro` reproduces
+the same files: candidates rank by higher score first, ties broken by the smaller `candidate_id`;
+"worst first" ranks by lower score first, ties again broken by the smaller `candidate_id`. Output:
+prompts in input order; within a prompt the chosen rows best first, then the rejected rows worst
+first; the revised > original pairs follow the policy's pairs, in input order.
 """
 
 from collections.abc import Mapping
 
+from minicc.degeneration import is_degenerate
 from minicc.params import Policy, SelectParams
 from minicc.records import Critique, PreferencePair, Role, Selected, critique_score
 from minicc.text import jaccard, normalise
+
+
+def imitable(critique: Critique) -> bool:
+    """Whether a reply may be chosen: one to imitate, or the better side of a pair."""
+    return not is_degenerate(critique.response)
 
 
 def _best_first(critiques: list[Critique]) -> list[Critique]:
@@ -72,12 +84,16 @@ def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
 
 
 def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critique] | None:
-    """Best and worst candidate, or None when they are too close to trust.
+    """Best imitable and worst candidate, or None when they are too close to trust (or no
+    candidate is imitable).
 
     The rejected text must differ from the chosen one after normalising: a pair of the same
     answer twice would teach the model nothing but the critic's noise.
     """
-    chosen = _best_first(critiques)[0]
+    candidates = [c for c in critiques if imitable(c)]
+    if not candidates:
+        return None
+    chosen = _best_first(candidates)[0]
     chosen_text = normalise(chosen.response)
     for rejected in _worst_first(critiques):
         if normalise(rejected.response) != chosen_text:
@@ -92,7 +108,7 @@ def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critiqu
 def _diverse(
     critiques: list[Critique], params: SelectParams
 ) -> tuple[list[Critique], list[Critique]]:
-    """Chosen (best first) and rejected (worst first) among distinct candidates.
+    """Chosen (best first, imitable only) and rejected (worst first) among distinct candidates.
 
     Walking best to worst keeps the better-scored copy of each near-duplicate group.
     """
@@ -103,12 +119,15 @@ def _diverse(
             for other in kept
         ):
             kept.append(critique)
-    chosen = kept[: params.top_k]
+    chosen = [c for c in kept if imitable(c)][: params.top_k]
+    if not chosen:
+        return [], []
     # Trailing the weakest chosen by min_gap means trailing every chosen by at least that.
     # The worst-first list passes the gap test on a prefix, so cutting to bottom_k before or
     # after the test gives the same rows.
     weakest = critique_score(chosen[-1])
-    rest = _worst_first(kept[params.top_k :])[: params.bottom_k]
+    chosen_ids = {c.candidate_id for c in chosen}
+    rest = _worst_first([c for c in kept if c.candidate_id not in chosen_ids])[: params.bottom_k]
     rejected = [c for c in rest if weakest - critique_score(c) >= params.min_gap]
     return chosen, rejected
 
@@ -123,6 +142,7 @@ def _revision_pairs(
         original = by_id.get(origins.get(revision.candidate_id, ""))
         if (
             original is not None
+            and imitable(revision)
             and critique_score(revision) - critique_score(original) >= gap
             and normalise(revision.response) != normalise(original.response)
         ):
@@ -153,7 +173,7 @@ def select(
         rejected: list[Critique] = []
         match params.policy:
             case "best":
-                chosen = _best_first(group)[:1]
+                chosen = _best_first([c for c in group if imitable(c)])[:1]
             case "margin":
                 found = _margin(group, params.margin)
                 if found is not None:

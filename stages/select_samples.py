@@ -19,7 +19,7 @@ from minicc.errors import UserError
 from minicc.jsonl import atomic_write_files, read_numbered_records, read_records, records_text
 from minicc.params import load_params
 from minicc.records import Critique, Revision
-from minicc.selection import select
+from minicc.selection import imitable, select
 
 
 def read_revisions(
@@ -58,14 +58,15 @@ def main(
         rows = read_records(critiques, Critique)
         origins, revised = read_revisions(revisions, revision_critiques)
         selected, pairs = select(rows + revised, params.select, origins)
+        degenerate = sum(c.scored and not imitable(c) for c in rows + revised)
         atomic_write_files({out: records_text(selected), pairs_out: records_text(pairs)})
         roles = Counter(s.role for s in selected)
         chosen_revisions = sum(s.role == "chosen" and s.revision_of is not None for s in selected)
         print(
             f"select ({params.select.policy}): {roles['chosen']} chosen ({chosen_revisions} "
             f"revisions), {roles['rejected']} rejected from "
-            f"{len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs "
-            f"-> {out}, {pairs_out}"
+            f"{len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs; "
+            f"{degenerate} degenerate replies never chosen -> {out}, {pairs_out}"
         )
 
 

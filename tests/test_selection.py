@@ -315,3 +315,52 @@ def test_a_revision_pair_the_policy_already_made_is_not_repeated() -> None:
     critiques = [crit("p/0", 1.0), revision("p/0", 4.0)]
     _, pairs = select(critiques, select_params("margin", margin=1.0), {"p/0/rev1.0": "p/0"})
     assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0/rev1.0", "p/0")]
+
+
+# --- degenerate replies ---
+
+LOOP = "I am here to help. " * 8
+"""A reply `is_degenerate` calls a loop (32 words, nearly all 3-grams repeat)."""
+
+
+@pytest.mark.parametrize("degenerate", ["", "1111 2222 3333", LOOP], ids=["empty", "noise", "loop"])
+def test_best_never_chooses_a_degenerate_reply_however_high_it_scores(degenerate: str) -> None:
+    critiques = [crit("p/0", 4.9, degenerate), crit("p/1", 3.2), crit("p/2", 2.0)]
+    selected, _ = select(critiques, select_params("best"))
+    assert ids(selected) == [("p/1", "chosen")]
+
+
+def test_a_prompt_whose_replies_are_all_degenerate_gives_no_sample() -> None:
+    critiques = [crit("p/0", 4.9, LOOP), crit("p/1", 4.0, ""), crit("q/0", 3.0)]
+    for policy in ("best", "margin", "diverse"):
+        selected, pairs = select(critiques, select_params(policy, margin=0.0, min_gap=0.0))
+        assert {s.prompt_id for s in selected} <= {"q"}, policy
+        assert pairs == [], policy
+
+
+def test_margin_chooses_the_best_imitable_reply_and_may_reject_a_degenerate_one() -> None:
+    critiques = [crit("p/0", 4.9, LOOP), crit("p/1", 4.0), crit("p/2", 1.0, "")]
+    selected, pairs = select(critiques, select_params("margin", margin=1.0))
+    assert ids(selected) == [("p/1", "chosen"), ("p/2", "rejected")]
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/1", "p/2")]
+
+
+def test_diverse_skips_degenerate_replies_when_choosing_and_can_reject_them() -> None:
+    critiques = [
+        crit("p/0", 4.9, LOOP),
+        crit("p/1", 4.0, "First real answer."),
+        crit("p/2", 3.5, "Second, different answer here."),
+        crit("p/3", 1.0, "1111 2222"),
+    ]
+    params = select_params("diverse", top_k=2, bottom_k=2, min_gap=0.5)
+    selected, pairs = select(critiques, params)
+    # The loop scores above both chosen, so it fails the gap and is not rejected either.
+    assert ids(selected) == [("p/1", "chosen"), ("p/2", "chosen"), ("p/3", "rejected")]
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/1", "p/3"), ("p/2", "p/3")]
+
+
+def test_a_degenerate_revision_makes_no_revised_over_original_pair() -> None:
+    critiques = [crit("p/0", 1.0, "Sure, step one."), revision("p/0", 4.0, LOOP)]
+    selected, pairs = select(critiques, select_params("best", min_gap=0.5), {"p/0/rev1.0": "p/0"})
+    assert ids(selected) == [("p/0", "chosen")]
+    assert pairs == []
