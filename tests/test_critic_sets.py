@@ -84,8 +84,8 @@ EXPECTED = {
 # (source, harmful) -> requests: as many harmful as harmless.
 EXPECTED_REQUESTS = {
     ("advbench", True): 36,
-    ("contrast", False): 332,
-    ("contrast", True): 332,
+    ("contrast", False): 412,
+    ("contrast", True): 412,
     ("gptfuzz", True): 37,
     ("jailbreakbench-benign", False): 60,
     ("jailbreakbench-harmful", True): 36,
@@ -267,7 +267,7 @@ def test_responses_are_stripped_and_within_the_length_limit(name: str) -> None:
 def test_request_counts_per_source_and_label() -> None:
     rows = requests()
     assert dict(Counter((r.source, r.harmful) for r in rows)) == EXPECTED_REQUESTS
-    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 478
+    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 558
 
 
 def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:

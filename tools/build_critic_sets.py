@@ -23,11 +23,13 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
+import torch
 import typer
 from build_prompt_sets import load_pools, read_table
 from constructed_negatives import construct
-from contrast_requests import contrast_requests, load_contrast_pairs
+from contrast_requests import check_near_duplicates, contrast_requests, load_contrast_pairs
 
+from minicc.embedding import Embedder
 from minicc.errors import UserError
 from minicc.jsonl import write_records
 from minicc.labeled import LabeledRequest, LabeledResponse, ResponseKind
@@ -395,11 +397,16 @@ def main(
         eval_records.sort(key=attrgetter("source", "id"))
         train_records.sort(key=attrgetter("source", "id"))
         check_disjoint(train_records, eval_records)
-        excluded = {normalise(r.prompt) for r in eval_records}
-        excluded |= {normalise(p.prompt) for path in policy_files for p in load_prompts(path)}
+        protected = {r.prompt for r in eval_records}
+        protected |= {p.prompt for path in policy_files for p in load_prompts(path)}
+        excluded = {normalise(prompt) for prompt in protected}
         requests = request_rows(shared, excluded)
         public_requests = {normalise(r.prompt) for r in requests}
-        requests += contrast_requests(pairs, excluded | public_requests)
+        authored = contrast_requests(pairs, excluded | public_requests)
+        # float32 on the CPU: the check must give the same verdict on every machine.
+        embed = Embedder(torch.device("cpu"), torch.float32).embed
+        check_near_duplicates(authored, sorted(protected), embed)
+        requests += authored
         requests.sort(key=attrgetter("source", "id"))
         write_records(out / "eval.jsonl", eval_records)
         write_records(out / "train.jsonl", train_records)
