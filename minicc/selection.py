@@ -24,24 +24,42 @@ rejected. The critic is what `select` optimises, so its errors become training d
 run it gave a looping revision ("I'm not sure where I'm supposed to be, but I'm here to help." over
 and over) 3.59, above its prompt's other candidates, so the loop became an SFT example and the
 chosen side of a preference pair (as did another looping revision). A fixed, model-free rule is a
-guard the critic cannot talk its way past. Ordering is deterministic so that `dvc repro` reproduces
+guard the critic cannot talk its way past. For the same reason a reply the off-topic detector
+(`minicc.off_topic`, the rule evaluation reports `off_topic_rate` by) flags is never chosen either:
+in the same run the critic gave "Sure, I can certainly assist you with that. However, I'm afraid
+I'm currently offline ..." 4.59 and a rambling revision ("You can't help, but I'm here to help,
+but I'm not sure I'm sure I'm helping. ...") 4.29, and both became SFT examples. The caller runs
+the detector (it needs an embedding model) and passes the flagged ids. Both guards make
+evaluation's degeneration and off-topic rates less blind to selection: they are data filters
+here, not objectives, but a fine-tuned model that learned from filtered data may score better on
+them for that reason alone. Ordering is deterministic so that `dvc repro` reproduces
 the same files: candidates rank by higher score first, ties broken by the smaller `candidate_id`;
 "worst first" ranks by lower score first, ties again broken by the smaller `candidate_id`. Output:
 prompts in input order; within a prompt the chosen rows best first, then the rejected rows worst
 first; the revised > original pairs follow the policy's pairs, in input order.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from minicc.degeneration import is_degenerate
+from minicc.off_topic import OffTopicCheck
 from minicc.params import Policy, SelectParams
 from minicc.records import Critique, PreferencePair, Role, Selected, critique_score
 from minicc.text import jaccard, normalise
 
 
-def imitable(critique: Critique) -> bool:
-    """Whether a reply may be chosen: one to imitate, or the better side of a pair."""
-    return not is_degenerate(critique.response)
+def off_topic_ids(critiques: list[Critique], off_topic: OffTopicCheck) -> frozenset[str]:
+    """The candidate ids of the scored replies that `off_topic` flags, all checked as one set
+    (its generic-reply clause counts a reply given to several requests of the set)."""
+    scored = [c for c in critiques if c.scored]
+    flags = off_topic([c.prompt for c in scored], [c.response for c in scored])
+    return frozenset(c.candidate_id for c, flag in zip(scored, flags, strict=True) if flag)
+
+
+def imitable(critique: Critique, off_topic: Collection[str] = frozenset()) -> bool:
+    """Whether a reply may be chosen (one to imitate, or the better side of a pair): not
+    degenerate and not among the `off_topic` candidate ids."""
+    return not is_degenerate(critique.response) and critique.candidate_id not in off_topic
 
 
 def _best_first(critiques: list[Critique]) -> list[Critique]:
@@ -83,14 +101,16 @@ def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
     )
 
 
-def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critique] | None:
+def _margin(
+    critiques: list[Critique], margin: float, off_topic: Collection[str]
+) -> tuple[Critique, Critique] | None:
     """Best imitable and worst candidate, or None when they are too close to trust (or no
     candidate is imitable).
 
     The rejected text must differ from the chosen one after normalising: a pair of the same
     answer twice would teach the model nothing but the critic's noise.
     """
-    candidates = [c for c in critiques if imitable(c)]
+    candidates = [c for c in critiques if imitable(c, off_topic)]
     if not candidates:
         return None
     chosen = _best_first(candidates)[0]
@@ -106,7 +126,7 @@ def _margin(critiques: list[Critique], margin: float) -> tuple[Critique, Critiqu
 
 
 def _diverse(
-    critiques: list[Critique], params: SelectParams
+    critiques: list[Critique], params: SelectParams, off_topic: Collection[str]
 ) -> tuple[list[Critique], list[Critique]]:
     """Chosen (best first, imitable only) and rejected (worst first) among distinct candidates.
 
@@ -119,7 +139,7 @@ def _diverse(
             for other in kept
         ):
             kept.append(critique)
-    chosen = [c for c in kept if imitable(c)][: params.top_k]
+    chosen = [c for c in kept if imitable(c, off_topic)][: params.top_k]
     if not chosen:
         return [], []
     # Trailing the weakest chosen by min_gap means trailing every chosen by at least that.
@@ -133,7 +153,7 @@ def _diverse(
 
 
 def _revision_pairs(
-    critiques: list[Critique], origins: Mapping[str, str], gap: float
+    critiques: list[Critique], origins: Mapping[str, str], gap: float, off_topic: Collection[str]
 ) -> list[PreferencePair]:
     """Revised > original, for each scored revision the critic prefers by at least `gap`."""
     by_id = {c.candidate_id: c for c in critiques if c.scored}
@@ -142,7 +162,7 @@ def _revision_pairs(
         original = by_id.get(origins.get(revision.candidate_id, ""))
         if (
             original is not None
-            and imitable(revision)
+            and imitable(revision, off_topic)
             and critique_score(revision) - critique_score(original) >= gap
             and normalise(revision.response) != normalise(original.response)
         ):
@@ -154,11 +174,13 @@ def select(
     critiques: list[Critique],
     params: SelectParams,
     origins: Mapping[str, str] | None = None,
+    off_topic: Collection[str] = frozenset(),
 ) -> tuple[list[Selected], list[PreferencePair]]:
     """Selected samples and preference pairs for every prompt with at least one scored row.
 
     `critiques` holds the candidates' and the revisions' critiques; `origins` maps each
-    revision's id to its original candidate's id (empty without revisions).
+    revision's id to its original candidate's id (empty without revisions); `off_topic` holds
+    the candidate ids never to choose (`off_topic_ids`).
     """
     origins = origins or {}
     by_prompt: dict[str, list[Critique]] = {}
@@ -173,18 +195,18 @@ def select(
         rejected: list[Critique] = []
         match params.policy:
             case "best":
-                chosen = _best_first([c for c in group if imitable(c)])[:1]
+                chosen = _best_first([c for c in group if imitable(c, off_topic)])[:1]
             case "margin":
-                found = _margin(group, params.margin)
+                found = _margin(group, params.margin, off_topic)
                 if found is not None:
                     chosen, rejected = [found[0]], [found[1]]
             case "diverse":
-                chosen, rejected = _diverse(group, params)
+                chosen, rejected = _diverse(group, params, off_topic)
         selected += [_selected(c, "chosen", params.policy, origins) for c in chosen]
         selected += [_selected(r, "rejected", params.policy, origins) for r in rejected]
         pairs += [_pair(c, r) for c in chosen for r in rejected]
     gap = params.margin if params.policy == "margin" else params.min_gap
     seen = {(p.chosen_id, p.rejected_id) for p in pairs}
-    revised = _revision_pairs(critiques, origins, gap)
+    revised = _revision_pairs(critiques, origins, gap, off_topic)
     pairs += [p for p in revised if (p.chosen_id, p.rejected_id) not in seen]
     return selected, pairs

@@ -6,6 +6,8 @@
 
 Candidates and their revisions compete alike (see minicc/selection.py). Every policy writes the
 same flat schema; for `best` the pairs file (TRL DPO format) holds only revised > original pairs.
+Degenerate and off-topic replies are never chosen; the off-topic detector's embedding model
+(minicc/off_topic.py) runs on `models.device` in `models.dtype`.
 """
 
 from collections import Counter
@@ -17,9 +19,10 @@ import typer
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.errors import UserError
 from minicc.jsonl import atomic_write_files, read_numbered_records, read_records, records_text
+from minicc.off_topic import OffTopicDetector
 from minicc.params import load_params
 from minicc.records import Critique, Revision
-from minicc.selection import imitable, select
+from minicc.selection import imitable, off_topic_ids, select
 
 
 def read_revisions(
@@ -57,7 +60,8 @@ def main(
         params = load_params(params_file)
         rows = read_records(critiques, Critique)
         origins, revised = read_revisions(revisions, revision_critiques)
-        selected, pairs = select(rows + revised, params.select, origins)
+        off_topic = off_topic_ids(rows + revised, OffTopicDetector.open(params.models))
+        selected, pairs = select(rows + revised, params.select, origins, off_topic)
         degenerate = sum(c.scored and not imitable(c) for c in rows + revised)
         atomic_write_files({out: records_text(selected), pairs_out: records_text(pairs)})
         roles = Counter(s.role for s in selected)
@@ -66,7 +70,8 @@ def main(
             f"select ({params.select.policy}): {roles['chosen']} chosen ({chosen_revisions} "
             f"revisions), {roles['rejected']} rejected from "
             f"{len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs; "
-            f"{degenerate} degenerate replies never chosen -> {out}, {pairs_out}"
+            f"{degenerate} degenerate and {len(off_topic)} off-topic replies never chosen -> "
+            f"{out}, {pairs_out}"
         )
 
 

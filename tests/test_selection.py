@@ -1,6 +1,7 @@
 """Selection policies on hand-built critiques: every expectation below is worked out by hand."""
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 from conftest import make_critique, select_params
@@ -8,7 +9,7 @@ from conftest import make_critique, select_params
 from minicc.errors import UserError
 from minicc.params import Policy
 from minicc.records import Category, Critique, Selected
-from minicc.selection import select
+from minicc.selection import off_topic_ids, select
 
 
 def crit(
@@ -364,3 +365,52 @@ def test_a_degenerate_revision_makes_no_revised_over_original_pair() -> None:
     selected, pairs = select(critiques, select_params("best", min_gap=0.5), {"p/0/rev1.0": "p/0"})
     assert ids(selected) == [("p/0", "chosen")]
     assert pairs == []
+
+
+# --- off-topic replies (ids the caller's detector flagged) ---
+
+
+@pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
+def test_an_off_topic_reply_is_never_chosen_however_high_it_scores(policy: Policy) -> None:
+    critiques = [crit("p/0", 4.9), crit("p/1", 3.2), crit("p/2", 1.0)]
+    params = select_params(policy, margin=1.0, top_k=1, bottom_k=1, min_gap=0.5)
+    selected, pairs = select(critiques, params, off_topic={"p/0"})
+    chosen = [s.candidate_id for s in selected if s.role == "chosen"]
+    assert chosen == ["p/1"]
+    assert all(p.chosen_id == "p/1" for p in pairs)
+
+
+def test_margin_may_reject_an_off_topic_reply() -> None:
+    critiques = [crit("p/0", 4.0), crit("p/1", 1.0)]
+    selected, _ = select(critiques, select_params("margin", margin=1.0), off_topic={"p/1"})
+    assert ids(selected) == [("p/0", "chosen"), ("p/1", "rejected")]
+
+
+def test_an_off_topic_revision_makes_no_revised_over_original_pair() -> None:
+    critiques = [crit("p/0", 1.0, "Sure, step one."), revision("p/0", 4.0, "It is sunny.")]
+    origins = {"p/0/rev1.0": "p/0"}
+    params = select_params("best", min_gap=0.5)
+    selected, pairs = select(critiques, params, origins, off_topic={"p/0/rev1.0"})
+    assert ids(selected) == [("p/0", "chosen")]
+    assert pairs == []
+    # Without the flag the same revision is chosen and paired: the flag is what stops it.
+    selected, pairs = select(critiques, params, origins)
+    assert ids(selected) == [("p/0/rev1.0", "chosen")]
+    assert len(pairs) == 1
+
+
+def test_off_topic_ids_checks_the_scored_replies_as_one_set() -> None:
+    critiques = [
+        crit("p/0", 4.0, "About p."),
+        crit("q/0", 3.0, "The weather is fine."),
+        crit("r/0", None, "The weather is fine."),
+    ]
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def detector(prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
+        seen.append((list(prompts), list(responses)))
+        return ["weather" in r for r in responses]
+
+    assert off_topic_ids(critiques, detector) == frozenset({"q/0"})
+    # One call, on the scored rows only (an unscored row is never chosen anyway).
+    assert seen == [(["prompt p", "prompt q"], ["About p.", "The weather is fine."])]
