@@ -24,6 +24,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -423,18 +425,27 @@ def test_second_repro_runs_nothing(project: Project) -> None:
     assert UP_TO_DATE in again.stdout
 
 
-def exp_run(
+@contextmanager
+def experiment(
     project: Project, assignment: str | list[str], *targets: str
-) -> subprocess.CompletedProcess[str]:
-    """`dvc exp run -S assignment... [targets]` on the committed baseline, then the baseline
-    restored."""
+) -> Iterator[subprocess.CompletedProcess[str]]:
+    """`dvc exp run -S assignment... [targets]` on the committed baseline: inside the block the
+    workspace holds the experiment's outputs, after it the baseline is restored."""
     assignments = [assignment] if isinstance(assignment, str) else assignment
     command = ["dvc", "exp", "run", *(a for x in assignments for a in ("-S", x)), *targets]
     try:
-        return run_ok(command, project.root, project.cache)
+        yield run_ok(command, project.root, project.cache)
     finally:
         run_ok(["git", "checkout", "--", "."], project.root, project.cache)
         run_ok(["dvc", "checkout", "--force"], project.root, project.cache)
+
+
+def exp_run(
+    project: Project, assignment: str | list[str], *targets: str
+) -> subprocess.CompletedProcess[str]:
+    """An `experiment` whose outputs are not looked at: its dvc output, the baseline restored."""
+    with experiment(project, assignment, *targets) as done:
+        return done
 
 
 def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
@@ -442,10 +453,11 @@ def test_experiment_reruns_only_what_a_param_touches(project: Project) -> None:
     # fewer rows keep the test fast.
     revisions = project.root / "data" / "revisions.jsonl"
     before = revisions.read_bytes()
-    fewer = exp_run(project, "generate.num_candidates=1", TARGET)
-    # critique@revisions reruns only if revise wrote other revisions: with one candidate per
-    # prompt, whether any scores below revise.threshold depends on the critic's numbers.
-    revised = ["critique@revisions"] if revisions.read_bytes() != before else []
+    with experiment(project, "generate.num_candidates=1", TARGET) as fewer:
+        # critique@revisions reruns only if revise wrote other revisions: with one candidate
+        # per prompt, which ones score below revise.threshold depends on the critic's numbers
+        # (and the CPU). Read inside the block: after it the baseline's file is back.
+        revised = ["critique@revisions"] if revisions.read_bytes() != before else []
     assert RUNNING.findall(fewer.stdout) == [
         "generate",
         "critique@candidates",
