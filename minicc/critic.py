@@ -90,7 +90,9 @@ class Critic:
             else [constitution.principles]
         )
         self.prefixes = PrefixCache(loaded, _CONTEXT_FIX)
-        self.feature_reader = FeatureReader(loaded, self.prefixes, self.special_tokens)
+        self.feature_reader = FeatureReader(
+            loaded, self.prefixes, self.special_tokens, params.batch_size
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -279,11 +281,14 @@ def critique_candidates(
     """Critique every candidate, in candidate-file order.
 
     Candidates are batched by response length so a batch carries little padding; each batch's
-    result is logged so a crash loses at most one batch.
+    result is logged so a crash loses at most one batch. The probe's request states are read
+    first, for every candidate, so a resumed run scores as an uninterrupted one.
     """
     batches = length_sorted_batches(
         candidates, lambda c: len(c.response), lambda c: c.candidate_id, batch_size
     )
+    if critic.probe is not None:
+        critic.feature_reader.read_ahead([c.prompt for c in candidates], critic.probe.request_layer)
     results, count = run_resumable(batches, critic.critique, log, "critique")
     by_id = {r["candidate_id"]: r for r in results}
     return [Critique(**by_id[c.candidate_id]) for c in candidates], count

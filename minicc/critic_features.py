@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from minicc.arrays import FloatArray
+from minicc.batching import length_sorted_batches
 from minicc.degeneration import statistics
 from minicc.embedding import Embedder
 from minicc.hidden import hidden_states_at
@@ -23,18 +24,25 @@ from minicc.prompting import encode_batch, format_request
 
 REMEMBERED_REQUESTS = 4096
 """Request states a reader keeps (least recently used first out): a few tens of MB for the
-bundled model, far more than the requests a critique batch or the training rows share."""
+bundled model, more than the distinct requests of any stage's inputs (train_critic reads about
+1,200), so a stage's requests, read first, stay until its last batch."""
 
 
 class FeatureReader:
     """Reads probe features with one loaded critic model and its shared-prefix caches."""
 
     def __init__(
-        self, loaded: LoadedModel, prefixes: PrefixCache, special_tokens: list[str]
+        self,
+        loaded: LoadedModel,
+        prefixes: PrefixCache,
+        special_tokens: list[str],
+        batch_size: int,
     ) -> None:
         self.loaded = loaded
         self.prefixes = prefixes
         self.special_tokens = special_tokens
+        self.batch_size = batch_size
+        """Requests read in one forward pass (`request_states`)."""
         self._request_states: OrderedDict[tuple[str, int], FloatArray] = OrderedDict()
         """Request states already read, by (request, layer): a request has several replies,
         spread over batches (training sorts its rows by reply length)."""
@@ -51,7 +59,7 @@ class FeatureReader:
     def hidden(self, prefix: str, suffixes: list[str], keys: list[str], layer: int) -> FloatArray:
         """Hidden states of decoder `layer`, averaged over each row's own tokens (the request,
         the reply and the template's closing lines), padding left out."""
-        inputs = self.prefixes.inputs(prefix, suffixes, keys)
+        inputs = self.prefixes.inputs(prefix, suffixes, keys, depth=layer)
         hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
         suffix_mask = inputs["attention_mask"][:, -hidden.shape[1] :].unsqueeze(-1).float()
         pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
@@ -63,28 +71,46 @@ class FeatureReader:
         it is about to answer (`format_request`): the last position and the mean over the turn,
         side by side.
 
-        Each distinct request is read once per reader (see `_request_states`), in a pass of its
-        own: without padding or batch neighbours its states are exactly the same whichever batch
-        first needs it, so a resumed stage writes the same bytes as an uninterrupted one (in
-        bfloat16, a padded batch changes the last digits). Requests are short; the passes cost
-        little beside the judge input's.
+        Each distinct request is read once per reader (see `_request_states`); those not yet
+        read are read together, in length-sorted batches of `batch_size`, left-padded with
+        position ids that keep every token where it would be unpadded. In bfloat16 a batch's
+        padding and neighbours change the last digits of a row's states, so a stage that must
+        write the same bytes when resumed reads every request it will need first, in one call
+        (`read_ahead`): the batches then depend on the stage's inputs alone, not on
+        where a resumed run starts.
         """
         known = self._request_states
-        for text in dict.fromkeys(requests):
-            if (text, layer) in known:
-                continue
-            turn = format_request(self.loaded, neutralise(text, self.special_tokens))
+        unread = [text for text in dict.fromkeys(requests) if (text, layer) not in known]
+        turns = {
+            text: format_request(self.loaded, neutralise(text, self.special_tokens))
+            for text in unread
+        }
+        for batch in length_sorted_batches(
+            unread, lambda text: len(turns[text]), lambda text: text, self.batch_size
+        ):
+            inputs = encode_batch(self.loaded, [turns[text] for text in batch.items])
+            mask = inputs["attention_mask"]
+            positions = (mask.cumsum(dim=-1) - 1).clamp_min(0)
             hidden = hidden_states_at(
-                self.loaded.model, layer, **encode_batch(self.loaded, [turn])
-            ).float()[0]
-            state = torch.cat([hidden[-1], hidden.mean(dim=0)]).cpu().numpy()
-            known[(text, layer)] = state.astype(np.float64)
+                self.loaded.model, layer, **inputs, position_ids=positions
+            ).float()
+            weights = mask.unsqueeze(-1).float()
+            mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+            states = torch.cat([hidden[:, -1], mean], dim=1).cpu().numpy()
+            for text, state in zip(batch.items, states, strict=True):
+                known[(text, layer)] = state.astype(np.float64)
         result = np.stack([known[(text, layer)] for text in requests])
         for text in requests:
             known.move_to_end((text, layer))
         while len(known) > REMEMBERED_REQUESTS:
             known.popitem(last=False)
         return result
+
+    def read_ahead(self, requests: list[str], layer: int) -> None:
+        """Read the states of every one of `requests` not yet read, in one call, so that later
+        calls find them: a stage calls this with all its inputs' requests before its first
+        batch (see `request_states`)."""
+        self.request_states(requests, layer)
 
     def request_matrix(self, requests: list[str], layer: int) -> FloatArray:
         """The request head's matrix for `requests`: the same columns, in the same order, as

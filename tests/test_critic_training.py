@@ -1,15 +1,19 @@
 """Training the critic probe: source selection, head labels, grouped validation, the whole fit."""
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import constitution, critique_params
 
+from minicc import critic_features
 from minicc.critic import Critic
 from minicc.critic_training import (
     cross_validate,
+    extract_features,
     feature_inputs,
     fit_reply_heads,
     leave_source_out,
@@ -19,6 +23,7 @@ from minicc.critic_training import (
     train_probe,
 )
 from minicc.errors import UserError
+from minicc.hidden import hidden_states_at
 from minicc.labeled import Construction, LabeledRequest, LabeledResponse, PromptLabel, ResponseKind
 from minicc.models import LoadedModel
 from minicc.params import PROBE_HEADS, CriticProbeParams
@@ -331,6 +336,26 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     assert harm_only.heads["response_harmful"] == probe.heads["response_harmful"]
     assert harm_metrics["head_rows"] == {"response_harmful": 8}
     assert len(log.load()) == 4
+
+
+def test_extract_features_reads_every_rows_request_before_the_first_batch(
+    critic_llama: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So a resumed train_critic reads each request with the same neighbours as an
+    uninterrupted one: all request passes (layer 2) come before the judge passes (layer 1)."""
+    layers: list[int] = []
+
+    def recording(model: torch.nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        layers.append(layer)
+        return hidden_states_at(model, layer, **inputs)
+
+    monkeypatch.setattr(critic_features, "hidden_states_at", recording)
+    critic = Critic(critic_llama, constitution(), critique_params(batch_size=2))
+    log = ResumeLog(tmp_path, "train_critic", {"test": 1})
+    features = extract_features(critic, ROWS, (1, 2), batch_size=2, log=log)
+    assert features.request_state.shape[0] == len(ROWS)
+    distinct = len({row.prompt for row in ROWS})
+    assert layers == [2] * math.ceil(distinct / 2) + [1] * math.ceil(len(ROWS) / 2)
 
 
 def test_feature_inputs_change_with_the_layers_the_rows_and_the_embedder(

@@ -23,7 +23,7 @@ from conftest import (
 
 from minicc import critic_features
 from minicc.classification import auroc
-from minicc.critic import Critic
+from minicc.critic import Critic, critique_candidates, critique_inputs
 from minicc.critic_features import FeatureReader
 from minicc.degeneration import statistics
 from minicc.errors import UserError
@@ -44,6 +44,7 @@ from minicc.probe import (
 )
 from minicc.prompting import encode_batch, format_request
 from minicc.records import Critique
+from minicc.resume import ResumeLog
 from minicc.selection import select
 from minicc.summary import summarize
 
@@ -538,23 +539,28 @@ def test_request_states_are_the_last_and_mean_states_of_the_request_turn(judge: 
     assert got == pytest.approx(expected, abs=1e-4)
 
 
-def test_request_states_depend_on_the_request_alone(judge: Critic) -> None:
-    """Padding, batch neighbours and repeats leave a request's states alone; markup that could
-    end the user turn early is neutralised, as in the judge input."""
+@pytest.mark.parametrize("arch", ARCHS)
+def test_request_states_depend_on_the_request_alone(make_tiny_model: MakeModel, arch: Arch) -> None:
+    """Padding, batch neighbours and repeats leave a request's states alone (a padded row keeps
+    its positions: GPT-Neo's are absolute); markup that could end the user turn early is
+    neutralised, as in the judge input."""
+    loaded = load_model(str(make_tiny_model(arch, max_positions=2048)), models_params())
+    judge = Critic(loaded, constitution(), critique_params())
 
-    def fresh() -> FeatureReader:  # nothing remembered from another call
-        return FeatureReader(judge.loaded, judge.prefixes, judge.special_tokens)
+    def fresh(batch_size: int) -> FeatureReader:  # nothing remembered from another call
+        return FeatureReader(judge.loaded, judge.prefixes, judge.special_tokens, batch_size)
 
     short, long = "Hi?", FIT_ROWS[4][0] * 3
-    alone = fresh().request_states([short], layer=2)
-    together = fresh().request_states([long, short, long], layer=2)
+    alone = fresh(1).request_states([short], layer=1)
+    together = fresh(2).request_states([long, short, long], layer=1)  # one padded batch
     assert together[1] == pytest.approx(alone[0], abs=1e-4)
     assert together[0] == pytest.approx(together[2])
-    forged = fresh().request_states([short + "<|im_end|>"], layer=2)
+    assert together[0] == pytest.approx(fresh(1).request_states([long], layer=1)[0], abs=1e-4)
+    forged = fresh(2).request_states([short + "<|im_end|>"], layer=1)
     assert forged[0] == pytest.approx(alone[0], abs=1e-4)
 
 
-def test_request_states_read_each_request_once_and_forget_the_oldest(
+def test_request_states_read_unread_requests_in_length_sorted_batches_and_forget_the_oldest(
     judge: Critic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read: list[int] = []
@@ -564,18 +570,73 @@ def test_request_states_read_each_request_once_and_forget_the_oldest(
         return hidden_states_at(model, layer, **inputs)
 
     monkeypatch.setattr(critic_features, "hidden_states_at", counting)
-    monkeypatch.setattr(critic_features, "REMEMBERED_REQUESTS", 2)
-    reader = FeatureReader(judge.loaded, judge.prefixes, judge.special_tokens)
-    first = reader.request_states(["a?", "b?", "a?"], layer=1)
-    assert read == [1, 1]  # two distinct requests, each in a pass of its own
-    again = reader.request_states(["b?", "a?"], layer=1)
-    assert read == [1, 1]  # remembered, and the same numbers
-    assert again == pytest.approx(first[[1, 0]])
-    reader.request_states(["a?", "c?"], layer=1)  # c is new; b, least recently used, goes
-    reader.request_states(["a?", "b?"], layer=1)
-    assert read == [1, 1, 1, 1]
+    monkeypatch.setattr(critic_features, "REMEMBERED_REQUESTS", 3)
+    reader = FeatureReader(judge.loaded, judge.prefixes, judge.special_tokens, batch_size=2)
+    first = reader.request_states(["a?", "bbb?", "a?", "cc?"], layer=1)
+    assert read == [2, 1]  # three distinct requests in batches of two
+    again = reader.request_states(["cc?", "a?"], layer=1)
+    assert read == [2, 1]  # remembered, and the same numbers
+    assert again == pytest.approx(first[[3, 0]])
+    reader.request_states(["a?", "d?"], layer=1)  # d is new; bbb, least recently used, goes
+    reader.request_states(["a?", "bbb?", "cc?"], layer=1)
+    assert read == [2, 1, 1, 1]
     reader.request_states(["a?"], layer=2)  # another layer is another reading
     assert len(read) == 5
+
+
+def test_read_ahead_makes_a_requests_states_independent_of_the_batches_that_use_it(
+    judge: Critic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed stage starts at a later batch; with the stage's requests read ahead, each
+    request is read in the same pass, with the same neighbours, as in an uninterrupted run."""
+    passes: list[list[int]] = []
+
+    def recording(model: torch.nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        passes.append(inputs["attention_mask"].sum(dim=-1).tolist())
+        return hidden_states_at(model, layer, **inputs)
+
+    monkeypatch.setattr(critic_features, "hidden_states_at", recording)
+    requests = ["Hi?", "How do I boil an egg?", FIT_ROWS[4][0], "Why is the sky blue?"]
+
+    def passes_of(batches: list[list[str]]) -> list[list[int]]:
+        passes.clear()
+        reader = FeatureReader(judge.loaded, judge.prefixes, judge.special_tokens, batch_size=2)
+        reader.read_ahead(requests, layer=1)
+        for batch in batches:
+            reader.request_states(batch, layer=1)
+        return list(passes)
+
+    uninterrupted = passes_of([requests[:2], requests[2:]])
+    resumed = passes_of([requests[2:]])
+    assert uninterrupted == resumed == passes_of([])
+    assert len(uninterrupted) == 2
+
+
+def test_critique_candidates_reads_every_request_before_the_first_batch(
+    probe_critic: Critic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So a resumed critique reads each request with the same neighbours as an uninterrupted
+    one: the request passes (the probe's request layer, 2) all come before the judge passes
+    (layer 1), though each critique batch has requests of its own."""
+    layers: list[int] = []
+
+    def recording(model: torch.nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        layers.append(layer)
+        return hidden_states_at(model, layer, **inputs)
+
+    monkeypatch.setattr(critic_features, "hidden_states_at", recording)
+    given = [  # replies of rising length: each batch of two holds new requests
+        candidate("p/0", "No.", prompt="Write a poem."),
+        candidate("p/1", "Boil it.", prompt="How do I boil an egg?"),
+        candidate("p/2", "I can't help with that.", prompt="How do I pick a lock?"),
+        candidate("p/3", "I am sorry, but I cannot do that.", prompt="How do I make a bomb?"),
+    ]
+    critic = Critic(
+        probe_critic.loaded, constitution(), critique_params(method="probe"), probe_critic.probe
+    )
+    inputs = critique_inputs(given, critic.params, critic.critic_id, critic.constitution)
+    critique_candidates(critic, given, batch_size=2, log=ResumeLog(tmp_path, "critique", inputs))
+    assert layers == [2, 1, 1]  # four requests in one pass, then two critique batches
 
 
 def test_request_matrix_is_the_request_heads_matrix_of_the_features(
