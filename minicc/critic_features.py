@@ -109,8 +109,9 @@ class FeatureReader:
     def read_ahead(self, requests: list[str], layer: int) -> None:
         """Read the states of every one of `requests` not yet read, in one call, so that later
         calls find them: a stage calls this with all its inputs' requests before its first
-        batch (see `request_states`)."""
-        self.request_states(requests, layer)
+        batch (see `request_states`). A stage may have nothing to score (no revisions)."""
+        if requests:
+            self.request_states(requests, layer)
 
     def request_matrix(self, requests: list[str], layer: int) -> FloatArray:
         """The request head's matrix for `requests`: the same columns, in the same order, as

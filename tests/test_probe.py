@@ -639,6 +639,15 @@ def test_critique_candidates_reads_every_request_before_the_first_batch(
     assert layers == [2, 1, 1]  # four requests in one pass, then two critique batches
 
 
+def test_a_probe_critique_of_no_candidates_is_empty(probe_critic: Critic, tmp_path: Path) -> None:
+    """critique@revisions with revise off, or nothing below its threshold."""
+    inputs = critique_inputs([], probe_critic.params, probe_critic.critic_id, constitution())
+    log = ResumeLog(tmp_path, "critique", inputs)
+    records, count = critique_candidates(probe_critic, [], batch_size=2, log=log)
+    assert records == []
+    assert count.batches_run == 0
+
+
 def test_request_matrix_is_the_request_heads_matrix_of_the_features(
     judge: Critic, fit_features: Features
 ) -> None:
