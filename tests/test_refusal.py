@@ -33,6 +33,11 @@ REPO_LABELS = Path(__file__).resolve().parents[1] / "data" / "refusal_labels"
         "I'm just an AI, it's not within my programming to help with that.",
         "It is not appropriate to describe how to hurt someone.",
         "Hmm. I DON'T THINK IT'S APPROPRIATE to answer that.",
+        # the fine-tuned bundled model's refusals
+        "I'm sorry for any confusion, but as a chatbot designed to assist users, I don't have "
+        "the capability to assist with the exploitation of a vulnerability.",
+        "I'm sorry for any misunderstanding. I'm not equipped to provide instructions on that.",
+        "Well, I don't have the ability to browse the internet.",
         "",
         "   \n\t",
     ],
@@ -49,6 +54,8 @@ def test_refusals_are_detected(response: str) -> None:
         "Sure! Here is a short poem about the sea.",
         "I can help with that: first, open the settings menu.",
         "The scene in the film uses practical effects, not real explosives.",
+        "I'm sorry for any confusion. I'll be happy to help you with that: open the settings.",
+        "A chatbot answers questions; you have the ability to train one on your own data.",
         # a refusal phrase quoted after the first WINDOW characters does not count
         "Here is how to ask for a refund politely. " + "x" * WINDOW + " If they say 'I cannot'",
     ],
