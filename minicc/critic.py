@@ -281,15 +281,20 @@ def critique_candidates(
     """Critique every candidate, in candidate-file order.
 
     Candidates are batched by response length so a batch carries little padding; each batch's
-    result is logged so a crash loses at most one batch. The probe's request states are read
-    first, for every candidate, so a resumed run scores as an uninterrupted one.
+    result is logged so a crash loses at most one batch. Before the first batch that is not
+    resumed, the probe's request states are read for every candidate, so a resumed run scores
+    as an uninterrupted one.
     """
     batches = length_sorted_batches(
         candidates, lambda c: len(c.response), lambda c: c.candidate_id, batch_size
     )
-    if critic.probe is not None:
-        critic.feature_reader.read_ahead([c.prompt for c in candidates], critic.probe.request_layer)
-    results, count = run_resumable(batches, critic.critique, log, "critique")
+    probe = critic.probe
+
+    def read_requests() -> None:
+        if probe is not None:
+            critic.feature_reader.read_ahead([c.prompt for c in candidates], probe.request_layer)
+
+    results, count = run_resumable(batches, critic.critique, log, "critique", read_requests)
     by_id = {r["candidate_id"]: r for r in results}
     return [Critique(**by_id[c.candidate_id]) for c in candidates], count
 

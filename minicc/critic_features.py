@@ -18,6 +18,7 @@ from minicc.embedding import Embedder
 from minicc.hidden import hidden_states_at
 from minicc.models import LoadedModel
 from minicc.neutralise import neutralise
+from minicc.padding import masked_mean, unpadded_positions
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features
 from minicc.prompting import encode_batch, format_request
@@ -61,8 +62,7 @@ class FeatureReader:
         the reply and the template's closing lines), padding left out."""
         inputs = self.prefixes.inputs(prefix, suffixes, keys, depth=layer)
         hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
-        suffix_mask = inputs["attention_mask"][:, -hidden.shape[1] :].unsqueeze(-1).float()
-        pooled = (hidden * suffix_mask).sum(dim=1) / suffix_mask.sum(dim=1).clamp_min(1.0)
+        pooled = masked_mean(hidden, inputs["attention_mask"][:, -hidden.shape[1] :])
         return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
 
     @torch.inference_mode()
@@ -90,12 +90,10 @@ class FeatureReader:
         ):
             inputs = encode_batch(self.loaded, [turns[text] for text in batch.items])
             mask = inputs["attention_mask"]
-            positions = (mask.cumsum(dim=-1) - 1).clamp_min(0)
             hidden = hidden_states_at(
-                self.loaded.model, layer, **inputs, position_ids=positions
+                self.loaded.model, layer, **inputs, position_ids=unpadded_positions(mask)
             ).float()
-            weights = mask.unsqueeze(-1).float()
-            mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+            mean = masked_mean(hidden, mask)
             states = torch.cat([hidden[:, -1], mean], dim=1).cpu().numpy()
             for text, state in zip(batch.items, states, strict=True):
                 known[(text, layer)] = state.astype(np.float64)

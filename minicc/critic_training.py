@@ -71,9 +71,11 @@ def extract_features(
         blocks = asdict(features)
         return [{name: blocks[name][k].tolist() for name in blocks} for k in range(len(indices))]
 
-    # Every row's request first, so a resumed run reads the same states (`request_states`).
-    critic.feature_reader.read_ahead([row.prompt for row in rows], layers[1])
-    results, _ = run_resumable(batches, work, log, "critic features")
+    def read_requests() -> None:
+        # Every row's request first, so a resumed run reads the same states (`request_states`).
+        critic.feature_reader.read_ahead([row.prompt for row in rows], layers[1])
+
+    results, _ = run_resumable(batches, work, log, "critic features", read_requests)
     by_row = dict(zip((i for batch in batches for i in batch.items), results, strict=True))
     ordered_rows = [by_row[i] for i in range(len(rows))]
     return Features(

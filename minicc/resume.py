@@ -118,13 +118,20 @@ def run_resumable(
     work: Callable[[list[T]], list[Any]],
     log: ResumeLog,
     description: str,
+    prepare: Callable[[], None] | None = None,
 ) -> tuple[list[Any], RunCount]:
     """Run `work` on every batch not already in `log`, logging each result as it finishes.
+
+    `prepare` runs once, before the first batch that was not resumed: work that every batch's
+    result depends on and that must not depend on where a resumed run starts (the probe's
+    request states), so a run that resumes every batch skips it.
 
     Returns all results in batch order (resumed and new alike) and how many batches ran. The
     progress bar counts items, starting from those already finished.
     """
     finished = log.load()
+    if prepare is not None and any(batch.key not in finished for batch in batches):
+        prepare()
     resumed = sum(1 for batch in batches if batch.key in finished)
     total_items = sum(len(batch.items) for batch in batches)
     done_items = sum(len(batch.items) for batch in batches if batch.key in finished)

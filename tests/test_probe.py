@@ -639,6 +639,35 @@ def test_critique_candidates_reads_every_request_before_the_first_batch(
     assert layers == [2, 1, 1]  # four requests in one pass, then two critique batches
 
 
+def test_a_fully_resumed_critique_reads_no_request(
+    probe_critic: Critic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch comes from the log, so no model pass is needed, the request states' neither."""
+    given = [
+        candidate("p/0", "No.", prompt="Write a poem."),
+        candidate("p/1", "Boil it.", prompt="How do I boil an egg?"),
+    ]
+    critic = Critic(
+        probe_critic.loaded, constitution(), critique_params(method="probe"), probe_critic.probe
+    )
+    inputs = critique_inputs(given, critic.params, critic.critic_id, critic.constitution)
+    first, _ = critique_candidates(critic, given, 2, ResumeLog(tmp_path, "critique", inputs))
+    layers: list[int] = []
+
+    def recording(model: torch.nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+        layers.append(layer)
+        return hidden_states_at(model, layer, **inputs)
+
+    monkeypatch.setattr(critic_features, "hidden_states_at", recording)
+    fresh = Critic(
+        probe_critic.loaded, constitution(), critique_params(method="probe"), probe_critic.probe
+    )
+    again, count = critique_candidates(fresh, given, 2, ResumeLog(tmp_path, "critique", inputs))
+    assert layers == []
+    assert count.batches_run == 0
+    assert again == first
+
+
 def test_a_probe_critique_of_no_candidates_is_empty(probe_critic: Critic, tmp_path: Path) -> None:
     """critique@revisions with revise off, or nothing below its threshold."""
     inputs = critique_inputs([], probe_critic.params, probe_critic.critic_id, constitution())

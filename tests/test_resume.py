@@ -64,6 +64,37 @@ def test_second_run_with_the_same_log_computes_nothing(tmp_path: Path) -> None:
     assert second == first == EXPECTED
 
 
+def test_prepare_runs_once_before_the_first_batch_that_runs(tmp_path: Path) -> None:
+    events: list[object] = []
+    work = Work()
+
+    def recording_work(items: list[int]) -> list[dict[str, Any]]:
+        events.append(items[0])
+        return work(items)
+
+    run_resumable(BATCHES, recording_work, new_log(tmp_path), "test", lambda: events.append("p"))
+    assert events == ["p", 0, 3, 6, 9]
+
+
+def test_prepare_runs_when_a_crashed_run_resumes(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_resumable(BATCHES, Work(fail_on=BATCHES[2].items[0]), new_log(tmp_path), "test")
+    prepared: list[bool] = []
+    run_resumable(BATCHES, Work(), new_log(tmp_path), "test", lambda: prepared.append(True))
+    assert prepared == [True]
+
+
+def test_prepare_is_skipped_when_every_batch_resumes(tmp_path: Path) -> None:
+    """A fully resumed stage has no batch left whose result the prepared state could change."""
+    run_resumable(BATCHES, Work(), new_log(tmp_path), "test")
+    prepared: list[bool] = []
+    results, _ = run_resumable(
+        BATCHES, Work(), new_log(tmp_path), "test", lambda: prepared.append(True)
+    )
+    assert prepared == []
+    assert results == EXPECTED
+
+
 def test_a_crashed_run_resumes_only_the_missing_batches(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_resumable(BATCHES, Work(fail_on=BATCHES[2].items[0]), new_log(tmp_path), "test")
