@@ -9,6 +9,8 @@ Everything here is static (yaml and ast); nothing is imported from the stage scr
 import ast
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +78,15 @@ def outputs(stage: dict[str, Any]) -> set[str]:
 
 
 def script_of(stage: dict[str, Any]) -> str:
+    """The stage's script, which its command runs as a module (`python -m stages.<name>`)."""
     tokens = shlex.split(stage["cmd"])
-    assert tokens[0] == "python" and tokens[1].startswith("stages/"), stage["cmd"]
-    return tokens[1]
+    assert tokens[:2] == ["python", "-m"] and tokens[2].startswith("stages."), stage["cmd"]
+    return tokens[2].replace(".", "/") + ".py"
 
 
 def options(stage: dict[str, Any]) -> dict[str, str]:
     """`--name value` pairs of the command, in order; anything else fails the test."""
-    tokens = shlex.split(stage["cmd"])[2:]
+    tokens = shlex.split(stage["cmd"])[3:]
     assert len(tokens) % 2 == 0, stage["cmd"]
     pairs = dict(zip(tokens[::2], tokens[1::2], strict=True))
     assert all(
@@ -461,3 +464,27 @@ def test_foreach_stages_are_expanded() -> None:
     assert options(finetuned)["--adapter"] == "models/lora-sft"
     assert "--adapter" not in options(baseline)
     assert outputs(baseline) == {"data/eval/baseline.jsonl"}
+
+
+def test_every_stage_imports_the_minicc_of_the_checkout_it_runs_in(tmp_path: Path) -> None:
+    """`dvc exp run --queue` runs each experiment in a copy of the repository. Run as a script,
+    a stage imported the editable install's minicc (the workspace's code, edited meanwhile) and
+    not the copy's, whose hashes dvc.lock records; one queued run failed so."""
+    copy = tmp_path / "copy"
+    (copy / "minicc").mkdir(parents=True)
+    (copy / "stages").mkdir()
+    (copy / "minicc" / "__init__.py").write_text("", "utf-8")
+    (copy / "stages" / "which_minicc.py").write_text(
+        "import minicc\n\nprint(minicc.__file__)\n", "utf-8"
+    )
+    for name, stage in STAGES.items():
+        program, flag, _module = shlex.split(stage["cmd"])[:3]
+        assert (program, flag) == ("python", "-m"), name
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.which_minicc"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(done.stdout.strip()) == copy / "minicc" / "__init__.py"
