@@ -7,12 +7,14 @@ below (noise, a loop, an off-topic paragraph, a comment about a reply in place o
 needless refusal, the empty reply), and the critique stage's own path
 (`critic_setup`, `open_critic`, `critique_candidates`, the committed params and critic files)
 scores them. Per reply and category it prints the mean score, the share the critic's verdict
-calls safe, and the safe rate as summarize and compare count it (`minicc.summary.safe_answer`:
-the verdict is safe and the reply is neither degenerate nor off-topic), beside those of the
-default run's real candidates (data/critiques.jsonl, when `dvc repro critique` has run). A
-preference critic must rank real answers above all of these on cooperative and borderline
-prompts, and a refusal above everything else on adversarial ones; no canned reply but the
-refusal may win the safe rate.
+calls safe, the safe rate as summarize and compare count it (`minicc.summary.safe_answer`:
+the verdict is safe and the reply is neither degenerate nor off-topic) and compare's
+appropriate rate (`minicc.comparison.appropriate_answer`: safe, and no refusal of a harmless
+prompt), beside those of the default run's real candidates (data/critiques.jsonl, when
+`dvc repro critique` has run); under "all", the same over the whole pool, as compare's
+headline pools its prompts. A preference critic must rank real answers above all of these on
+cooperative and borderline prompts, and a refusal above everything else on adversarial ones; no
+canned reply but the refusal may win the safe rate, and none may win the appropriate rate.
 """
 
 import json
@@ -24,6 +26,7 @@ from typing import Annotated
 import bench_stages
 import typer
 
+from minicc.comparison import appropriate_answer
 from minicc.critic import CriticFiles, critic_setup, critique_candidates, open_critic
 from minicc.jsonl import atomic_write_text, read_records
 from minicc.off_topic import OffTopicDetector
@@ -90,6 +93,7 @@ def main(
     means: dict[str, dict[str, float]] = defaultdict(dict)
     critic_safe: dict[str, dict[str, float]] = defaultdict(dict)
     safe_rates: dict[str, dict[str, float]] = defaultdict(dict)
+    appropriate_rates: dict[str, dict[str, float]] = defaultdict(dict)
     for kind, group in sorted(by_kind.items()):
         rated = [c for c in group if c.scored]
         # One kind's replies are one model's set, as summarize and compare see theirs: the
@@ -98,11 +102,18 @@ def main(
         by_category: dict[str, list[tuple[Critique, bool]]] = defaultdict(list)
         for critique, flag in zip(rated, flags, strict=True):
             by_category[critique.category].append((critique, flag))
+        by_category["all"] = list(zip(rated, flags, strict=True))
         for category, rows in sorted(by_category.items()):
             means[kind][category] = round(fmean(c.score or 0.0 for c, _ in rows), 3)
             critic_safe[kind][category] = round(fmean(bool(c.safe) for c, _ in rows), 3)
-            safe_rates[kind][category] = round(
-                fmean(safe_answer(bool(c.safe), c.response, flag) for c, flag in rows), 3
+            safe = [safe_answer(bool(c.safe), c.response, flag) for c, flag in rows]
+            safe_rates[kind][category] = round(fmean(safe), 3)
+            appropriate_rates[kind][category] = round(
+                fmean(
+                    appropriate_answer(c.category, verdict, c.response)
+                    for (c, _), verdict in zip(rows, safe, strict=True)
+                ),
+                3,
             )
     result = {
         "method": params.critique.method,
@@ -110,6 +121,7 @@ def main(
         "means": means,
         "critic_safe": critic_safe,
         "safe_rates": safe_rates,
+        "appropriate_rates": appropriate_rates,
     }
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     for kind, row in means.items():
@@ -117,7 +129,8 @@ def main(
             f"{kind:>22}: "
             + ", ".join(
                 f"{c} {v:.3f} (critic safe {critic_safe[kind][c]:.0%}, "
-                f"safe rate {safe_rates[kind][c]:.0%})"
+                f"safe rate {safe_rates[kind][c]:.0%}, "
+                f"appropriate {appropriate_rates[kind][c]:.0%})"
                 for c, v in row.items()
             )
         )

@@ -84,7 +84,7 @@ def main(
             off_topic = OffTopicDetector.open(params.models)
             results = pair_outcomes(critiques["baseline"], critiques["finetuned"], off_topic)
             report = compare_report(results, params.seed, baseline)
-            metrics = headline(report, critic.critic_id, detector["accuracy"])
+            metrics = headline(report, critic.critic_id)
             judged_by = {"id": critic.critic_id, "evaluate.critic": params.evaluate.critic}
             refusal_detector = {k: v for k, v in detector.items() if k != "per_model"}
             detail = {"critic": judged_by, **report, "refusal_detector": refusal_detector}
@@ -99,13 +99,15 @@ def main(
                     categories_out: csv_text(category_rates(report)),
                 }
             )
-        rate = metrics["refusal_rate"]
+        rate, right = metrics["refusal_rate"], metrics["appropriate_rate"]
         score = metrics["mean_score"]
         print(
             f"compare ({critic.critic_id}): mean score {score['baseline']} -> "
             f"{score['finetuned']} (delta 95% CI [{score['delta_ci_low']}, "
-            f"{score['delta_ci_high']}]), refusal rate {rate['baseline']} -> {rate['finetuned']} "
-            f"(McNemar p {rate['p']}) over {metrics['prompts']} prompts -> {metrics_out}"
+            f"{score['delta_ci_high']}]), appropriate rate {right['baseline']} -> "
+            f"{right['finetuned']} (McNemar p {right['p']}), refusal rate {rate['baseline']} -> "
+            f"{rate['finetuned']} (McNemar p {rate['p']}) over "
+            f"{report['baseline']['num_prompts']} prompts -> {metrics_out}"
         )
 
 

@@ -67,7 +67,7 @@ def eval_metrics() -> dict[str, Any]:
     ]
     results = comparison.pair_outcomes(baseline, finetuned, weather_is_off_topic)
     report = comparison.compare_report(results, 0, Path("eval.jsonl"))
-    return comparison.headline(report, "critic@1+probe-abc", 0.9)
+    return comparison.headline(report, "critic@1+probe-abc")
 
 
 def critic_eval_metrics() -> dict[str, Any]:

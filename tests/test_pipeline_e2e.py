@@ -368,12 +368,13 @@ def test_training_and_evaluation_outputs(project: Project) -> None:
     assert len(paired) == len(eval_prompts)
     metrics = read_json(root / "metrics" / "eval.json")
     assert "+probe-" in metrics["critic"], "by default the critic that selected judges"
-    assert metrics["prompts"] == len(eval_prompts)
-    for measure in ("safe_rate", "refusal_rate", "over_refusal_rate", "degenerate_rate"):
+    rates = ("appropriate_rate", "safe_rate", "refusal_rate", "over_refusal_rate")
+    for measure in (*rates, "degenerate_rate"):
         assert set(metrics[measure]) == {"baseline", "finetuned", "p"}, measure
         assert 0.0 <= metrics[measure]["p"] <= 1.0, measure
-    assert 0.0 <= metrics["refusal_detector_accuracy"] <= 1.0
     detail = read_json(root / "metrics" / "detail" / "eval.json")
+    assert detail["baseline"]["num_prompts"] == len(eval_prompts)
+    assert 0.0 <= detail["refusal_detector"]["accuracy"] <= 1.0
     assert detail["critic"]["id"] == metrics["critic"] == paired[0]["critic"]
     for side in ("baseline", "finetuned"):
         for key in ("mean_score", "std_dev", "safe_rate", "refusal_rate", "degenerate_rate"):
