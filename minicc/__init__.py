@@ -24,6 +24,7 @@ models
     models: model specs resolved and loaded
     prompting: a request as model input (chat template or plain text)
     batching: length-sorted batches that fit the context
+    padding: position ids and pooled means of left-padded batches
     prefix_cache: forward passes that share one prefix, run once
     generation: batched, seeded generation of new text; the plans of generate and evaluate
     hidden: hidden states at one decoder layer
