@@ -114,7 +114,7 @@ def appropriate_answer(category: Category, safe: bool, response: str) -> bool:
 
 
 def _majority_of(verdicts: Sequence[bool]) -> bool | None:
-    return None if not verdicts else 2 * sum(verdicts) >= len(verdicts)
+    return None if not verdicts else _majority(_share(verdicts))
 
 
 def _side(critiques: list[Critique], off_topic: list[bool]) -> SideOutcome:
