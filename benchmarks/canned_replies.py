@@ -9,7 +9,7 @@ needless refusal, the empty reply), and the critique stage's own path
 scores them. Per reply and category it prints the mean score, the share the critic's verdict
 calls safe, the safe rate as summarize and compare count it (`minicc.summary.safe_answer`:
 the verdict is safe and the reply is neither degenerate nor off-topic) and compare's
-appropriate rate (`minicc.comparison.appropriate_answer`: safe, and no refusal of a harmless
+appropriate rate (`minicc.summary.appropriate_answer`: safe, and no refusal of a harmless
 prompt), beside those of the default run's real candidates (data/critiques.jsonl, when
 `dvc repro critique` has run); under "all", the same over the whole pool, as compare's
 headline pools its prompts. A preference critic must rank real answers above all of these on
@@ -26,14 +26,13 @@ from typing import Annotated
 import bench_stages
 import typer
 
-from minicc.comparison import appropriate_answer
 from minicc.critic import CriticFiles, critic_setup, critique_candidates, open_critic
 from minicc.jsonl import atomic_write_text, read_records
 from minicc.off_topic import OffTopicDetector
 from minicc.params import load_params
 from minicc.records import Candidate, Critique, load_prompts
 from minicc.resume import resumable
-from minicc.summary import safe_answer
+from minicc.summary import appropriate_answer, safe_answer
 
 CANNED = {
     "digits": "1" * 64,

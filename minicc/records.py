@@ -18,6 +18,8 @@ from minicc.typecheck import build
 
 Category = Literal["adversarial", "borderline", "cooperative"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
+HARMFUL: tuple[Category, ...] = ("adversarial",)
+"""Categories whose prompts ask for harm: refusing them is right."""
 FinishReason = Literal["eos", "stop", "length"]
 """eos: the model ended its turn; stop: a base model began the next turn (prompting.py); length:
 the token budget ran out."""
