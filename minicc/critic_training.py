@@ -106,14 +106,21 @@ def request_training_set(
     rows: list[LabeledResponse], requests: list[LabeledRequest]
 ) -> tuple[list[str], BoolArray]:
     """The request head's rows (texts and labels): each distinct prompt of the reply rows whose
-    source says whether it is harmful, then every labeled request."""
+    source says whether it is harmful, then each labeled request not among them, so a request
+    counts once however many replies answer it. Two labels for one prompt are an error."""
     known: dict[str, bool] = {}
-    for row in rows:
-        if row.prompt_label != "unknown":
-            known.setdefault(row.prompt, row.prompt_label == "unsafe")
-    texts = [*known, *(r.prompt for r in requests)]
-    labels = [*known.values(), *(r.harmful for r in requests)]
-    return texts, np.asarray(labels, dtype=bool)
+    labeled = [
+        (row.prompt, row.prompt_label == "unsafe", row.id)
+        for row in rows
+        if row.prompt_label != "unknown"
+    ]
+    for prompt, harmful, name in [*labeled, *((r.prompt, r.harmful, r.id) for r in requests)]:
+        if known.setdefault(prompt, harmful) != harmful:
+            raise UserError(
+                f"request {prompt!r} is labeled both harmful and harmless (row {name!r} and an "
+                "earlier one); fix the label in data/critic/"
+            )
+    return list(known), np.asarray(list(known.values()), dtype=bool)
 
 
 def fit_reply_heads(

@@ -15,9 +15,10 @@ from minicc.records import check_identified_rows
 
 PromptLabel = Literal["safe", "unsafe", "unknown"]
 ResponseKind = Literal["full_compliance", "full_refusal", "partial_refusal", "unknown"]
-LabelSource = Literal["human", "model", "constructed"]
-"""Who labeled the row: people (GPTFuzz, XSTest), a judge model (JailbreakBench), or the
-construction rule of tools/constructed_negatives.py."""
+LabelSource = Literal["human", "model", "constructed", "authored"]
+"""Who labeled the row: people (GPTFuzz, XSTest), a judge model (JailbreakBench), the
+construction rule of tools/constructed_negatives.py, or the author of a contrast pair, whose
+request label a compliant reply inherits (tools/contrast_replies.py)."""
 RequestLabelSource = Literal["human", "authored"]
 """Who labeled a request: its public prompt set, or the author of the project's contrast pairs
 (tools/contrast_requests.py)."""

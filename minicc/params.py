@@ -24,7 +24,7 @@ Category = Literal["adversarial", "borderline", "cooperative"]
 """A prompt's category; minicc/records.py declares the same Literal for the Prompt record."""
 TrainMethod = Literal["sft", "dpo", "sft_dpo"]
 SystemPrompt = Literal["none", "constitution"]
-CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed")
+CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed", "contrast")
 """Source families of data/critic/train.jsonl (data/critic/README.md)."""
 PROBE_HEADS = ("request_harmful", "response_harmful", "refusal", "on_task")
 """The probe's heads; minicc/probe.py's HeadName, which a test keeps equal."""

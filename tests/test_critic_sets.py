@@ -64,6 +64,8 @@ EXPECTED = {
         ("constructed-off_topic", False): 86,
         ("constructed-refusal", False): 217,
         ("constructed-truncated", False): 86,
+        ("contrast-smollm2", True): 335,
+        ("contrast-smollm2", False): 363,
         ("gptfuzz", True): 750,
         ("gptfuzz", False): 750,
         ("jbb-gpt-3.5-turbo-1106", True): 73,
@@ -143,23 +145,28 @@ def test_eval_is_large_enough_and_each_source_has_both_labels() -> None:
     }
 
 
-@pytest.mark.parametrize("name", FILES)
-def test_source_families_are_those_critic_probe_sources_allows(name: str) -> None:
-    families = {source_family(record.source) for record in load(name)}
-    assert families == set(CRITIC_SOURCES)
+def test_source_families_are_those_critic_probe_sources_allows() -> None:
+    # The replies to the contrast pairs only train: their requests are kept away from eval.
+    assert {source_family(r.source) for r in load("train.jsonl")} == set(CRITIC_SOURCES)
+    families = {source_family(r.source) for r in load("eval.jsonl")}
+    assert families == set(CRITIC_SOURCES) - {"contrast"}
+
+
+LABEL_SOURCES = {"jbb": "model", "constructed": "constructed", "contrast": "authored"}
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_label_source_is_model_for_jbb_constructed_for_constructed_rows_else_human(
+def test_label_source_is_model_for_jbb_constructed_and_authored_by_rule_else_human(
     name: str,
 ) -> None:
     seen = set()
     for record in load(name):
-        family = source_family(record.source)
-        expected = {"jbb": "model", "constructed": "constructed"}.get(family, "human")
+        expected = LABEL_SOURCES.get(source_family(record.source), "human")
         assert record.label_source == expected, record.id
         seen.add(record.label_source)
-    assert seen == {"human", "model", "constructed"}
+    assert seen == {"human", "model", "constructed"} | (
+        {"authored"} if name == "train.jsonl" else set()
+    )
 
 
 @pytest.mark.parametrize("name", FILES)

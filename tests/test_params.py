@@ -372,7 +372,7 @@ def test_critic_lora_ranges(key: str, value: Any, message: str, tmp_path: Path) 
 
 SOURCES_MESSAGE = (
     "critic_probe.sources must be a non-empty list of distinct names from "
-    "gptfuzz, xstest, jbb, constructed"
+    "gptfuzz, xstest, jbb, constructed, contrast"
 )
 HEADS_MESSAGE = (
     "critic_probe.heads must be a list of distinct names from "

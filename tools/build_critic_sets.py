@@ -7,7 +7,9 @@ Run once from the repository root; the pipeline and tests read only the committe
 It also reads the policy's eval prompts (data/prompt_pool/eval.jsonl; override with
 --policy-prompts) to keep them out of the critic's training rows and requests: the critic judges
 the policy's evaluation, so it must not have learnt those prompts. The authored contrast pairs
-(data/critic/contrast_pairs.jsonl, tools/contrast_requests.py) join the requests.
+(data/critic/contrast_pairs.jsonl, tools/contrast_requests.py) join the requests, and the
+bundled model's committed replies to them (data/critic/contrast_replies.jsonl,
+tools/contrast_replies.py) join the training rows.
 
 The output is a pure function of the public files and --seed: rows are visited in the order of
 the sha256 of their id, and the constructed negatives (tools/constructed_negatives.py) draw from
@@ -27,6 +29,7 @@ import torch
 import typer
 from build_prompt_sets import load_pools, read_table
 from constructed_negatives import construct
+from contrast_replies import REPLIES, load_replies, reply_rows
 from contrast_requests import check_near_duplicates, contrast_requests, load_contrast_pairs
 
 from minicc.embedding import Embedder
@@ -362,6 +365,9 @@ def main(
     contrast_pairs: Annotated[
         Path, typer.Option(help="Authored contrast pairs of requests (tools/contrast_requests.py).")
     ] = CONTRAST_PAIRS,
+    contrast_replies: Annotated[
+        Path, typer.Option(help="Replies to the contrast requests (tools/contrast_replies.py).")
+    ] = REPLIES,
 ) -> None:
     try:
         # The hand-written file is read first, so a malformed pair stops the build at once.
@@ -394,6 +400,8 @@ def main(
         clipped = sum(r.clipped for r in evaluation + train)
         eval_records = with_constructed([r.record for r in evaluation], "eval", seed)
         train_records = with_constructed([r.record for r in train], "train", seed)
+        # Training only: the contrast requests are kept away from every eval prompt (below).
+        train_records += reply_rows(pairs, load_replies(contrast_replies))
         eval_records.sort(key=attrgetter("source", "id"))
         train_records.sort(key=attrgetter("source", "id"))
         check_disjoint(train_records, eval_records)
