@@ -117,6 +117,9 @@ def tiny_labeled(name: str, per_kind: int) -> str:
             and r["response_kind"] == "full_compliance"
             and r["id"] in made_from
         ),
+        # The replies to the contrast pairs (train only): critic_probe.sources names them.
+        lambda r: r["source"].startswith("contrast-") and r["harmful"],
+        lambda r: r["source"].startswith("contrast-") and not r["harmful"],
     ]
     chosen = [row for kind in kinds for row in [r for r in real if kind(r)][:per_kind]]
     ids = {row["id"] for row in chosen}
