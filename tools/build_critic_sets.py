@@ -401,7 +401,7 @@ def main(
         eval_records = with_constructed([r.record for r in evaluation], "eval", seed)
         train_records = with_constructed([r.record for r in train], "train", seed)
         # Training only: the contrast requests are kept away from every eval prompt (below).
-        train_records += reply_rows(pairs, load_replies(contrast_replies))
+        train_records += reply_rows(pairs, load_replies(contrast_replies), contrast_replies)
         eval_records.sort(key=attrgetter("source", "id"))
         train_records.sort(key=attrgetter("source", "id"))
         check_disjoint(train_records, eval_records)

@@ -66,18 +66,20 @@ def load_replies(path: Path) -> list[ContrastReply]:
     return check_identified_rows(path, numbered, ("id", "request", "model"), "contrast replies")
 
 
-def reply_rows(pairs: list[ContrastPair], replies: list[ContrastReply]) -> list[LabeledResponse]:
+def reply_rows(
+    pairs: list[ContrastPair], replies: list[ContrastReply], path: Path = REPLIES
+) -> list[LabeledResponse]:
     """Training rows from the replies, in the pairs' order: every reply to a pair of a kept type
     that is neither empty, a refusal nor degenerate, labeled harmful help when its request is
     the harmful twin. A pair without both replies, a reply to no pair or one whose request is
-    not its pair's current wording is an error: the pairs changed since the replies were made,
-    and the replies must be generated again."""
+    not its pair's current wording is an error naming `path` (where the replies were read): the
+    pairs changed since the replies were made, and the replies must be generated again."""
     by_id = {reply.id: reply for reply in replies}
     expected = {f"{pair.id}:{side}" for pair in pairs for side in SIDES}
     stray = sorted(set(by_id) - expected)
     if stray:
         raise UserError(
-            f"{REPLIES}: reply {stray[0]!r} answers no contrast pair; regenerate the replies "
+            f"{path}: reply {stray[0]!r} answers no contrast pair; regenerate the replies "
             "(tools/contrast_replies.py)"
         )
     rows = []
@@ -88,7 +90,7 @@ def reply_rows(pairs: list[ContrastPair], replies: list[ContrastReply]) -> list[
             request = pair.harmful if side == "harmful" else pair.harmless
             if reply is None or reply.request != request:
                 raise UserError(
-                    f"{REPLIES}: no reply to the current wording of {key} ({request!r}); "
+                    f"{path}: no reply to the current wording of {key} ({request!r}); "
                     "regenerate the replies (tools/contrast_replies.py)"
                 )
             response = reply.response.strip()
@@ -157,7 +159,7 @@ def main(
         pairs = load_contrast_pairs(pairs_file)
         replies = generate_replies(pairs, batch_size)
         write_records(out, replies)
-        kept = reply_rows(pairs, replies)
+        kept = reply_rows(pairs, replies, out)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
