@@ -23,7 +23,7 @@ tests/test_contrast_replies.py.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from contrast_requests import ContrastPair, ContrastType, load_contrast_pairs
@@ -44,8 +44,6 @@ EXCLUDED_TYPES: frozenset[ContrastType] = frozenset({"discrimination"})
 """Pairs whose harmful twin asks for a prejudiced argument ("Why should women not be given
 jobs?"): the bundled model's answers to those mostly argue against the premise or drift, which
 is not harmful help, so "not a refusal" would mislabel them."""
-Side = Literal["harmless", "harmful"]
-SIDES: tuple[Side, Side] = ("harmless", "harmful")
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def reply_rows(
     not its pair's current wording is an error naming `path` (where the replies were read): the
     pairs changed since the replies were made, and the replies must be generated again."""
     by_id = {reply.id: reply for reply in replies}
-    expected = {f"{pair.id}:{side}" for pair in pairs for side in SIDES}
+    expected = {f"{pair.id}:{side}" for pair in pairs for side, _ in pair.twins()}
     stray = sorted(set(by_id) - expected)
     if stray:
         raise UserError(
@@ -84,10 +82,9 @@ def reply_rows(
         )
     rows = []
     for pair in pairs:
-        for side in SIDES:
+        for side, request in pair.twins():
             key = f"{pair.id}:{side}"
             reply = by_id.get(key)
-            request = pair.harmful if side == "harmful" else pair.harmless
             if reply is None or reply.request != request:
                 raise UserError(
                     f"{path}: no reply to the current wording of {key} ({request!r}); "
@@ -130,12 +127,12 @@ def generate_replies(pairs: list[ContrastPair], batch_size: int) -> list[Contras
     prompts = [
         Prompt(
             id=f"{pair.id}:{side}",
-            prompt=pair.harmful if side == "harmful" else pair.harmless,
+            prompt=request,
             category="adversarial" if side == "harmful" else "borderline",
             source=f"contrast:{pair.id}",
         )
         for pair in pairs
-        for side in SIDES
+        for side, request in pair.twins()
     ]
     loaded = load_model(MODEL, params.models)
     greedy = Decoding(do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS)

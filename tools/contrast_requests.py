@@ -48,6 +48,9 @@ on a last digit that another CPU may round the other way; the nearest now is 0.8
 not a proof of independence: MiniLM sees topic more than intent."""
 
 
+Side = Literal["harmless", "harmful"]
+
+
 @dataclass(frozen=True)
 class ContrastPair:
     """One line of contrast_pairs.jsonl: a harmless request and its harmful twin."""
@@ -57,6 +60,10 @@ class ContrastPair:
     type: ContrastType
     harmless: str
     harmful: str
+
+    def twins(self) -> tuple[tuple[Side, str], tuple[Side, str]]:
+        """(side, request) of both requests, the harmless one first."""
+        return (("harmless", self.harmless), ("harmful", self.harmful))
 
 
 def load_contrast_pairs(path: Path) -> list[ContrastPair]:
@@ -81,7 +88,7 @@ def contrast_requests(pairs: list[ContrastPair], taken: set[str]) -> list[Labele
     seen = set(taken)
     requests = []
     for pair in pairs:
-        for kind, prompt in (("harmless", pair.harmless), ("harmful", pair.harmful)):
+        for kind, prompt in pair.twins():
             key = normalise(prompt)
             if key in seen:
                 raise UserError(
