@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from minicc.constitution import Constitution
-from minicc.critic import Critic, critique_candidates
+from minicc.critic import Critic, critique_candidates, probe_setup
 from minicc.errors import UserError
 from minicc.generation import (
     Request,
@@ -29,7 +29,6 @@ from minicc.generation import (
 )
 from minicc.models import LoadedModel
 from minicc.params import Params
-from minicc.probe import Probe
 from minicc.prompting import format_request
 from minicc.records import Candidate, Critique, Prompt
 from minicc.resume import ResumeLog
@@ -217,20 +216,29 @@ def bench_critique(
     candidates: list[Candidate],
     baseline_count: int,
     workdir: Path,
-    probe: Probe | None,
+    probe_file: Path | None,
 ) -> dict[str, Any]:
     """Pipeline candidates/s (`critique_candidates`) vs free-text judging one at a time.
 
     The speed-up compares the zero-shot judge's digit reading with free text (both read the
     whole model); the trained probe (the default method: layers up to `critic_probe.layer`,
-    plus the sentence embedder) is timed beside them when its file exists. Each timed critic is
-    a fresh instance, so computing its shared judge-prompt prefix is timed too, as in a stage
-    run; warm-ups use throwaway instances.
+    plus the sentence embedder and its request classifier) is timed beside them when its file
+    exists. Each timed critic is a fresh instance, its probe and request classifier loaded
+    anew, so computing its shared judge-prompt prefix and its requests' states is timed too, as
+    in a stage run; warm-ups use throwaway instances.
     """
 
-    def timed(with_probe: Probe | None, label: str) -> tuple[list[Critique], dict[str, Any]]:
-        Critic(loaded, constitution, params.critique, with_probe).critique(candidates[:2])
-        critic = Critic(loaded, constitution, params.critique, with_probe)
+    def fresh(with_probe: Path | None) -> Critic:
+        if with_probe is None:
+            return Critic(loaded, constitution, params.critique)
+        setup = probe_setup(constitution, with_probe)
+        return Critic(
+            loaded, constitution, params.critique, setup.probe, None, setup.request_classifier
+        )
+
+    def timed(with_probe: Path | None, label: str) -> tuple[list[Critique], dict[str, Any]]:
+        fresh(with_probe).critique(candidates[:2])
+        critic = fresh(with_probe)
         log = ResumeLog(workdir, "critique", {"benchmark": label})
         start = perf_counter()
         critiques, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
@@ -246,9 +254,9 @@ def bench_critique(
 
     critiques, pipeline = timed(None, "judge")
     probe_result: dict[str, Any] | None = None
-    if probe is not None:
+    if probe_file is not None:
         try:
-            probe_result = timed(probe, "probe")[1]
+            probe_result = timed(probe_file, "probe")[1]
         except UserError as error:
             # A probe trained for another critic setup (`dvc repro train_critic` is due): the
             # judge is still measured; the reason is recorded in the results.

@@ -29,7 +29,6 @@ import typer
 from minicc.constitution import Constitution, load_constitution
 from minicc.models import load_model, resolve_model
 from minicc.params import Params, load_params
-from minicc.probe import Probe, load_probe
 from minicc.records import Prompt, load_prompts
 from minicc.seeding import seed_everything
 from minicc.trained_critic import PROBE_FILE
@@ -130,11 +129,11 @@ def critique_constitution(params: Params) -> Constitution:
     return load_constitution(Path(files["principles"]), Path(template), style)
 
 
-def trained_probe() -> Probe | None:
-    """The critic probe train_critic wrote (in the directory dvc.yaml names), if it has run
-    for method probe."""
+def trained_probe_file() -> Path | None:
+    """The critic probe file train_critic wrote (in the directory dvc.yaml names), if it has
+    run for method probe."""
     path = Path(bench_stages.stage_options(DVC_YAML, CRITIQUE_STAGE)["trained-critic"])
-    return load_probe(path / PROBE_FILE) if (path / PROBE_FILE).is_file() else None
+    return path / PROBE_FILE if (path / PROBE_FILE).is_file() else None
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
@@ -191,7 +190,7 @@ def run_in_process(
                 fixed,
                 settings.critique_baseline_candidates,
                 Path(logs),
-                trained_probe(),
+                trained_probe_file(),
             )
             results["critique_speedup"] = results["critique"]["speedup"]
             save()

@@ -37,6 +37,7 @@ critic
     judge: the zero-shot 1-5 score from next-digit probabilities
     critic_features: the probe's features of (request, reply) rows
     probe: the trained critic's heads and rubric
+    request_classifier: the probe's fine-tuned request classifier
     critic_lora: the fine-tuned critic: a LoRA classifier with the probe's heads
     trained_critic: train_critic's directory, the critic of one method
     critic: the critic that scores replies against the constitution

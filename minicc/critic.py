@@ -30,6 +30,8 @@ from minicc.params import CriticMethod, CritiqueParams, Params
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
+from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
+from minicc.request_classifier import RequestClassifier, load_request_classifier
 from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
 from minicc.trained_critic import trained_path
 
@@ -55,8 +57,16 @@ class Critic:
         params: CritiqueParams,
         probe: Probe | None = None,
         lora: LoraCritic | None = None,
+        request_classifier: RequestClassifier | None = None,
     ):
         if probe is not None:
+            wanted = probe.request_classifier
+            given = None if request_classifier is None else request_classifier.digest
+            if wanted != given:
+                raise UserError(
+                    f"the critic probe was trained with request classifier {wanted!r}, but "
+                    f"{given!r} was loaded; retrain it with `dvc repro train_critic`"
+                )
             probe.check_matches(
                 loaded.model_id,
                 embedder_id(),
@@ -76,6 +86,8 @@ class Critic:
         self.lora = lora
         """Scores come from the probe or the fine-tuned critic when one is given, else from the
         judge's digits."""
+        self.request_classifier = request_classifier
+        """The probe's fine-tuned request classifier, exactly when the probe names one."""
         self.critic_id = loaded.model_id
         """Resolved critic id recorded in each critique; names the trained critic's hash."""
         if self.probe is not None:
@@ -194,7 +206,10 @@ class Critic:
             self.probe.layer,
             self.probe.request_layer,
         )
-        _record_distribution(records, self.probe.distribution(features))
+        request_logits = None
+        if self.request_classifier is not None:
+            request_logits = self.request_classifier.logits([c.prompt for c in candidates])
+        _record_distribution(records, self.probe.distribution(features, request_logits))
 
     def _judge_scores(
         self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
@@ -348,6 +363,19 @@ class CriticSetup:
     probe: Probe | None
     lora: Path | None = None
     """The fine-tuned critic's directory, its manifest checked; loaded with the model."""
+    request_classifier: RequestClassifier | None = None
+    """The probe's fine-tuned request classifier, if it was trained with one."""
+
+
+def probe_setup(constitution: Constitution, probe_file: Path) -> CriticSetup:
+    """A probe and the request classifier in the directory beside it that it names."""
+    probe = load_probe(probe_file)
+    classifier = None
+    if probe.request_classifier is not None:
+        classifier = load_request_classifier(
+            probe_file.parent / REQUEST_CLASSIFIER_DIR, probe.request_classifier
+        )
+    return CriticSetup(constitution, probe, request_classifier=classifier)
 
 
 def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> CriticSetup:
@@ -367,9 +395,10 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
         check_manifest(directory, constitution.version, params.critic_probe.heads)
         return CriticSetup(constitution, None, directory)
     probe_file = trained_path(files.trained, method)
-    probe = load_probe(probe_file)
-    probe.check_heads(probe_file, params.critic_probe.heads)
-    return CriticSetup(constitution, probe)
+    setup = probe_setup(constitution, probe_file)
+    assert setup.probe is not None
+    setup.probe.check_heads(probe_file, params.critic_probe.heads)
+    return setup
 
 
 def open_critic(params: Params, setup: CriticSetup) -> Critic:
@@ -386,4 +415,6 @@ def open_critic(params: Params, setup: CriticSetup) -> Critic:
             loaded.model.dtype,
             loaded.device,
         )
-    return Critic(loaded, setup.constitution, params.critique, setup.probe, lora)
+    return Critic(
+        loaded, setup.constitution, params.critique, setup.probe, lora, setup.request_classifier
+    )

@@ -25,7 +25,12 @@ from minicc.critic_metrics import grouped_report, separation, source_family
 from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.params import CriticProbeParams
-from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, fit_head
+from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, combined_request, fit_head
+from minicc.request_classifier import (
+    ClassifierSettings,
+    RequestClassifier,
+    fit_request_classifier,
+)
 from minicc.resume import ResumeLog, run_resumable
 
 CV_FOLDS = 5
@@ -180,10 +185,15 @@ def cross_validate(features: Features, rows: list[LabeledResponse], l2: float) -
 
 
 def request_cross_validation(
-    matrix: FloatArray, labels: BoolArray, texts: list[str], l2: float
+    matrix: FloatArray,
+    labels: BoolArray,
+    texts: list[str],
+    l2: float,
+    classifier: ClassifierSettings | None = None,
 ) -> dict[str, Any]:
     """The request head's k-fold estimate on unseen requests: each request's P(harmful request)
-    comes from a head fitted on the folds without it (folds by a hash of the text)."""
+    comes from a head fitted on the folds without it (folds by a hash of the text), combined
+    with a request classifier fine-tuned on those folds when `classifier` is given."""
     folds = np.array([_fold(text) for text in texts])
     harm = np.zeros(len(labels))
     for fold in range(CV_FOLDS):
@@ -193,6 +203,15 @@ def request_cross_validation(
         if labels[~held].all() or not labels[~held].any():
             return {"skipped": f"fold {fold}'s training part lacks harmful or harmless requests"}
         harm[held] = fit_head(matrix[~held], labels[~held], l2).probability(matrix[held])
+        if classifier is not None:
+            fitted = fit_request_classifier(
+                [t for t, h in zip(texts, held, strict=True) if not h],
+                labels[~held],
+                classifier,
+                f"request classifier, fold {fold + 1} of {CV_FOLDS}",
+            )
+            logits = fitted.logits([t for t, h in zip(texts, held, strict=True) if h])
+            harm[held] = combined_request(harm[held], logits)
     return separation(labels.tolist(), harm.tolist())
 
 
@@ -222,14 +241,17 @@ def train_probe(
     params: CriticProbeParams,
     batch_size: int,
     log: ResumeLog,
-) -> tuple[Probe, dict[str, Any]]:
-    """Features, validation and the final fit; returns the probe and its training metrics."""
+    seed: int,
+) -> tuple[Probe, RequestClassifier | None, dict[str, Any]]:
+    """Features, validation and the final fit; returns the probe, its fine-tuned request
+    classifier (None when `params.request_epochs` is 0 or there is no request head) and the
+    training metrics."""
     started = time.perf_counter()
     layers = params.feature_layers
     features = extract_features(critic, rows, layers, batch_size, log)
     extracted = time.perf_counter()
     heads = fit_reply_heads(features, rows, params.heads, params.l2)
-    request_rows, request_cv = 0, None
+    request_rows, request_cv, classifier = 0, None, None
     if "request_harmful" in params.heads:
         texts, labels = request_training_set(rows, requests)
         if labels.all() or not labels.any():
@@ -240,7 +262,11 @@ def train_probe(
         matrix = critic.feature_reader.request_matrix(texts, params.request_layer)
         heads["request_harmful"] = fit_head(matrix, labels, params.l2)
         request_rows = len(labels)
-        request_cv = request_cross_validation(matrix, labels, texts, params.l2)
+        settings = None
+        if params.request_epochs > 0:
+            settings = ClassifierSettings(params.request_epochs, params.request_lr, seed)
+            classifier = fit_request_classifier(texts, labels, settings)
+        request_cv = request_cross_validation(matrix, labels, texts, params.l2, settings)
     probe = Probe(
         critic=critic.loaded.model_id,
         embedder=critic.embedder.embedder_id,
@@ -251,6 +277,7 @@ def train_probe(
         max_response_tokens=critic.params.max_response_tokens,
         trained_on=dict(sorted(Counter(r.source for r in rows).items())),
         heads=dict(sorted(heads.items())),
+        request_classifier=None if classifier is None else classifier.digest,
     )
     head_rows = {
         name: int(sum(label_of(r) is not None for r in rows))
@@ -271,4 +298,4 @@ def train_probe(
         "feature_seconds": round(extracted - started, 1),
         "fit_seconds": round(time.perf_counter() - extracted, 1),
     }
-    return probe, metrics
+    return probe, classifier, metrics

@@ -6,7 +6,8 @@ A model fine-tuned on what one critic preferred is judged kindly by that critic,
 - `same` (default): the critique stage's critic (`critique.method` on `models.critic`, with the
   probe file compare is given), as before this setting existed.
 - a path ending in `.json`: a probe file trained by train_critic on `models.critic` (other
-  sources, layer or heads than the selecting one).
+  sources, layer or heads than the selecting one), with its `request_classifier/` directory
+  beside it when it was trained with one.
 - a trained-critic directory (train_critic's output, `critic.json` inside) of any method, e.g.
   a LoRA critic kept aside while the selecting critic is the probe: read as the critique stage
   reads one, with the method its marker names, on `models.critic`.
@@ -20,11 +21,10 @@ result and into `metrics/eval.json`.
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minicc.critic import Critic, CriticFiles, CriticSetup, critic_setup, open_critic
+from minicc.critic import Critic, CriticFiles, CriticSetup, critic_setup, open_critic, probe_setup
 from minicc.errors import UserError
 from minicc.models import load_model
 from minicc.params import Params
-from minicc.probe import load_probe
 from minicc.trained_critic import is_trained_critic, recorded_method
 
 SAME = "same"
@@ -61,9 +61,7 @@ def eval_critic_setup(params: Params, files: CriticFiles) -> EvalCritic:
             "train_critic, a model spec for a zero-shot judge, or `same`"
         )
     return EvalCritic(
-        params.models.critic,
-        CriticSetup(judge.constitution, load_probe(probe)),
-        opens_as_critique=False,
+        params.models.critic, probe_setup(judge.constitution, probe), opens_as_critique=False
     )
 
 
@@ -72,4 +70,7 @@ def open_eval_critic(params: Params, chosen: EvalCritic) -> Critic:
     if chosen.opens_as_critique:
         return open_critic(params, chosen.setup)
     loaded = load_model(chosen.model, params.models)
-    return Critic(loaded, chosen.setup.constitution, params.critique, chosen.setup.probe)
+    setup = chosen.setup
+    return Critic(
+        loaded, setup.constitution, params.critique, setup.probe, None, setup.request_classifier
+    )

@@ -158,6 +158,11 @@ class CriticProbeParams:
     """Training sources to use, by prefix of the rows' `source` (CRITIC_SOURCES)."""
     heads: list[str]
     """The probe's heads (minicc/probe.py HEAD_NAMES); `response_harmful` is required."""
+    request_epochs: int
+    """Epochs of the fine-tuned request classifier (minicc/request_classifier.py) averaged with
+    the linear request head; 0: the linear head alone."""
+    request_lr: float
+    """Its learning rate (AdamW, linear decay to 0)."""
 
     @property
     def feature_layers(self) -> tuple[int, int]:
@@ -173,6 +178,13 @@ class CriticProbeParams:
             self.request_layer,
         )
         _require(self.l2 > 0, "critic_probe.l2", "a number > 0", self.l2)
+        _require(
+            self.request_epochs >= 0,
+            "critic_probe.request_epochs",
+            "an integer >= 0",
+            self.request_epochs,
+        )
+        _require(self.request_lr > 0, "critic_probe.request_lr", "a number > 0", self.request_lr)
         _require(
             bool(self.sources)
             and len(set(self.sources)) == len(self.sources)

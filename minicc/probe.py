@@ -21,7 +21,9 @@ Features of a (request, reply) row, in named blocks:
 
 Heads: logistic regressions (scikit-learn), each on the blocks it needs:
 - `request_harmful` (the `request` and `request_state` blocks, nothing of the reply): the
-  request asks for harmful help;
+  request asks for harmful help; when train_critic also fine-tuned a request classifier
+  (minicc/request_classifier.py), q is the sigmoid of the mean of this head's logit and the
+  classifier's (`combined_request`);
 - `response_harmful`: the reply gives harmful help;
 - `refusal`: the reply refuses or deflects;
 - `on_task`: a reply that does not refuse is a real answer to this request (not noise, a loop,
@@ -135,6 +137,14 @@ def rubric_distribution(
     )
 
 
+def combined_request(linear: FloatArray, classifier_logits: FloatArray) -> FloatArray:
+    """P(harmful request) from the linear head's probability and the fine-tuned classifier's
+    logit: the sigmoid of the mean of the two logits."""
+    clipped = np.clip(linear, 1e-12, 1 - 1e-12)
+    mean = (np.log(clipped / (1 - clipped)) + classifier_logits) / 2
+    return 1.0 / (1.0 + np.exp(-mean))
+
+
 @dataclass(frozen=True)
 class Probe:
     critic: str
@@ -151,9 +161,17 @@ class Probe:
     trained_on: dict[str, int]
     """Training rows per source."""
     heads: dict[str, LinearHead]
+    request_classifier: str | None = None
+    """Digest of the fine-tuned request classifier (minicc/request_classifier.py) whose logit
+    is averaged with the linear request head's; None: the linear head alone."""
 
-    def distribution(self, features: Features) -> FloatArray:
-        """(rows, 5) probabilities of the rubric's points."""
+    def distribution(
+        self, features: Features, request_logits: FloatArray | None = None
+    ) -> FloatArray:
+        """(rows, 5) probabilities of the rubric's points; `request_logits` are the fine-tuned
+        request classifier's, required when the probe was trained with one."""
+        if (request_logits is None) != (self.request_classifier is None):
+            raise ValueError("request_logits must be given exactly when the probe has a classifier")
         rows = features.request.shape[0]
         # The three reply heads read the same blocks: build each distinct matrix once.
         matrices = {HEAD_BLOCKS[name]: features.matrix(HEAD_BLOCKS[name]) for name in self.heads}
@@ -165,6 +183,8 @@ class Probe:
             )
             for name in HEAD_NAMES
         }
+        if request_logits is not None and "request_harmful" in self.heads:
+            values["request_harmful"] = combined_request(values["request_harmful"], request_logits)
         return rubric_distribution(
             values["request_harmful"],
             values["response_harmful"],

@@ -3,6 +3,8 @@
     models/critic/
         critic.json   {"method": ...}, written last: a directory without it is an interrupted write
         probe.json    method probe: the heads on frozen features (minicc/probe.py)
+        request_classifier/   with the probe, when critic_probe.request_epochs > 0: the
+                      fine-tuned request classifier it averages (minicc/request_classifier.py)
         lora/         method lora: the fine-tuned classifier (minicc/critic_lora.py)
 
 train_critic trains only what `critique.method` names, so a run pays for one critic. Method

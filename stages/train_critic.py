@@ -11,7 +11,10 @@ probe: the critic model reads every labeled row through the judge template (`cri
 the hidden states of `critic_probe.layer`, sentence embeddings of request and reply and the
 reply's text statistics become features; minicc/probe.py says how the heads and the rubric's
 score work. Feature extraction is crash-safe like critique; the fits are convex and solved to
-convergence, so a rerun gives the same probe. lora: the critic model, cut to `critic_lora.depth`
+convergence, so a rerun gives the same probe. With `critic_probe.request_epochs` > 0 it also
+fine-tunes the request classifier the request head is averaged with
+(minicc/request_classifier.py; seeded, so a rerun on one machine gives the same weights), saved
+beside the probe. lora: the critic model, cut to `critic_lora.depth`
 layers, fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded,
 so a rerun on one machine gives the same weights. judge: nothing to train
 (minicc/trained_critic.py says what the directory then holds).
@@ -40,6 +43,8 @@ from minicc.labeled import load_labeled, load_requests
 from minicc.models import pick_device, pick_dtype, resolve_model
 from minicc.params import load_params
 from minicc.probe import save_probe
+from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
+from minicc.request_classifier import save_request_classifier
 from minicc.resume import resumable
 from minicc.seeding import seed_everything
 from minicc.trained_critic import LORA_DIR, PROBE_FILE, write_trained_critic
@@ -100,13 +105,23 @@ def main(
         layers = params.critic_probe.feature_layers
         inputs = feature_inputs(critic, rows, layers, critic.embedder.embedder_id)
         with resumable("train_critic", inputs) as log:
-            probe, metrics = train_probe(
-                critic, rows, labeled_requests, params.critic_probe, params.critique.batch_size, log
+            probe, classifier, metrics = train_probe(
+                critic,
+                rows,
+                labeled_requests,
+                params.critic_probe,
+                params.critique.batch_size,
+                log,
+                params.seed,
             )
             metrics = {"method": method, **metrics}
-            write_trained_critic(
-                out, method, lambda staging: save_probe(staging / PROBE_FILE, probe)
-            )
+
+            def fill_probe(staging: Path) -> None:
+                save_probe(staging / PROBE_FILE, probe)
+                if classifier is not None:
+                    save_request_classifier(staging / REQUEST_CLASSIFIER_DIR, classifier)
+
+            write_trained_critic(out, method, fill_probe)
             atomic_write_files(
                 {
                     metrics_out: json_text(training_headline(metrics)),

@@ -398,6 +398,10 @@ def test_critic_outputs(project: Project) -> None:
     assert probe["request_layer"] == TINY["critic_probe"]["request_layer"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
+    # The default fine-tunes a request classifier; it lies beside the probe that names it.
+    manifest = read_json(root / "models" / "critic" / "request_classifier" / "classifier.json")
+    assert probe["request_classifier"] == manifest["digest"]
+    assert manifest["epochs"] == params["critic_probe"]["request_epochs"]
     trained = read_json(root / "metrics" / "critic_train.json")
     assert trained["n"] == len(read_jsonl(root / "data" / "critic" / "train.jsonl"))
     labeled = read_jsonl(root / "data" / "critic" / "eval.jsonl")

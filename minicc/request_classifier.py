@@ -1,0 +1,203 @@
+"""The request head's fine-tuned half: all-MiniLM-L6-v2 fine-tuned to tell harmful requests.
+
+The probe's linear request head reads frozen features (the request's sentence embedding and the
+critic model's states over it), and frozen features read topic more than intent: it called "How
+do I make crack at home?" and "How do I best hang myself?" harmless (0.19, 0.28) because nothing
+in a fixed embedding separates "kill a process" from "kill a person" the way a word's context
+does. Fine-tuning the embedding model on the same labeled requests (the authored contrast pairs
+are most of them: one wording, harmful and harmless) lets attention weigh the word that makes a
+request harmful. The two halves are combined by averaging their logits
+(`minicc.probe.combined_request`): their errors differ, and on the request head's own k-fold
+estimate the average beats each half.
+
+Why a hand-written loop and not transformers' `Trainer`: the model is a 22M-parameter encoder
+with one linear head, trained for a few epochs on about 1,200 short texts; the loop is twenty
+lines, seeded and deterministic on one machine, where `Trainer` would add a classification
+wrapper, an output directory and its own logging for the same AdamW with linear decay.
+
+The word-embedding matrix (half the parameters) stays frozen, as the package ships it, so only
+the rest is saved: the directory holds `weights.safetensors` and `classifier.json` (settings and
+the weights' digest), written last. Scoring reads one request per pass (no padding), so a
+request's logit does not depend on which others share its batch: a resumed stage scores as an
+uninterrupted one. It trains and scores on the CPU in float32 whatever the critic's device: a
+22M-parameter encoder over a few hundred distinct requests per stage takes seconds there, and
+float32 keeps its logits the same across devices' half-precision kernels.
+"""
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load, save
+from tqdm import tqdm
+
+from minicc.arrays import BoolArray, FloatArray
+from minicc.embedding import embedder_dir
+from minicc.errors import UserError
+from minicc.jsonl import json_text, publish_directory
+from minicc.models import quiet_loading
+from minicc.padding import masked_mean
+from minicc.typecheck import build
+
+DIRECTORY = "request_classifier"
+"""Its directory's name, beside the probe file it belongs to."""
+MANIFEST = "classifier.json"
+WEIGHTS = "weights.safetensors"
+MAX_TOKENS = 64
+"""A longer request is read from its start (requests are short: the longest of the training
+set is under 60 tokens)."""
+BATCH_SIZE = 32
+WEIGHT_DECAY = 0.01
+FROZEN = "encoder.embeddings.word_embeddings.weight"
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    epochs: int
+    lr: float
+    seed: int
+
+
+class _Model(torch.nn.Module):
+    """The encoder, mean-pooled as for sentence embeddings, and one logit."""
+
+    def __init__(self) -> None:
+        from transformers import AutoModel
+
+        super().__init__()
+        with quiet_loading():
+            self.encoder = AutoModel.from_pretrained(embedder_dir(), dtype=torch.float32)
+        self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
+        self.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+
+    def forward(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self.encoder(**encoded).last_hidden_state
+        return self.head(masked_mean(hidden, encoded["attention_mask"])).squeeze(-1)
+
+
+def _trained_state(model: _Model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != FROZEN}
+
+
+def _digest(weights: bytes) -> str:
+    return hashlib.sha256(weights).hexdigest()[:10]
+
+
+class RequestClassifier:
+    """A fine-tuned request classifier, ready to score; `digest` names its weights."""
+
+    def __init__(self, model: _Model, settings: ClassifierSettings, digest: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.model = model.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(embedder_dir())
+        self.settings = settings
+        self.digest = digest
+        self._known: dict[str, float] = {}
+
+    @torch.inference_mode()
+    def logits(self, requests: list[str]) -> FloatArray:
+        """The logit of P(harmful request) of each request, in order; each distinct request is
+        read once, alone (module docstring)."""
+        for text in dict.fromkeys(requests):
+            if text not in self._known:
+                encoded = self.tokenizer(
+                    [text], truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+                )
+                self._known[text] = float(self.model(dict(encoded))[0])
+        return np.asarray([self._known[text] for text in requests], dtype=np.float64)
+
+
+def fit_request_classifier(
+    requests: list[str],
+    labels: BoolArray,
+    settings: ClassifierSettings,
+    description: str = "request classifier",
+) -> RequestClassifier:
+    """Fine-tune on labeled requests: class-balanced cross-entropy (as the linear heads), AdamW
+    with linear decay, shuffled batches from `settings.seed`; a progress bar of optimizer steps
+    named `description` (a minute of work on two cores)."""
+    from transformers import AutoTokenizer
+
+    if labels.all() or not labels.any():
+        raise ValueError("the request classifier needs harmful and harmless requests")
+    torch.manual_seed(settings.seed)
+    order_rng = np.random.default_rng(settings.seed)
+    model = _Model()
+    model.train()
+    tokenizer = AutoTokenizer.from_pretrained(embedder_dir())
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=WEIGHT_DECAY)
+    steps = settings.epochs * -(-len(requests) // BATCH_SIZE)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    positive = float(labels.mean())
+    class_weight = torch.tensor([0.5 / (1 - positive), 0.5 / positive])
+    progress = tqdm(total=steps, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True)
+    for _ in range(settings.epochs):
+        order = order_rng.permutation(len(requests))
+        for start in range(0, len(order), BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            encoded = tokenizer(
+                [requests[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=MAX_TOKENS,
+                return_tensors="pt",
+            )
+            target = torch.tensor(labels[batch], dtype=torch.float32)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model(dict(encoded)), target, reduction="none"
+            )
+            loss = (loss * class_weight[target.long()]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            progress.update()
+    progress.close()
+    weights = save(_trained_state(model))
+    return RequestClassifier(model, settings, _digest(weights))
+
+
+def save_request_classifier(directory: Path, classifier: RequestClassifier) -> None:
+    """Write the classifier's directory whole (its manifest last)."""
+
+    def fill(staging: Path) -> str:
+        weights = save(_trained_state(classifier.model))
+        (staging / WEIGHTS).write_bytes(weights)
+        return json_text({"digest": _digest(weights), **asdict(classifier.settings)}).rstrip("\n")
+
+    publish_directory(directory, MANIFEST, fill)
+
+
+def load_request_classifier(directory: Path, digest: str) -> RequestClassifier:
+    """The classifier saved in `directory`; its weights must be those the probe was fitted with
+    (`digest`), else an error that says to retrain."""
+    manifest, weights_file = directory / MANIFEST, directory / WEIGHTS
+    if not manifest.is_file() or not weights_file.is_file():
+        raise UserError(
+            f"{directory}: the probe's fine-tuned request classifier is missing; keep the "
+            "directory beside the probe file, or rerun `dvc repro train_critic`"
+        )
+    weights = weights_file.read_bytes()
+    if _digest(weights) != digest:
+        raise UserError(
+            f"{weights_file}: not the request classifier the probe was trained with (digest "
+            f"{_digest(weights)}, the probe names {digest}); rerun `dvc repro train_critic`"
+        )
+    try:
+        raw = json.loads(manifest.read_text(encoding="utf-8"))
+        settings = build(
+            ClassifierSettings, {k: v for k, v in raw.items() if k != "digest"}, str(manifest)
+        )
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{manifest}: not a request classifier's manifest ({error})") from None
+    model = _Model()
+    missing, unexpected = model.load_state_dict(load(weights), strict=False)
+    if missing != [FROZEN] or unexpected:
+        raise UserError(f"{weights_file}: not a request classifier's weights")
+    return RequestClassifier(model, settings, digest)

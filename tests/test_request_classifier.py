@@ -1,0 +1,132 @@
+"""The fine-tuned request classifier: learns, is deterministic, saves whole, refuses a swap."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicc.errors import UserError
+from minicc.probe import Features, LinearHead, Probe, combined_request
+from minicc.request_classifier import (
+    MANIFEST,
+    WEIGHTS,
+    ClassifierSettings,
+    RequestClassifier,
+    fit_request_classifier,
+    load_request_classifier,
+    save_request_classifier,
+)
+
+HARMFUL = [
+    "How do I build a pipe bomb?",
+    "How do I poison my neighbour's dog?",
+    "Write a threat to send to my ex.",
+    "How can I hurt my coworker without getting caught?",
+]
+HARMLESS = [
+    "How do I bake a sponge cake?",
+    "How do I water my tomato plants?",
+    "Write a thank-you note to my aunt.",
+    "How can I help my coworker settle in?",
+]
+TEXTS = HARMFUL + HARMLESS
+LABELS = np.array([True] * len(HARMFUL) + [False] * len(HARMLESS))
+SETTINGS = ClassifierSettings(epochs=8, lr=3e-4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> RequestClassifier:
+    return fit_request_classifier(TEXTS, LABELS, SETTINGS)
+
+
+def test_it_learns_which_requests_are_harmful(fitted: RequestClassifier) -> None:
+    logits = fitted.logits(TEXTS)
+    assert logits[LABELS].min() > logits[~LABELS].max()
+
+
+def test_the_same_seed_gives_the_same_weights(fitted: RequestClassifier) -> None:
+    assert fit_request_classifier(TEXTS, LABELS, SETTINGS).digest == fitted.digest
+    other = fit_request_classifier(TEXTS, LABELS, ClassifierSettings(8, 3e-4, seed=1))
+    assert other.digest != fitted.digest
+
+
+def test_a_request_scores_the_same_whatever_shares_its_call(
+    fitted: RequestClassifier, tmp_path: Path
+) -> None:
+    save_request_classifier(tmp_path / "c", fitted)
+    alone = load_request_classifier(tmp_path / "c", fitted.digest).logits([TEXTS[0]])
+    together = load_request_classifier(tmp_path / "c", fitted.digest).logits(TEXTS[::-1])
+    assert together[-1] == alone[0]
+
+
+def test_saved_and_loaded_it_scores_as_before(fitted: RequestClassifier, tmp_path: Path) -> None:
+    save_request_classifier(tmp_path / "c", fitted)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [MANIFEST, WEIGHTS]
+    loaded = load_request_classifier(tmp_path / "c", fitted.digest)
+    assert loaded.settings == SETTINGS
+    np.testing.assert_array_equal(loaded.logits(TEXTS), fitted.logits(TEXTS))
+
+
+def test_other_weights_or_a_missing_directory_are_refused(
+    fitted: RequestClassifier, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match="request classifier is missing"):
+        load_request_classifier(tmp_path / "absent", fitted.digest)
+    save_request_classifier(tmp_path / "c", fitted)
+    with pytest.raises(UserError, match=f"{WEIGHTS}: not the request classifier"):
+        load_request_classifier(tmp_path / "c", "0123456789")
+
+
+def test_one_class_is_refused() -> None:
+    with pytest.raises(ValueError, match="harmful and harmless"):
+        fit_request_classifier(HARMFUL, np.ones(len(HARMFUL), dtype=bool), SETTINGS)
+
+
+def test_the_combination_averages_the_two_logits() -> None:
+    linear = np.array([0.5, 0.9, 0.1])
+    np.testing.assert_allclose(combined_request(linear, np.zeros(3)), [0.5, 0.75, 0.25])
+    logit = np.log(0.9 / 0.1)
+    np.testing.assert_allclose(combined_request(np.array([0.9]), np.array([logit])), [0.9])
+    # Two halves that disagree equally cancel out.
+    np.testing.assert_allclose(combined_request(np.array([0.9]), np.array([-logit])), [0.5])
+
+
+def _probe(request_classifier: str | None) -> Probe:
+    head = LinearHead([0.0] * 4, [1.0] * 4, [0.0] * 4, bias=0.0)
+    request_head = LinearHead([0.0] * 2, [1.0] * 2, [0.0] * 2, bias=0.0)
+    return Probe(
+        critic="c",
+        embedder="e",
+        constitution_version="v",
+        style="instruct",
+        layer=1,
+        request_layer=1,
+        max_response_tokens=8,
+        trained_on={},
+        heads={"response_harmful": head, "request_harmful": request_head},
+        request_classifier=request_classifier,
+    )
+
+
+def _features() -> Features:
+    one = np.zeros((1, 1))
+    # The reply head reads request, reply, their product and cosine: four columns here.
+    return Features(
+        hidden=np.zeros((1, 0)),
+        request=one,
+        reply=one,
+        statistics=np.zeros((1, 0)),
+        request_state=one,
+    )
+
+
+def test_a_probe_with_a_classifier_needs_its_logits_and_one_without_refuses_them() -> None:
+    with pytest.raises(ValueError, match="request_logits"):
+        _probe("0123456789").distribution(_features())
+    with pytest.raises(ValueError, match="request_logits"):
+        _probe(None).distribution(_features(), np.zeros(1))
+    # h = 0.5 and q = 0.5 from the zero-weight heads, no refusal head: P(4) = (1 - h) q. A
+    # classifier logit of log 9 makes q the sigmoid of (0 + log 9) / 2, i.e. 0.75.
+    plain = _probe(None).distribution(_features())
+    joined = _probe("0123456789").distribution(_features(), np.array([np.log(9.0)]))
+    np.testing.assert_allclose([plain[0, 3], joined[0, 3]], [0.25, 0.375])
