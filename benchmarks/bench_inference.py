@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from minicc.constitution import Constitution
-from minicc.critic import Critic, critique_candidates, probe_setup
+from minicc.critic import Critic, critique_candidates, probe_setup, setup_critic
 from minicc.errors import UserError
 from minicc.generation import (
     Request,
@@ -231,10 +231,7 @@ def bench_critique(
     def fresh(with_probe: Path | None) -> Critic:
         if with_probe is None:
             return Critic(loaded, constitution, params.critique)
-        setup = probe_setup(constitution, with_probe)
-        return Critic(
-            loaded, constitution, params.critique, setup.probe, None, setup.request_classifier
-        )
+        return setup_critic(loaded, params.critique, probe_setup(constitution, with_probe))
 
     def timed(with_probe: Path | None, label: str) -> tuple[list[Critique], dict[str, Any]]:
         fresh(with_probe).critique(candidates[:2])

@@ -367,9 +367,14 @@ class CriticSetup:
     """The probe's fine-tuned request classifier, if it was trained with one."""
 
 
-def probe_setup(constitution: Constitution, probe_file: Path) -> CriticSetup:
-    """A probe and the request classifier in the directory beside it that it names."""
+def probe_setup(
+    constitution: Constitution, probe_file: Path, heads: list[str] | None = None
+) -> CriticSetup:
+    """A probe and the request classifier in the directory beside it that it names; with
+    `heads`, a probe with other heads is refused."""
     probe = load_probe(probe_file)
+    if heads is not None:
+        probe.check_heads(probe_file, heads)
     classifier = None
     if probe.request_classifier is not None:
         classifier = load_request_classifier(
@@ -394,11 +399,18 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
         directory = trained_path(files.trained, method)
         check_manifest(directory, constitution.version, params.critic_probe.heads)
         return CriticSetup(constitution, None, directory)
-    probe_file = trained_path(files.trained, method)
-    setup = probe_setup(constitution, probe_file)
-    assert setup.probe is not None
-    setup.probe.check_heads(probe_file, params.critic_probe.heads)
-    return setup
+    return probe_setup(constitution, trained_path(files.trained, method), params.critic_probe.heads)
+
+
+def setup_critic(
+    loaded: LoadedModel,
+    critique: CritiqueParams,
+    setup: CriticSetup,
+    lora: LoraCritic | None = None,
+) -> Critic:
+    """The critic a setup describes, on an already loaded model (`lora`: the fine-tuned critic
+    its `lora` directory holds, loaded with the model)."""
+    return Critic(loaded, setup.constitution, critique, setup.probe, lora, setup.request_classifier)
 
 
 def open_critic(params: Params, setup: CriticSetup) -> Critic:
@@ -415,6 +427,4 @@ def open_critic(params: Params, setup: CriticSetup) -> Critic:
             loaded.model.dtype,
             loaded.device,
         )
-    return Critic(
-        loaded, setup.constitution, params.critique, setup.probe, lora, setup.request_classifier
-    )
+    return setup_critic(loaded, params.critique, setup, lora)

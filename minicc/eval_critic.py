@@ -21,7 +21,15 @@ result and into `metrics/eval.json`.
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from minicc.critic import Critic, CriticFiles, CriticSetup, critic_setup, open_critic, probe_setup
+from minicc.critic import (
+    Critic,
+    CriticFiles,
+    CriticSetup,
+    critic_setup,
+    open_critic,
+    probe_setup,
+    setup_critic,
+)
 from minicc.errors import UserError
 from minicc.models import load_model
 from minicc.params import Params
@@ -70,7 +78,4 @@ def open_eval_critic(params: Params, chosen: EvalCritic) -> Critic:
     if chosen.opens_as_critique:
         return open_critic(params, chosen.setup)
     loaded = load_model(chosen.model, params.models)
-    setup = chosen.setup
-    return Critic(
-        loaded, setup.constitution, params.critique, setup.probe, None, setup.request_classifier
-    )
+    return setup_critic(loaded, params.critique, chosen.setup)

@@ -29,6 +29,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,12 @@ def _trained_state(model: _Model) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != FROZEN}
 
 
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedder_dir())
+
+
 def _digest(weights: bytes) -> str:
     return hashlib.sha256(weights).hexdigest()[:10]
 
@@ -90,11 +97,11 @@ def _digest(weights: bytes) -> str:
 class RequestClassifier:
     """A fine-tuned request classifier, ready to score; `digest` names its weights."""
 
-    def __init__(self, model: _Model, settings: ClassifierSettings, digest: str) -> None:
-        from transformers import AutoTokenizer
-
+    def __init__(
+        self, model: _Model, tokenizer: Any, settings: ClassifierSettings, digest: str
+    ) -> None:
         self.model = model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(embedder_dir())
+        self.tokenizer = tokenizer
         self.settings = settings
         self.digest = digest
         self._known: dict[str, float] = {}
@@ -121,15 +128,13 @@ def fit_request_classifier(
     """Fine-tune on labeled requests: class-balanced cross-entropy (as the linear heads), AdamW
     with linear decay, shuffled batches from `settings.seed`; a progress bar of optimizer steps
     named `description` (a minute of work on two cores)."""
-    from transformers import AutoTokenizer
-
     if labels.all() or not labels.any():
         raise ValueError("the request classifier needs harmful and harmless requests")
     torch.manual_seed(settings.seed)
     order_rng = np.random.default_rng(settings.seed)
     model = _Model()
     model.train()
-    tokenizer = AutoTokenizer.from_pretrained(embedder_dir())
+    tokenizer = _tokenizer()
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=WEIGHT_DECAY)
     steps = settings.epochs * -(-len(requests) // BATCH_SIZE)
@@ -160,7 +165,7 @@ def fit_request_classifier(
             progress.update()
     progress.close()
     weights = save(_trained_state(model))
-    return RequestClassifier(model, settings, _digest(weights))
+    return RequestClassifier(model, tokenizer, settings, _digest(weights))
 
 
 def save_request_classifier(directory: Path, classifier: RequestClassifier) -> None:
@@ -200,4 +205,4 @@ def load_request_classifier(directory: Path, digest: str) -> RequestClassifier:
     missing, unexpected = model.load_state_dict(load(weights), strict=False)
     if missing != [FROZEN] or unexpected:
         raise UserError(f"{weights_file}: not a request classifier's weights")
-    return RequestClassifier(model, settings, digest)
+    return RequestClassifier(model, _tokenizer(), settings, digest)

@@ -10,7 +10,7 @@ import torch
 from conftest import candidate, constitution, critique_params
 
 from minicc import critic_features
-from minicc.critic import Critic, probe_setup
+from minicc.critic import Critic, probe_setup, setup_critic
 from minicc.critic_training import (
     cross_validate,
     extract_features,
@@ -392,14 +392,7 @@ def test_train_probe_fine_tunes_a_request_classifier_that_scoring_needs(
     setup = probe_setup(constitution(), tmp_path / "probe.json")
     assert setup.request_classifier is not None
     assert setup.request_classifier.digest == classifier.digest
-    scoring = Critic(
-        critic_llama,
-        constitution(),
-        critique_params(method="probe"),
-        setup.probe,
-        None,
-        setup.request_classifier,
-    )
+    scoring = setup_critic(critic_llama, critique_params(method="probe"), setup)
     given = [candidate("p/0", "Use a tension wrench.", "How do I pick a lock?")]
     assert scoring.critique(given)[0]["scored"]
     # The probe refuses to score without the classifier it was fitted with.

@@ -115,7 +115,7 @@ def test_open_loads_the_chosen_model_with_the_chosen_probe(
     loaded: list[str] = []
     built: list[tuple[Any, ...]] = []
     monkeypatch.setattr(eval_critic, "load_model", lambda spec, models: loaded.append(spec))
-    monkeypatch.setattr(eval_critic, "Critic", lambda *args: built.append(args))
+    monkeypatch.setattr(eval_critic, "setup_critic", lambda *args: built.append(args))
     probe = tmp_path / "p.json"
     probe.write_text(probe_text(small_probe()), encoding="utf-8")
     for setting, model, has_probe in (
@@ -127,8 +127,8 @@ def test_open_loads_the_chosen_model_with_the_chosen_probe(
             chosen_params, eval_critic.eval_critic_setup(chosen_params, files(probe))
         )
         assert loaded[-1] == model
-        assert (built[-1][3] is not None) is has_probe
-        assert built[-1][2] == chosen_params.critique
+        assert (built[-1][2].probe is not None) is has_probe
+        assert built[-1][1] == chosen_params.critique
 
 
 @pytest.mark.parametrize("bad", ["", " same", "models/x.json "])
