@@ -471,6 +471,11 @@ class PromptsParams:
 @dataclass(frozen=True)
 class Params:
     seed: int
+    """Seeds the policy's side: prompt caps, sampling, revision, SFT split, LoRA training and
+    the comparison's bootstrap."""
+    critic_seed: int
+    """Seeds the critic's side (train_critic, critique, critic_eval), so that a sweep over
+    `seed` measures every policy with one critic."""
     models: ModelsParams
     generate: GenerateParams
     critique: CritiqueParams
@@ -495,6 +500,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
         params: Params = build(Params, raw, str(path))
     except ValueError as error:
         raise UserError(str(error)) from None
-    if params.seed < 0:
-        raise UserError(f"{path}: key 'seed' must be an integer >= 0, got {params.seed!r}")
+    for key, value in (("seed", params.seed), ("critic_seed", params.critic_seed)):
+        if value < 0:
+            raise UserError(f"{path}: key '{key}' must be an integer >= 0, got {value!r}")
     return params

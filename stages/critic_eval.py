@@ -64,7 +64,7 @@ def main(
         files = CriticFiles(principles, instruct_template, base_template, trained_critic)
         setup = critic_setup(params, files, params.critique.method)
         rows = load_labeled(labeled)
-        seed_everything(params.seed)
+        seed_everything(params.critic_seed)
         critic = open_critic(params, setup)
         candidates = [as_candidate(row) for row in rows]
         batch_size = params.critique.batch_size

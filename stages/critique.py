@@ -48,7 +48,7 @@ def main(
         files = CriticFiles(principles, instruct_template, base_template, trained_critic)
         setup = critic_setup(params, files, params.critique.method)
         rows = load_candidates(candidates)
-        seed_everything(params.seed)
+        seed_everything(params.critic_seed)
         critic = open_critic(params, setup)
         batch_size = params.critique.batch_size
         with resumable_critiques("critique", critic, rows, batch_size) as (critiques, count):

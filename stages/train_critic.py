@@ -75,7 +75,7 @@ def main(
         setup = critic_setup(params, files, "judge")
         rows = select_sources(load_labeled(train), params.critic_probe.sources)
         labeled_requests = load_requests(requests)
-        seed_everything(params.seed)
+        seed_everything(params.critic_seed)
         if method == "lora":
             summary: dict[str, Any] = {"method": method}
             device = pick_device(params.models.device)
@@ -88,7 +88,7 @@ def main(
                         rows,
                         labeled_requests,
                         lora_settings(params),
-                        params.seed,
+                        params.critic_seed,
                         staging / LORA_DIR,
                         pick_dtype(device, params.models.dtype),
                     )
@@ -112,7 +112,7 @@ def main(
                 params.critic_probe,
                 params.critique.batch_size,
                 log,
-                params.seed,
+                params.critic_seed,
             )
             metrics = {"method": method, **metrics}
 

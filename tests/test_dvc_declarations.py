@@ -437,6 +437,17 @@ def test_params_reads_are_found() -> None:
     assert not any(read[0] == "generate" for read in params_reads(critique))
 
 
+CRITIC_STAGES = ["train_critic", "critique@candidates", "critique@revisions", "critic_eval"]
+
+
+@pytest.mark.parametrize("name", CRITIC_STAGES)
+def test_the_critic_reads_its_own_seed_not_the_policys(name: str) -> None:
+    """`dvc exp run -S seed=N` must leave the critic (the yardstick) as it is."""
+    reads = params_reads(script_of(STAGES[name]))
+    assert ("critic_seed",) in reads and ("seed",) not in reads
+    assert "seed" not in params_entries(STAGES[name])
+
+
 @pytest.mark.parametrize("name", STAGE_NAMES)
 def test_metrics_and_plots_are_not_cached(name: str) -> None:
     for kind in ("metrics", "plots"):

@@ -91,7 +91,7 @@ def test_committed_params_load_with_every_value_as_written() -> None:
 
 def test_top_level_keys_match_the_dataclass() -> None:
     assert {f.name for f in dataclasses.fields(Params)} == set(raw_params())
-    assert set(SECTIONS) | {"seed"} == set(raw_params())
+    assert set(SECTIONS) | {"seed", "critic_seed"} == set(raw_params())
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -168,23 +168,36 @@ def test_float_is_not_accepted_as_int(section: str, key: str, tmp_path: Path) ->
     assert f"key {key!r} must be int, got 2.0" in message
 
 
+SEEDS = ["seed", "critic_seed"]
+
+
+@pytest.mark.parametrize("key", SEEDS)
 @pytest.mark.parametrize("value", [True, 42.0, "42", None])
-def test_seed_must_be_an_int(value: Any, tmp_path: Path) -> None:
+def test_seed_must_be_an_int(key: str, value: Any, tmp_path: Path) -> None:
     raw = raw_params()
-    raw["seed"] = value
-    assert f"params.yaml: key 'seed' must be int, got {value!r}" in rejected(write(tmp_path, raw))
+    raw[key] = value
+    assert f"params.yaml: key '{key}' must be int, got {value!r}" in rejected(write(tmp_path, raw))
 
 
-def test_seed_must_not_be_negative(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", SEEDS)
+def test_seed_must_not_be_negative(key: str, tmp_path: Path) -> None:
     raw = raw_params()
-    raw["seed"] = -1
-    assert "key 'seed' must be an integer >= 0, got -1" in rejected(write(tmp_path, raw))
+    raw[key] = -1
+    assert f"key '{key}' must be an integer >= 0, got -1" in rejected(write(tmp_path, raw))
 
 
-def test_seed_zero_is_accepted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", SEEDS)
+def test_seed_zero_is_accepted(key: str, tmp_path: Path) -> None:
     raw = raw_params()
-    raw["seed"] = 0
-    assert load_params(write(tmp_path, raw)).seed == 0
+    raw[key] = 0
+    assert getattr(load_params(write(tmp_path, raw)), key) == 0
+
+
+def test_the_critic_has_its_own_seed(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["seed"], raw["critic_seed"] = 7, 11
+    params = load_params(write(tmp_path, raw))
+    assert (params.seed, params.critic_seed) == (7, 11)
 
 
 @pytest.mark.parametrize(("section", "key"), ALL_KEYS)
@@ -217,9 +230,8 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     raw["dpo"] = {"epochs": 1}
     message = rejected(write(tmp_path, raw))
     allowed = (
-        "seed, models, generate, critique, critic_probe, critic_lora, select, sft, revise, train, "
-        "evaluate, "
-        "prompts"
+        "seed, critic_seed, models, generate, critique, critic_probe, critic_lora, select, sft, "
+        "revise, train, evaluate, prompts"
     )
     assert f"unknown key 'dpo'; allowed keys: {allowed}" in message
 
