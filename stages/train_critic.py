@@ -13,10 +13,11 @@ reply's text statistics become features; minicc/probe.py says how the heads and 
 score work. Feature extraction is crash-safe like critique; the fits are convex and solved to
 convergence, so a rerun gives the same probe. With `critic_probe.request_epochs` > 0 it also
 fine-tunes the request classifier the request head is averaged with
-(minicc/request_classifier.py; seeded, so a rerun on one machine gives the same weights), saved
+(minicc/request_classifier.py; seeded by `critic_seed`, so a rerun on one machine gives the same
+weights), saved
 beside the probe. lora: the critic model, cut to `critic_lora.depth`
-layers, fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded,
-so a rerun on one machine gives the same weights. judge: nothing to train
+layers, fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded
+by `critic_seed`, so a rerun on one machine gives the same weights. judge: nothing to train
 (minicc/trained_critic.py says what the directory then holds).
 """
 
