@@ -14,10 +14,9 @@ score work. Feature extraction is crash-safe like critique; the fits are convex 
 convergence, so a rerun gives the same probe. With `critic_probe.request_epochs` > 0 it also
 fine-tunes the request classifier the request head is averaged with
 (minicc/request_classifier.py; seeded by `critic_seed`, so a rerun on one machine gives the same
-weights), saved
-beside the probe. lora: the critic model, cut to `critic_lora.depth`
-layers, fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded
-by `critic_seed`, so a rerun on one machine gives the same weights. judge: nothing to train
+weights), saved beside the probe. lora: the critic model, cut to `critic_lora.depth` layers,
+fine-tuned with LoRA as a classifier with the same heads (minicc/critic_lora.py); seeded by
+`critic_seed`, so a rerun on one machine gives the same weights. judge: nothing to train
 (minicc/trained_critic.py says what the directory then holds).
 """
 
