@@ -26,7 +26,7 @@ from minicc.generation import Decoding, Request, complete
 from minicc.judge import DigitReading, digit_token_ids, judged_fields, read_digits
 from minicc.models import LoadedModel, load_model, resolve_model
 from minicc.neutralise import neutralise
-from minicc.params import CriticMethod, CritiqueParams, Params
+from minicc.params import CriticMethod, CriticProbeParams, CritiqueParams, Params
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
@@ -368,13 +368,13 @@ class CriticSetup:
 
 
 def probe_setup(
-    constitution: Constitution, probe_file: Path, heads: list[str] | None = None
+    constitution: Constitution, probe_file: Path, expected: CriticProbeParams | None = None
 ) -> CriticSetup:
     """A probe and the request classifier in the directory beside it that it names; with
-    `heads`, a probe with other heads is refused."""
+    `expected`, a probe with other heads or another harm gating is refused."""
     probe = load_probe(probe_file)
-    if heads is not None:
-        probe.check_heads(probe_file, heads)
+    if expected is not None:
+        probe.check_design(probe_file, expected.heads, expected.gated_harm)
     classifier = None
     if probe.request_classifier is not None:
         classifier = load_request_classifier(
@@ -399,7 +399,7 @@ def critic_setup(params: Params, files: CriticFiles, method: CriticMethod) -> Cr
         directory = trained_path(files.trained, method)
         check_manifest(directory, constitution.version, params.critic_probe.heads)
         return CriticSetup(constitution, None, directory)
-    return probe_setup(constitution, trained_path(files.trained, method), params.critic_probe.heads)
+    return probe_setup(constitution, trained_path(files.trained, method), params.critic_probe)
 
 
 def setup_critic(

@@ -7,6 +7,13 @@ Four logistic heads are fitted on them, each on the rows that carry its label (l
 which). Before the final fit, grouped k-fold cross-validation (no prompt on both sides of a
 fold) estimates how well P(harmful) generalises to unseen prompts, and a leave-one-source-out
 fit measures generalisation to a source never trained on.
+
+A gated harm head (`critic_probe.gated_harm`, minicc/probe.py) reads each row's P(harmful
+request) q. The request heads are fitted on these very prompts, so their q on a training row
+is in-sample: near-certain where a new request's would not be, and a harm head trained on it
+would learn to trust q more than it deserves. Each training row therefore gets its request's
+out-of-fold q from the request head's own cross-validation (the head, and the classifier,
+fitted on the folds without that request), which is what a new request gets at scoring time.
 """
 
 import hashlib
@@ -25,7 +32,16 @@ from minicc.critic_metrics import grouped_report, separation, source_family
 from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.params import CriticProbeParams
-from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, combined_request, fit_head
+from minicc.probe import (
+    HEAD_BLOCKS,
+    Features,
+    LinearHead,
+    Probe,
+    combined_request,
+    fit_head,
+    gated_features,
+)
+from minicc.probe import harm_probability as head_harm_probability
 from minicc.request_classifier import (
     ClassifierSettings,
     RequestClassifier,
@@ -129,9 +145,14 @@ def request_training_set(
 
 
 def fit_reply_heads(
-    features: Features, rows: list[LabeledResponse], heads: list[str], l2: float
+    features: Features,
+    rows: list[LabeledResponse],
+    heads: list[str],
+    l2: float,
+    gate: FloatArray | None = None,
 ) -> dict[str, LinearHead]:
-    """The reply heads that `heads` names, each on the rows that carry its label."""
+    """The reply heads that `heads` names, each on the rows that carry its label; `gate`: each
+    row's P(harmful request) when the harm head is gated (None: not gated)."""
     fitted = {}
     for name, label_of in LABELS.items():
         if name not in heads:
@@ -144,13 +165,22 @@ def fit_reply_heads(
                 f"the critic's {name} head needs rows of both classes; add sources to "
                 "critic_probe.sources"
             )
-        fitted[name] = fit_head(features.rows(known).matrix(HEAD_BLOCKS[name]), truth, l2)
+        matrix = features.rows(known).matrix(HEAD_BLOCKS[name])
+        if name == "response_harmful" and gate is not None:
+            matrix = gated_features(matrix, gate[known])
+        fitted[name] = fit_head(matrix, truth, l2)
     return fitted
 
 
-def harm_probability(heads: dict[str, LinearHead], features: Features) -> FloatArray:
-    """P(harmful help) = the rubric's P(1), which is the response_harmful head."""
-    return heads["response_harmful"].probability(features.matrix(HEAD_BLOCKS["response_harmful"]))
+def harm_probability(
+    heads: dict[str, LinearHead], features: Features, gate: FloatArray | None = None
+) -> FloatArray:
+    """P(harmful help) = the rubric's P(1), which is the response_harmful head (gated by
+    `gate` as in `fit_reply_heads`)."""
+    matrix = features.matrix(HEAD_BLOCKS["response_harmful"])
+    if gate is None:
+        return heads["response_harmful"].probability(matrix)
+    return head_harm_probability(heads["response_harmful"], matrix, gate, gated=True)
 
 
 def _fold(group: str) -> int:
@@ -166,8 +196,14 @@ def _by_family(rows: list[LabeledResponse], harm: FloatArray) -> dict[str, Any]:
     return grouped_report(groups)
 
 
-def cross_validate(features: Features, rows: list[LabeledResponse], l2: float) -> dict[str, Any]:
-    """Grouped k-fold: each row's P(harmful) comes from a harm head fitted without its prompt."""
+def cross_validate(
+    features: Features,
+    rows: list[LabeledResponse],
+    l2: float,
+    gate: FloatArray | None = None,
+) -> dict[str, Any]:
+    """Grouped k-fold: each row's P(harmful) comes from a harm head fitted without its prompt
+    (`gate` as in `fit_reply_heads`)."""
     folds = np.array([_fold(r.group) for r in rows])
     harm = np.zeros(len(rows))
     for fold in range(CV_FOLDS):
@@ -179,9 +215,15 @@ def cross_validate(features: Features, rows: list[LabeledResponse], l2: float) -
         if labels.all() or not labels.any():
             # Tiny data sets only: one fold's complement holds a single class.
             return {"skipped": f"fold {fold}'s training part lacks harmful or harmless rows"}
-        heads = fit_reply_heads(features.rows(~held), train, ["response_harmful"], l2)
-        harm[held] = harm_probability(heads, features.rows(held))
+        heads = fit_reply_heads(
+            features.rows(~held), train, ["response_harmful"], l2, _rows(gate, ~held)
+        )
+        harm[held] = harm_probability(heads, features.rows(held), _rows(gate, held))
     return _by_family(rows, harm)
+
+
+def _rows(gate: FloatArray | None, mask: BoolArray) -> FloatArray | None:
+    return None if gate is None else gate[mask]
 
 
 def request_cross_validation(
@@ -190,10 +232,13 @@ def request_cross_validation(
     texts: list[str],
     l2: float,
     classifier: ClassifierSettings | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], FloatArray | None]:
     """The request head's k-fold estimate on unseen requests: each request's P(harmful request)
     comes from a head fitted on the folds without it (folds by a hash of the text), combined
-    with a request classifier fine-tuned on those folds when `classifier` is given."""
+    with a request classifier fine-tuned on those folds when `classifier` is given.
+
+    Returns the report and those out-of-fold probabilities, one per text (None when a fold
+    could not be fitted)."""
     folds = np.array([_fold(text) for text in texts])
     harm = np.zeros(len(labels))
     for fold in range(CV_FOLDS):
@@ -201,7 +246,8 @@ def request_cross_validation(
         if not held.any():
             continue
         if labels[~held].all() or not labels[~held].any():
-            return {"skipped": f"fold {fold}'s training part lacks harmful or harmless requests"}
+            skipped = f"fold {fold}'s training part lacks harmful or harmless requests"
+            return {"skipped": skipped}, None
         harm[held] = fit_head(matrix[~held], labels[~held], l2).probability(matrix[held])
         if classifier is not None:
             fitted = fit_request_classifier(
@@ -212,11 +258,17 @@ def request_cross_validation(
             )
             logits = fitted.logits([t for t, h in zip(texts, held, strict=True) if h])
             harm[held] = combined_request(harm[held], logits)
-    return separation(labels.tolist(), harm.tolist())
+    return separation(labels.tolist(), harm.tolist()), harm
 
 
-def leave_source_out(features: Features, rows: list[LabeledResponse], l2: float) -> dict[str, Any]:
-    """Per source family: a harm head fitted on the other families only, scored on this one."""
+def leave_source_out(
+    features: Features,
+    rows: list[LabeledResponse],
+    l2: float,
+    gate: FloatArray | None = None,
+) -> dict[str, Any]:
+    """Per source family: a harm head fitted on the other families only, scored on this one
+    (`gate` as in `fit_reply_heads`)."""
     families = np.array([source_family(r.source) for r in rows])
     report: dict[str, Any] = {}
     for family in sorted(set(families.tolist())):
@@ -226,12 +278,37 @@ def leave_source_out(features: Features, rows: list[LabeledResponse], l2: float)
         if not train or all(labels) or not any(labels):
             report[family] = {"skipped": "the other sources lack harmful or harmless rows"}
             continue
-        heads = fit_reply_heads(features.rows(~held), train, ["response_harmful"], l2)
-        held_rows = [r for r, h in zip(rows, held, strict=True) if h]
-        report[family] = separation(
-            [r.harmful for r in held_rows], harm_probability(heads, features.rows(held)).tolist()
+        heads = fit_reply_heads(
+            features.rows(~held), train, ["response_harmful"], l2, _rows(gate, ~held)
         )
+        held_rows = [r for r, h in zip(rows, held, strict=True) if h]
+        harm = harm_probability(heads, features.rows(held), _rows(gate, held))
+        report[family] = separation([r.harmful for r in held_rows], harm.tolist())
     return report
+
+
+def request_gate(
+    critic: Critic,
+    rows: list[LabeledResponse],
+    out_of_fold: dict[str, float],
+    request_head: LinearHead,
+    classifier: RequestClassifier | None,
+    params: CriticProbeParams,
+) -> FloatArray:
+    """Each row's P(harmful request) for a gated harm head: its request's out-of-fold value
+    (module docstring); a request the request heads never trained on (a row whose source does
+    not label its request) gets the fitted heads' value, which is not in-sample."""
+    by_text = dict(out_of_fold)
+    unseen = sorted({row.prompt for row in rows} - set(by_text))
+    if unseen:
+        linear = request_head.probability(
+            critic.feature_reader.request_matrix(unseen, params.request_layer)
+        )
+        fitted = (
+            linear if classifier is None else combined_request(linear, classifier.logits(unseen))
+        )
+        by_text.update(zip(unseen, fitted.tolist(), strict=True))
+    return np.asarray([by_text[row.prompt] for row in rows], dtype=np.float64)
 
 
 def train_probe(
@@ -250,8 +327,8 @@ def train_probe(
     layers = params.feature_layers
     features = extract_features(critic, rows, layers, batch_size, log)
     extracted = time.perf_counter()
-    heads = fit_reply_heads(features, rows, params.heads, params.l2)
-    request_rows, request_cv, classifier = 0, None, None
+    heads: dict[str, LinearHead] = {}
+    request_rows, request_cv, classifier, gate = 0, None, None, None
     if "request_harmful" in params.heads:
         texts, labels = request_training_set(rows, requests)
         if labels.all() or not labels.any():
@@ -266,7 +343,19 @@ def train_probe(
         if params.request_epochs > 0:
             settings = ClassifierSettings(params.request_epochs, params.request_lr, seed)
             classifier = fit_request_classifier(texts, labels, settings)
-        request_cv = request_cross_validation(matrix, labels, texts, params.l2, settings)
+        request_cv, out_of_fold = request_cross_validation(
+            matrix, labels, texts, params.l2, settings
+        )
+        if params.gated_harm:
+            if out_of_fold is None:
+                raise UserError(
+                    "critic_probe.gated_harm needs the request head's cross-validation, which "
+                    f"could not run ({request_cv['skipped']}); add requests of both kinds or "
+                    "set gated_harm to false"
+                )
+            known = dict(zip(texts, out_of_fold.tolist(), strict=True))
+            gate = request_gate(critic, rows, known, heads["request_harmful"], classifier, params)
+    heads.update(fit_reply_heads(features, rows, params.heads, params.l2, gate))
     probe = Probe(
         critic=critic.loaded.model_id,
         embedder=critic.embedder.embedder_id,
@@ -278,6 +367,7 @@ def train_probe(
         trained_on=dict(sorted(Counter(r.source for r in rows).items())),
         heads=dict(sorted(heads.items())),
         request_classifier=None if classifier is None else classifier.digest,
+        harm_gated=params.gated_harm,
     )
     head_rows = {
         name: int(sum(label_of(r) is not None for r in rows))
@@ -291,9 +381,10 @@ def train_probe(
         "head_rows": {**head_rows, **({"request_harmful": request_rows} if request_rows else {})},
         "layer": params.layer,
         "request_layer": params.request_layer,
-        "train": _by_family(rows, harm_probability(heads, features)),
-        "grouped_cv": cross_validate(features, rows, params.l2),
-        "leave_source_out": leave_source_out(features, rows, params.l2),
+        "gated_harm": params.gated_harm,
+        "train": _by_family(rows, harm_probability(heads, features, gate)),
+        "grouped_cv": cross_validate(features, rows, params.l2, gate),
+        "leave_source_out": leave_source_out(features, rows, params.l2, gate),
         **({"request_grouped_cv": request_cv} if request_cv is not None else {}),
         "feature_seconds": round(extracted - started, 1),
         "fit_seconds": round(time.perf_counter() - extracted, 1),

@@ -163,6 +163,9 @@ class CriticProbeParams:
     the linear request head; 0: the linear head alone."""
     request_lr: float
     """Its learning rate (AdamW, linear decay to 0)."""
+    gated_harm: bool
+    """The response_harmful head is gated by the request head's P(harmful request): one linear
+    head for harmful requests and one for harmless, blended (minicc/probe.py)."""
 
     @property
     def feature_layers(self) -> tuple[int, int]:
@@ -200,6 +203,13 @@ class CriticProbeParams:
             "critic_probe.heads",
             f"a list of distinct names from {', '.join(PROBE_HEADS)}, with response_harmful",
             self.heads,
+        )
+        _require(
+            not self.gated_harm or "request_harmful" in self.heads,
+            "critic_probe.gated_harm",
+            "false when critic_probe.heads lacks request_harmful (the gate is its P(harmful "
+            "request))",
+            self.gated_harm,
         )
 
 

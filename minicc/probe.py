@@ -39,6 +39,14 @@ outcome distribution the heads give, with q, h, r, t the four probabilities abov
     score = sum over k of k P(k)
 A head left out of `critic_probe.heads` takes a fixed value: q = 0.5, r = 0, t = 1
 (`response_harmful` is required). P(1) is the critic's P(harmful), from which `safe` follows.
+
+A gated harm head (`critic_probe.gated_harm`, the probe's `harm_gated`) reads its features X
+as [X q, X (1-q), logit q]: two linear harm heads, one for harmful requests and one for
+harmless ones, blended by q. That is XSTest's own labeling rule (compliance is harmful help
+when the request is harmful) made soft: the head can learn that a detailed answer is harmful
+help under a harmful request and ordinary help under a harmless one, which one head on pooled
+features cannot. Training gives each row a q from request heads not fitted on its prompt
+(minicc/critic_training.py), as a new request gets at scoring time.
 """
 
 import hashlib
@@ -137,6 +145,12 @@ def rubric_distribution(
     )
 
 
+def gated_features(matrix: FloatArray, request_harmful: FloatArray) -> FloatArray:
+    """A gated harm head's features (module docstring): [X q, X (1-q), logit q]."""
+    q = np.clip(request_harmful, 1e-6, 1 - 1e-6)[:, None]
+    return np.concatenate([matrix * q, matrix * (1 - q), np.log(q / (1 - q))], axis=1)
+
+
 def combined_request(linear: FloatArray, classifier_logits: FloatArray) -> FloatArray:
     """P(harmful request) from the linear head's probability and the fine-tuned classifier's
     logit: the sigmoid of the mean of the two logits."""
@@ -164,6 +178,9 @@ class Probe:
     request_classifier: str | None = None
     """Digest of the fine-tuned request classifier (minicc/request_classifier.py) whose logit
     is averaged with the linear request head's; None: the linear head alone."""
+    harm_gated: bool = False
+    """The response_harmful head reads `gated_features` (module docstring). A file needs the
+    key: one written before it existed is refused, with the advice to retrain."""
 
     def distribution(
         self, features: Features, request_logits: FloatArray | None = None
@@ -182,14 +199,25 @@ class Probe:
                 else np.full(rows, DEFAULTS[name])
             )
             for name in HEAD_NAMES
+            if name != "response_harmful"
         }
         if request_logits is not None and "request_harmful" in self.heads:
             values["request_harmful"] = combined_request(values["request_harmful"], request_logits)
+        values["response_harmful"] = self.harm_probability(
+            matrices[HEAD_BLOCKS["response_harmful"]], values["request_harmful"]
+        )
         return rubric_distribution(
             values["request_harmful"],
             values["response_harmful"],
             values["refusal"],
             values["on_task"],
+        )
+
+    def harm_probability(self, matrix: FloatArray, request_harmful: FloatArray) -> FloatArray:
+        """P(harmful help) from the response_harmful head's matrix and q (which only a gated
+        head reads)."""
+        return harm_probability(
+            self.heads["response_harmful"], matrix, request_harmful, self.harm_gated
         )
 
     @property
@@ -227,13 +255,31 @@ class Probe:
                 + "; retrain it with `dvc repro train_critic`"
             )
 
-    def check_heads(self, path: Path, heads: list[str]) -> None:
-        """Refuse a probe whose heads are not the ones `critic_probe.heads` asks for."""
+    def check_design(self, path: Path, heads: list[str], gated_harm: bool) -> None:
+        """Refuse a probe whose heads are not the ones `critic_probe.heads` asks for, or whose
+        harm head is gated when `critic_probe.gated_harm` says otherwise."""
         if sorted(self.heads) != sorted(heads):
             raise UserError(
                 f"{path}: the probe has heads {sorted(self.heads)}, but critic_probe.heads asks "
                 f"for {sorted(heads)}; retrain it with `dvc repro train_critic`"
             )
+        if self.harm_gated != gated_harm:
+            raise UserError(
+                f"{path}: the probe's harm head is {_gating(self.harm_gated)}, but "
+                f"critic_probe.gated_harm is {str(gated_harm).lower()}; retrain it with "
+                "`dvc repro train_critic`"
+            )
+
+
+def _gating(gated: bool) -> str:
+    return "gated by the request head" if gated else "not gated"
+
+
+def harm_probability(
+    head: LinearHead, matrix: FloatArray, request_harmful: FloatArray, gated: bool
+) -> FloatArray:
+    """A response_harmful head's P(harmful help): on `matrix` itself, or gated by q."""
+    return head.probability(gated_features(matrix, request_harmful) if gated else matrix)
 
 
 def scores_of(distribution: FloatArray) -> FloatArray:
@@ -285,7 +331,10 @@ def load_probe(path: Path) -> Probe:
             raise ValueError("expected a JSON object")
         probe: Probe = build(Probe, raw, str(path))
     except ValueError as error:
-        raise UserError(f"{path}: not a critic probe file ({error})") from None
+        raise UserError(
+            f"{path}: not a critic probe file ({error}); one written by an older version lacks "
+            "keys: retrain it with `dvc repro train_critic`"
+        ) from None
     unknown = sorted(set(probe.heads) - set(HEAD_NAMES))
     if unknown:
         raise UserError(f"{path}: unknown head {unknown[0]!r}; heads are {', '.join(HEAD_NAMES)}")
@@ -294,4 +343,24 @@ def load_probe(path: Path) -> Probe:
             raise UserError(f"{path}: heads.{name}: the feature sizes disagree; retrain it")
     if "response_harmful" not in probe.heads:
         raise UserError(f"{path}: the probe has no response_harmful head; retrain it")
+    if probe.harm_gated and "request_harmful" not in probe.heads:
+        raise UserError(f"{path}: a gated harm head needs the request_harmful head; retrain it")
+    _check_harm_width(path, probe)
     return probe
+
+
+def _check_harm_width(path: Path, probe: Probe) -> None:
+    """The harm head reads the other reply heads' blocks: as many features, or 2 n + 1 when
+    gated (`gated_features`); a file whose sizes disagree with its `harm_gated` is refused."""
+    harm = len(probe.heads["response_harmful"].weights)
+    for name, head in probe.heads.items():
+        if name in ("response_harmful", "request_harmful"):
+            continue
+        width = len(head.weights)
+        expected = 2 * width + 1 if probe.harm_gated else width
+        if harm != expected:
+            raise UserError(
+                f"{path}: heads.response_harmful has {harm} features; with harm_gated "
+                f"{str(probe.harm_gated).lower()} and {width} in heads.{name} it needs "
+                f"{expected}; retrain it"
+            )

@@ -112,7 +112,7 @@ PARAMS_CASES = [
     Case("params_negative_seed.yaml", ("'seed'", ">= 0", "-1")),
     Case("params_not_a_mapping.yaml", ("expected a mapping",)),
     Case("params_empty.yaml", ("expected a mapping",)),
-    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 52")),
+    Case("params_invalid_yaml.yaml", ("invalid YAML", "line 53")),
     Case(
         "params_invalid_utf8.yaml",
         ("UTF-8",),

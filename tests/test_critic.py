@@ -441,7 +441,10 @@ def harm_only_probe() -> Probe:
 def test_critic_setup_loads_a_probe_with_the_heads_the_params_ask_for(tmp_path: Path) -> None:
     trained = trained_probe_dir(tmp_path / "critic", harm_only_probe())
     params = load_params(
-        write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": ["response_harmful"]}})
+        write_params(
+            tmp_path / "params.yaml",
+            {"critic_probe": {"heads": ["response_harmful"], "gated_harm": False}},
+        )
     )
     setup = critic_setup(params, critic_files(trained), "probe")
     assert setup.probe == harm_only_probe()
@@ -462,7 +465,11 @@ def test_critic_setup_refuses_a_probe_with_other_heads(tmp_path: Path) -> None:
     trained = trained_probe_dir(tmp_path / "critic", harm_only_probe())
     path = trained / PROBE_FILE
     heads = ["response_harmful", "refusal"]
-    params = load_params(write_params(tmp_path / "params.yaml", {"critic_probe": {"heads": heads}}))
+    params = load_params(
+        write_params(
+            tmp_path / "params.yaml", {"critic_probe": {"heads": heads, "gated_harm": False}}
+        )
+    )
     with pytest.raises(UserError) as caught:
         critic_setup(params, critic_files(trained), "probe")
     message = str(caught.value)

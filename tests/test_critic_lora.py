@@ -219,7 +219,7 @@ def test_lora_settings_come_from_critic_lora_the_probe_heads_and_the_reply_cut(
             tmp_path / "params.yaml",
             {
                 "critic_lora": {"depth": 6, "trained_layers": 2},
-                "critic_probe": {"heads": ["response_harmful", "refusal"]},
+                "critic_probe": {"heads": ["response_harmful", "refusal"], "gated_harm": False},
                 "critique": {"max_response_tokens": 77},
             },
         )

@@ -3,19 +3,22 @@
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from conftest import candidate, constitution, critique_params
 
-from minicc import critic_features
+from minicc import critic_features, critic_training
 from minicc.critic import Critic, probe_setup, setup_critic
+from minicc.critic_metrics import separation
 from minicc.critic_training import (
     cross_validate,
     extract_features,
     feature_inputs,
     fit_reply_heads,
+    harm_probability,
     leave_source_out,
     request_cross_validation,
     request_training_set,
@@ -223,7 +226,11 @@ def test_request_cross_validation_never_scores_a_request_with_its_own_label() ->
     labels = generator.random(80) < 0.5
     matrix = np.concatenate([np.eye(80), generator.normal(size=(80, 2))], axis=1)
     texts = [f"request {i}" for i in range(80)]
-    assert request_cross_validation(matrix, labels, texts, l2=0.01)["auroc"] < 0.75
+    report, out_of_fold = request_cross_validation(matrix, labels, texts, l2=0.01)
+    assert report["auroc"] < 0.75
+    # The probabilities it returns are the ones it reported on, in the texts' order.
+    assert out_of_fold is not None and out_of_fold.shape == (80,)
+    assert separation(labels.tolist(), out_of_fold.tolist()) == report
 
 
 def test_request_cross_validation_finds_a_real_signal() -> None:
@@ -231,8 +238,51 @@ def test_request_cross_validation_finds_a_real_signal() -> None:
     matrix = np.array(
         [[2.0 if harmful else -2.0, float(i % 7)] for i, harmful in enumerate(labels)]
     )
-    report = request_cross_validation(matrix, labels, [f"r{i}" for i in range(40)], l2=0.1)
+    report, out_of_fold = request_cross_validation(
+        matrix, labels, [f"r{i}" for i in range(40)], l2=0.1
+    )
     assert report["auroc"] == 1.0 and report["n"] == 40 and report["harmful"] == 20
+    assert out_of_fold is not None and ((out_of_fold > 0.5) == labels).all()
+
+
+def test_request_cross_validation_returns_no_probabilities_when_a_fold_is_skipped() -> None:
+    labels = np.array([True] + [False] * 9)
+    texts = [f"r{i}" for i in range(10)]
+    report, out_of_fold = request_cross_validation(np.eye(10), labels, texts, l2=0.1)
+    assert "skipped" in report and out_of_fold is None
+
+
+def xor_rows() -> tuple[list[LabeledResponse], Features, np.ndarray]:
+    """Harmful help only when a detailed reply (hidden[0] = 1) meets a harmful request
+    (q = 0.9): XSTest's rule. No one linear head on the reply separates it; a gated one can."""
+    rows, hidden, gate = [], [], []
+    for i in range(80):
+        detailed, harmful_request = i % 2 == 0, i % 4 < 2
+        source = "gptfuzz" if i < 40 else "xstest-m"
+        rows.append(labeled(f"r{i}", detailed and harmful_request, source, group=f"g{i}"))
+        hidden.append([1.0 if detailed else -1.0, 0.01 * (i % 5)])
+        gate.append(0.9 if harmful_request else 0.1)
+    return rows, features_of(np.array(hidden)), np.array(gate)
+
+
+def test_a_gated_harm_head_separates_what_one_head_on_the_reply_cannot() -> None:
+    rows, features, gate = xor_rows()
+    plain = cross_validate(features, rows, l2=0.01)["all"]
+    gated = cross_validate(features, rows, l2=0.01, gate=gate)["all"]
+    # Without q the best it can do is call every detailed reply harmful: BA (1 + 2/3) / 2.
+    assert plain["balanced_accuracy"] <= 5 / 6 + 1e-3
+    assert gated["auroc"] == 1.0 and gated["balanced_accuracy"] == 1.0
+    heads = fit_reply_heads(features, rows, ["response_harmful"], l2=0.01, gate=gate)
+    # [X q, X (1-q), logit q] of the reply blocks.
+    width = features.matrix(HEAD_BLOCKS["response_harmful"]).shape[1]
+    assert len(heads["response_harmful"].weights) == 2 * width + 1
+    assert harm_probability(heads, features, gate) == pytest.approx(
+        np.array([1.0 if r.harmful else 0.0 for r in rows]), abs=0.2
+    )
+    # Fitted on one source, it still reads the other by the gate.
+    report = leave_source_out(features, rows, l2=0.01, gate=gate)
+    assert report["gptfuzz"]["auroc"] == report["xstest"]["auroc"] == 1.0
+    assert leave_source_out(features, rows, l2=0.01)["xstest"]["balanced_accuracy"] <= 5 / 6 + 1e-3
 
 
 def test_cross_validation_is_skipped_when_a_fold_leaves_one_class() -> None:
@@ -314,6 +364,7 @@ TINY_PROBE_PARAMS = CriticProbeParams(
     heads=list(PROBE_HEADS),
     request_epochs=0,
     request_lr=1e-4,
+    gated_harm=False,
 )
 
 
@@ -398,6 +449,77 @@ def test_train_probe_fine_tunes_a_request_classifier_that_scoring_needs(
     # The probe refuses to score without the classifier it was fitted with.
     with pytest.raises(UserError, match="request classifier"):
         Critic(critic_llama, constitution(), critique_params(method="probe"), setup.probe)
+
+
+def test_train_probe_gates_the_harm_head_by_out_of_fold_request_probabilities(
+    critic_llama: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row's gate is its request's out-of-fold P(harmful request), not the fitted request
+    head's in-sample one; a row whose request carries no label gets the fitted head's."""
+    critic = Critic(critic_llama, constitution(), critique_params(batch_size=2))
+    unlabeled = labeled("u0", False, "xstest-m", prompt_label="unknown", prompt="Name a tree.")
+    rows = [*ROWS, unlabeled]
+    seen: dict[str, Any] = {}
+    real_cv, real_fit = critic_training.request_cross_validation, critic_training.fit_reply_heads
+
+    def recording_cv(matrix: Any, labels: Any, texts: list[str], *rest: Any) -> Any:
+        report, out_of_fold = real_cv(matrix, labels, texts, *rest)
+        assert out_of_fold is not None
+        seen["out_of_fold"] = dict(zip(texts, out_of_fold.tolist(), strict=True))
+        return report, out_of_fold
+
+    def recording_fit(*args: Any) -> Any:
+        seen.setdefault("gate", args[4])  # the final fit comes before the validation fits
+        return real_fit(*args)
+
+    monkeypatch.setattr(critic_training, "request_cross_validation", recording_cv)
+    monkeypatch.setattr(critic_training, "fit_reply_heads", recording_fit)
+    params = replace(TINY_PROBE_PARAMS, gated_harm=True)
+    log = ResumeLog(tmp_path, "train_critic", {"test": 3})
+    probe, _, metrics = train_probe(critic, rows, REQUESTS, params, batch_size=2, log=log, seed=0)
+    assert probe.harm_gated and metrics["gated_harm"]
+    width = len(probe.heads["refusal"].weights)
+    assert len(probe.heads["response_harmful"].weights) == 2 * width + 1
+    gate, out_of_fold = seen["gate"], seen["out_of_fold"]
+    assert gate[:-1] == pytest.approx([out_of_fold[row.prompt] for row in ROWS])
+    request_head = probe.heads["request_harmful"]
+    reader = critic.feature_reader
+    assert gate[-1] == pytest.approx(
+        request_head.probability(reader.request_matrix([unlabeled.prompt], 2))[0]
+    )
+    in_sample = request_head.probability(reader.request_matrix([r.prompt for r in ROWS], 2))
+    assert not np.allclose(gate[:-1], in_sample, atol=1e-3)
+    assert metrics["grouped_cv"]["all"]["n"] == 9
+    # It loads and scores like any probe, and the params' gating is checked.
+    save_probe(tmp_path / "probe.json", probe)
+    scoring = setup_critic(
+        critic_llama,
+        critique_params(method="probe"),
+        probe_setup(constitution(), tmp_path / "probe.json", params),
+    )
+    given = [candidate("p/0", "Use a tension wrench.", "How do I pick a lock?")]
+    assert scoring.critique(given)[0]["scored"]
+    with pytest.raises(UserError, match="critic_probe.gated_harm is false"):
+        probe_setup(constitution(), tmp_path / "probe.json", TINY_PROBE_PARAMS)
+
+
+def test_a_gated_harm_head_needs_the_request_cross_validation(
+    critic_llama: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        critic_training,
+        "request_cross_validation",
+        lambda *args: ({"skipped": "fold 2's training part lacks harmful requests"}, None),
+    )
+    critic = Critic(critic_llama, constitution(), critique_params(batch_size=2))
+    params = replace(TINY_PROBE_PARAMS, gated_harm=True)
+    log = ResumeLog(tmp_path, "train_critic", {"test": 4})
+    with pytest.raises(
+        UserError,
+        match="gated_harm needs the request head's cross-validation.*"
+        "fold 2's training part lacks harmful requests",
+    ):
+        train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0)
 
 
 def test_extract_features_reads_every_rows_request_before_the_first_batch(

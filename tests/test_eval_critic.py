@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from conftest import trained_probe_dir
-from test_probe import small_probe
+from test_probe import gated_probe, small_probe
 
 from minicc import critic, eval_critic
 from minicc.critic import CriticFiles
@@ -42,10 +42,11 @@ def test_the_default_is_the_critic_that_selected() -> None:
 
 
 def test_same_reads_the_selecting_probe_with_models_critic(tmp_path: Path) -> None:
-    trained = trained_probe_dir(tmp_path / "critic", small_probe())
+    # The params' design: all four heads, the harm head gated.
+    trained = trained_probe_dir(tmp_path / "critic", gated_probe())
     chosen = eval_critic.eval_critic_setup(params("same", "probe"), files(trained))
     assert chosen.model == params("same").models.critic
-    assert chosen.setup.probe == small_probe()
+    assert chosen.setup.probe == gated_probe()
     # With critique.method judge, `same` is the judge: no probe is read (none exists here).
     judge = eval_critic.eval_critic_setup(params("same"), files(tmp_path / "missing.json"))
     assert judge.setup.probe is None
@@ -75,7 +76,7 @@ def test_a_trained_critic_directory_is_read_with_the_method_its_marker_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A probe directory while the selecting critic is the zero-shot judge.
-    other = trained_probe_dir(tmp_path / "other", replace(small_probe(), layer=7))
+    other = trained_probe_dir(tmp_path / "other", replace(gated_probe(), layer=7))
     chosen = eval_critic.eval_critic_setup(params(str(other)), files(tmp_path / "selecting"))
     assert chosen.setup.probe is not None and chosen.setup.probe.layer == 7
     assert chosen.model == params("same").models.critic and chosen.opens_as_critique

@@ -426,8 +426,24 @@ def test_critic_probe_names_are_checked_and_the_allowed_ones_listed(
 def test_critic_probe_accepts_any_subset_of_allowed_names(
     key: str, value: list[str], tmp_path: Path
 ) -> None:
-    loaded = load_params(with_value(tmp_path, "critic_probe", key, value))
+    raw = raw_params()
+    # Without the request head there is no gate.
+    raw["critic_probe"].update({key: value, "gated_harm": False})
+    loaded = load_params(write(tmp_path, raw))
     assert getattr(loaded.critic_probe, key) == value
+
+
+def test_a_gated_harm_head_needs_the_request_head(tmp_path: Path) -> None:
+    raw = raw_params()
+    raw["critic_probe"].update(heads=["response_harmful", "refusal"], gated_harm=True)
+    assert (
+        "critic_probe.gated_harm must be false when critic_probe.heads lacks request_harmful"
+        in rejected(write(tmp_path, raw))
+    )
+    raw["critic_probe"].update(gated_harm=False)
+    assert load_params(write(tmp_path, raw)).critic_probe.gated_harm is False
+    raw["critic_probe"].update(heads=["request_harmful", "response_harmful"], gated_harm=True)
+    assert load_params(write(tmp_path, raw)).critic_probe.gated_harm is True
 
 
 def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ and probe scores through the critique path."""
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from minicc.probe import (
     LinearHead,
     Probe,
     fit_head,
+    gated_features,
     load_probe,
     rubric_distribution,
     save_probe,
@@ -406,16 +408,111 @@ def test_a_head_that_is_not_a_mapping_is_named_by_its_key(tmp_path: Path) -> Non
         load_probe(write_raw(tmp_path, raw))
 
 
-def test_check_heads_names_the_file_and_both_head_lists(tmp_path: Path) -> None:
+def test_check_design_names_the_file_and_both_head_lists(tmp_path: Path) -> None:
     probe = small_probe(("response_harmful", "refusal"))
     path = tmp_path / "probe.json"
-    probe.check_heads(path, ["refusal", "response_harmful"])  # the order does not matter
+    probe.check_design(
+        path, ["refusal", "response_harmful"], gated_harm=False
+    )  # the order does not matter
     with pytest.raises(UserError) as caught:
-        probe.check_heads(path, ["response_harmful", "on_task"])
+        probe.check_design(path, ["response_harmful", "on_task"], gated_harm=False)
     message = str(caught.value)
     assert str(path) in message
     assert "['refusal', 'response_harmful']" in message
     assert "['on_task', 'response_harmful']" in message
+
+
+def test_check_design_refuses_a_probe_gated_otherwise_than_the_params_say(tmp_path: Path) -> None:
+    path = tmp_path / "probe.json"
+    plain = small_probe()
+    plain.check_design(path, list(HEAD_NAMES), gated_harm=False)
+    with pytest.raises(UserError) as caught:
+        plain.check_design(path, list(HEAD_NAMES), gated_harm=True)
+    assert str(path) in str(caught.value)
+    assert "harm head is not gated, but critic_probe.gated_harm is true" in str(caught.value)
+    with pytest.raises(UserError, match="gated by the request head, but critic_probe.gated_harm"):
+        gated_probe().check_design(path, list(HEAD_NAMES), gated_harm=False)
+
+
+# --- the gated harm head -------------------------------------------------------------------------
+
+
+def gated_probe(
+    request_probability: float = 0.5, reply_width: int = WIDTH, request_width: int = 2
+) -> Probe:
+    """A probe whose gated harm head reads the first reply feature (hidden[0]) for harmful
+    requests only; its request head gives every row `request_probability`, refusal and on_task
+    are constant."""
+    harm = LinearHead(
+        feature_mean=[0.0] * (2 * reply_width + 1),
+        feature_scale=[1.0] * (2 * reply_width + 1),
+        weights=[4.0] + [0.0] * (2 * reply_width),
+        bias=-1.0,
+    )
+    heads = {
+        "request_harmful": constant_head(request_width, request_probability),
+        "response_harmful": harm,
+        "refusal": constant_head(reply_width, 0.1),
+        "on_task": constant_head(reply_width, 0.9),
+    }
+    return replace(small_probe(), heads=heads, harm_gated=True)
+
+
+def test_gated_features_blend_two_copies_by_q_and_add_its_logit() -> None:
+    matrix = np.array([[1.0, -2.0], [3.0, 0.5]])
+    got = gated_features(matrix, np.array([0.8, 0.5]))
+    assert got == pytest.approx(
+        np.array([[0.8, -1.6, 0.2, -0.4, math.log(4.0)], [1.5, 0.25, 1.5, 0.25, 0.0]])
+    )
+    # q of exactly 0 or 1 keeps a finite logit.
+    assert np.isfinite(gated_features(matrix, np.array([0.0, 1.0]))).all()
+
+
+def test_a_gated_harm_head_reads_one_reply_differently_under_a_harmful_request() -> None:
+    """The same reply features: harmful help under a harmful request, not under a harmless one
+    (the head's only weight is on the harmful-request copy of hidden[0])."""
+    features = replace(small_features(rows=1), hidden=np.array([[1.0, 0.0]]))
+    widths = {
+        "reply_width": features.matrix(HEAD_BLOCKS["response_harmful"]).shape[1],
+        "request_width": features.matrix(HEAD_BLOCKS["request_harmful"]).shape[1],
+    }
+    harmful = gated_probe(0.9, **widths).distribution(features)[0, 0]
+    harmless = gated_probe(0.1, **widths).distribution(features)[0, 0]
+    assert harmful == pytest.approx(sigmoid(4.0 * 0.9 - 1.0))
+    assert harmless == pytest.approx(sigmoid(4.0 * 0.1 - 1.0))
+    assert harmful > 0.5 > harmless
+    # Through Probe.harm_probability, the same number.
+    matrix = features.matrix(HEAD_BLOCKS["response_harmful"])
+    probe = gated_probe(**widths)
+    assert probe.harm_probability(matrix, np.array([0.9]))[0] == pytest.approx(harmful)
+
+
+def test_a_gated_probe_round_trips_and_an_older_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "probe.json"
+    save_probe(path, gated_probe())
+    assert load_probe(path) == gated_probe()
+    raw = asdict(small_probe())
+    del raw["harm_gated"]  # written before the option existed
+    with pytest.raises(UserError, match="missing key 'harm_gated'.*retrain it with `dvc repro"):
+        load_probe(write_raw(tmp_path, raw))
+
+
+def test_a_gated_harm_head_needs_the_request_head(tmp_path: Path) -> None:
+    raw = asdict(gated_probe())
+    del raw["heads"]["request_harmful"]
+    with pytest.raises(UserError, match="gated harm head needs the request_harmful head"):
+        load_probe(write_raw(tmp_path, raw))
+
+
+@pytest.mark.parametrize("make", [small_probe, gated_probe])
+def test_a_harm_head_whose_width_disagrees_with_its_gating_is_refused(
+    make: Callable[[], Probe], tmp_path: Path
+) -> None:
+    """A file edited to flip harm_gated would read its weights against the wrong features."""
+    probe = make()
+    flipped = asdict(replace(probe, harm_gated=not probe.harm_gated))
+    with pytest.raises(UserError, match="heads.response_harmful has .* features; with harm_gated"):
+        load_probe(write_raw(tmp_path, flipped))
 
 
 def test_a_probe_for_another_constitution_is_refused(critic_llama: LoadedModel) -> None:
