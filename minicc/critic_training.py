@@ -39,9 +39,8 @@ from minicc.probe import (
     Probe,
     combined_request,
     fit_head,
-    gated_features,
+    harm_features,
 )
-from minicc.probe import harm_probability as head_harm_probability
 from minicc.request_classifier import (
     ClassifierSettings,
     RequestClassifier,
@@ -166,8 +165,8 @@ def fit_reply_heads(
                 "critic_probe.sources"
             )
         matrix = features.rows(known).matrix(HEAD_BLOCKS[name])
-        if name == "response_harmful" and gate is not None:
-            matrix = gated_features(matrix, gate[known])
+        if name == "response_harmful":
+            matrix = harm_features(matrix, _rows(gate, known))
         fitted[name] = fit_head(matrix, truth, l2)
     return fitted
 
@@ -177,10 +176,8 @@ def harm_probability(
 ) -> FloatArray:
     """P(harmful help) = the rubric's P(1), which is the response_harmful head (gated by
     `gate` as in `fit_reply_heads`)."""
-    matrix = features.matrix(HEAD_BLOCKS["response_harmful"])
-    if gate is None:
-        return heads["response_harmful"].probability(matrix)
-    return head_harm_probability(heads["response_harmful"], matrix, gate, gated=True)
+    matrix = harm_features(features.matrix(HEAD_BLOCKS["response_harmful"]), gate)
+    return heads["response_harmful"].probability(matrix)
 
 
 def _fold(group: str) -> int:

@@ -151,6 +151,12 @@ def gated_features(matrix: FloatArray, request_harmful: FloatArray) -> FloatArra
     return np.concatenate([matrix * q, matrix * (1 - q), np.log(q / (1 - q))], axis=1)
 
 
+def harm_features(matrix: FloatArray, gate: FloatArray | None) -> FloatArray:
+    """What the response_harmful head reads: its blocks' matrix itself, or gated by each
+    row's q (`gate`; None: the head is not gated)."""
+    return matrix if gate is None else gated_features(matrix, gate)
+
+
 def combined_request(linear: FloatArray, classifier_logits: FloatArray) -> FloatArray:
     """P(harmful request) from the linear head's probability and the fine-tuned classifier's
     logit: the sigmoid of the mean of the two logits."""
@@ -216,9 +222,8 @@ class Probe:
     def harm_probability(self, matrix: FloatArray, request_harmful: FloatArray) -> FloatArray:
         """P(harmful help) from the response_harmful head's matrix and q (which only a gated
         head reads)."""
-        return harm_probability(
-            self.heads["response_harmful"], matrix, request_harmful, self.harm_gated
-        )
+        gate = request_harmful if self.harm_gated else None
+        return self.heads["response_harmful"].probability(harm_features(matrix, gate))
 
     @property
     def digest(self) -> str:
@@ -273,13 +278,6 @@ class Probe:
 
 def _gating(gated: bool) -> str:
     return "gated by the request head" if gated else "not gated"
-
-
-def harm_probability(
-    head: LinearHead, matrix: FloatArray, request_harmful: FloatArray, gated: bool
-) -> FloatArray:
-    """A response_harmful head's P(harmful help): on `matrix` itself, or gated by q."""
-    return head.probability(gated_features(matrix, request_harmful) if gated else matrix)
 
 
 def scores_of(distribution: FloatArray) -> FloatArray:
