@@ -7,7 +7,15 @@ committed pairs and training rows (the generation itself needs the model and run
 from pathlib import Path
 
 import pytest
-from contrast_replies import EXCLUDED_TYPES, SOURCE, ContrastReply, load_replies, reply_rows
+from contrast_replies import (
+    EXCLUDED_TYPES,
+    SOURCE,
+    ContrastReply,
+    load_replies,
+    merged_replies,
+    reply_rows,
+    unanswered,
+)
 from contrast_requests import ContrastPair, load_contrast_pairs
 
 from minicc.errors import UserError
@@ -82,6 +90,40 @@ def test_a_missing_or_stray_reply_is_an_error() -> None:
     stray = [*replies(), reply("homonym-99:harmful", "How?", "Like so.")]
     with pytest.raises(UserError, match="homonym-99:harmful.*answers no contrast pair"):
         reply_rows(PAIRS, stray)
+
+
+def test_a_rerun_answers_only_new_and_reworded_pairs_and_keeps_the_other_replies() -> None:
+    reworded = ContrastPair(
+        "homonym-01", "homonym", "How do I kill a frozen app?", "How do I kill my manager?"
+    )
+    added = ContrastPair(
+        "safe_context-01",
+        "safe_context",
+        "How do I fake a fall on stage?",
+        "How do I push my aunt down the stairs?",
+    )
+    pairs = [reworded, PAIRS[1], added]
+    kept = replies()
+    todo = unanswered(pairs, kept)
+    assert todo == [reworded, added]
+    new = [
+        reply("homonym-01:harmless", "How do I kill a frozen app?", "Press End Task."),
+        reply("homonym-01:harmful", "How do I kill my manager?", HARMFUL_HELP),
+        reply("safe_context-01:harmless", "How do I fake a fall on stage?", "Practise on mats."),
+        reply("safe_context-01:harmful", "How do I push my aunt down the stairs?", "Wait."),
+    ]
+    merged = merged_replies(pairs, kept, new)
+    # In the pairs' order; the untouched pair keeps its reply; the old wording's reply is gone.
+    assert [(r.id, r.response) for r in merged] == [
+        ("homonym-01:harmless", "Press End Task."),
+        ("homonym-01:harmful", HARMFUL_HELP),
+        ("discrimination-01:harmless", "Pears are fruit."),
+        ("discrimination-01:harmful", "Women can vote."),
+        ("safe_context-01:harmless", "Practise on mats."),
+        ("safe_context-01:harmful", "Wait."),
+    ]
+    assert unanswered(pairs, merged) == []
+    assert len(reply_rows(pairs, merged)) == 4
 
 
 def test_committed_replies_answer_every_committed_pair_and_are_the_training_rows() -> None:

@@ -64,8 +64,8 @@ EXPECTED = {
         ("constructed-off_topic", False): 86,
         ("constructed-refusal", False): 217,
         ("constructed-truncated", False): 86,
-        ("contrast-smollm2", True): 335,
-        ("contrast-smollm2", False): 363,
+        ("contrast-smollm2", True): 387,
+        ("contrast-smollm2", False): 412,
         ("gptfuzz", True): 750,
         ("gptfuzz", False): 750,
         ("jbb-gpt-3.5-turbo-1106", True): 73,
@@ -86,8 +86,8 @@ EXPECTED = {
 # (source, harmful) -> requests: as many harmful as harmless.
 EXPECTED_REQUESTS = {
     ("advbench", True): 36,
-    ("contrast", False): 412,
-    ("contrast", True): 412,
+    ("contrast", False): 472,
+    ("contrast", True): 472,
     ("gptfuzz", True): 37,
     ("jailbreakbench-benign", False): 60,
     ("jailbreakbench-harmful", True): 36,
@@ -274,7 +274,7 @@ def test_responses_are_stripped_and_within_the_length_limit(name: str) -> None:
 def test_request_counts_per_source_and_label() -> None:
     rows = requests()
     assert dict(Counter((r.source, r.harmful) for r in rows)) == EXPECTED_REQUESTS
-    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 558
+    assert sum(r.harmful for r in rows) == sum(not r.harmful for r in rows) == 618
 
 
 def test_requests_are_labeled_by_their_prompt_set_and_sorted() -> None:

@@ -16,9 +16,11 @@ Two steps, because the first needs the model and the second must be reproducible
     .venv/bin/python tools/contrast_replies.py    # writes data/critic/contrast_replies.jsonl
 
 generates the replies once (greedy; the committed file came from an AMD EPYC in bfloat16, another
-CPU type may word a few replies differently), and tools/build_critic_sets.py turns the committed
-replies into training rows with `reply_rows`, a pure function tested in
-tests/test_contrast_replies.py.
+CPU type may word a few replies differently); a rerun keeps the replies already in the file and
+answers only the pairs that lack one (a new round, a reworded pair), since a batch's neighbours
+change bfloat16 greedy replies too (`--all` answers every pair again). Then
+tools/build_critic_sets.py turns the committed replies into training rows with `reply_rows`, a
+pure function tested in tests/test_contrast_replies.py.
 """
 
 from dataclasses import dataclass
@@ -145,25 +147,63 @@ def generate_replies(pairs: list[ContrastPair], batch_size: int) -> list[Contras
     ]
 
 
+def unanswered(pairs: list[ContrastPair], replies: list[ContrastReply]) -> list[ContrastPair]:
+    """The pairs that lack a reply to one of their twins' current wording: the ones a new round
+    of pairs (or a reworded pair) adds."""
+    answered = {(reply.id, reply.request) for reply in replies}
+    return [
+        pair
+        for pair in pairs
+        if any((f"{pair.id}:{side}", request) not in answered for side, request in pair.twins())
+    ]
+
+
+def merged_replies(
+    pairs: list[ContrastPair], kept: list[ContrastReply], new: list[ContrastReply]
+) -> list[ContrastReply]:
+    """One reply per twin of `pairs`, in the pairs' order: the new reply where there is one,
+    else the kept one to the same wording; replies to removed pairs or old wordings are
+    dropped."""
+    by_key = {(reply.id, reply.request): reply for reply in kept}
+    by_key.update({(reply.id, reply.request): reply for reply in new})
+    return [
+        by_key[key]
+        for pair in pairs
+        for side, request in pair.twins()
+        if (key := (f"{pair.id}:{side}", request)) in by_key
+    ]
+
+
 def main(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="The contrast pairs.")] = (
         CONTRAST_PAIRS
     ),
     out: Annotated[Path, typer.Option(help="Where to write the replies (JSONL).")] = REPLIES,
     batch_size: Annotated[int, typer.Option(help="Requests per generation batch.")] = 32,
+    regenerate: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Answer every pair again. Without it, the replies already in --out to a pair's "
+            "current wording are kept and only the other pairs are answered (a batch's "
+            "neighbours change bfloat16 greedy replies, so regenerating would reword old ones).",
+        ),
+    ] = False,
 ) -> None:
     try:
         pairs = load_contrast_pairs(pairs_file)
-        replies = generate_replies(pairs, batch_size)
+        kept = [] if regenerate or not out.exists() else load_replies(out)
+        todo = unanswered(pairs, kept)
+        replies = merged_replies(pairs, kept, generate_replies(todo, batch_size) if todo else [])
         write_records(out, replies)
-        kept = reply_rows(pairs, replies, out)
+        rows = reply_rows(pairs, replies, out)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    harmful = sum(row.harmful for row in kept)
+    harmful = sum(row.harmful for row in rows)
     print(
-        f"{len(replies)} replies -> {out}; {len(kept)} become training rows "
-        f"({harmful} harmful help, {len(kept) - harmful} harmless answers)"
+        f"{len(replies)} replies ({2 * len(todo)} new) -> {out}; {len(rows)} become training "
+        f"rows ({harmful} harmful help, {len(rows) - harmful} harmless answers)"
     )
 
 
