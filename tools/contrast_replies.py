@@ -18,7 +18,7 @@ Two steps, because the first needs the model and the second must be reproducible
 generates the replies once (greedy; the committed file came from an AMD EPYC in bfloat16, another
 CPU type may word a few replies differently); a rerun keeps the replies already in the file and
 answers only the pairs that lack one (a new round, a reworded pair), since a batch's neighbours
-change bfloat16 greedy replies too (`--all` answers every pair again). Then
+can change bfloat16 greedy replies (`--all` answers every pair again). Then
 tools/build_critic_sets.py turns the committed replies into training rows with `reply_rows`, a
 pure function tested in tests/test_contrast_replies.py.
 """
@@ -186,7 +186,7 @@ def main(
             "--all",
             help="Answer every pair again. Without it, the replies already in --out to a pair's "
             "current wording are kept and only the other pairs are answered (a batch's "
-            "neighbours change bfloat16 greedy replies, so regenerating would reword old ones).",
+            "neighbours can change bfloat16 greedy replies, so regenerating may reword old ones).",
         ),
     ] = False,
 ) -> None:
