@@ -207,16 +207,31 @@ def cross_validate(
         held = folds == fold
         if not held.any():
             continue
-        train = [r for r, h in zip(rows, held, strict=True) if not h]
-        labels = np.array([r.harmful for r in train])
-        if labels.all() or not labels.any():
+        held_harm = _held_out_harm(features, rows, held, l2, gate)
+        if held_harm is None:
             # Tiny data sets only: one fold's complement holds a single class.
             return {"skipped": f"fold {fold}'s training part lacks harmful or harmless rows"}
-        heads = fit_reply_heads(
-            features.rows(~held), train, ["response_harmful"], l2, _rows(gate, ~held)
-        )
-        harm[held] = harm_probability(heads, features.rows(held), _rows(gate, held))
+        harm[held] = held_harm
     return _by_family(rows, harm)
+
+
+def _held_out_harm(
+    features: Features,
+    rows: list[LabeledResponse],
+    held: BoolArray,
+    l2: float,
+    gate: FloatArray | None,
+) -> FloatArray | None:
+    """P(harmful help) of the `held` rows from a harm head fitted on the other rows only (`gate`
+    as in `fit_reply_heads`); None when those lack harmful or harmless rows."""
+    train = [r for r, h in zip(rows, held, strict=True) if not h]
+    labels = [r.harmful for r in train]
+    if all(labels) or not any(labels):
+        return None
+    heads = fit_reply_heads(
+        features.rows(~held), train, ["response_harmful"], l2, _rows(gate, ~held)
+    )
+    return harm_probability(heads, features.rows(held), _rows(gate, held))
 
 
 def _rows(gate: FloatArray | None, mask: BoolArray) -> FloatArray | None:
@@ -270,16 +285,11 @@ def leave_source_out(
     report: dict[str, Any] = {}
     for family in sorted(set(families.tolist())):
         held = families == family
-        train = [r for r, h in zip(rows, held, strict=True) if not h]
-        labels = [r.harmful for r in train]
-        if not train or all(labels) or not any(labels):
+        harm = _held_out_harm(features, rows, held, l2, gate)
+        if harm is None:
             report[family] = {"skipped": "the other sources lack harmful or harmless rows"}
             continue
-        heads = fit_reply_heads(
-            features.rows(~held), train, ["response_harmful"], l2, _rows(gate, ~held)
-        )
         held_rows = [r for r, h in zip(rows, held, strict=True) if h]
-        harm = harm_probability(heads, features.rows(held), _rows(gate, held))
         report[family] = separation([r.harmful for r in held_rows], harm.tolist())
     return report
 
