@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
@@ -85,10 +86,11 @@ def training_examples(
                 f"the critic's {head} head needs rows of both classes; add sources to "
                 "critic_probe.sources or labeled requests"
             )
-        balanced = {
-            True: len(known) / (2 * positive),
-            False: len(known) / (2 * (len(known) - positive)),
-        }
+        # scikit-learn's "balanced" weights, n / (2 n_class), as the probe's heads.
+        harmless, harmful = compute_class_weight(
+            "balanced", classes=np.array([False, True]), y=np.asarray(known, dtype=bool)
+        )
+        balanced = {True: float(harmful), False: float(harmless)}
         class_weights.append(balanced if params.class_balanced else {True: 1.0, False: 1.0})
     return [
         Example(

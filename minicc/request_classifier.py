@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load, save
+from sklearn.utils.class_weight import compute_class_weight
 from tqdm import tqdm
 
 from minicc.arrays import BoolArray, FloatArray
@@ -139,8 +140,9 @@ def fit_request_classifier(
     optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=WEIGHT_DECAY)
     steps = settings.epochs * -(-len(requests) // BATCH_SIZE)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
-    positive = float(labels.mean())
-    class_weight = torch.tensor([0.5 / (1 - positive), 0.5 / positive])
+    # scikit-learn's "balanced" weights, n / (2 n_class), as the linear heads' LogisticRegression.
+    balanced = compute_class_weight("balanced", classes=np.array([False, True]), y=labels)
+    class_weight = torch.tensor(balanced, dtype=torch.float32)
     progress = tqdm(total=steps, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True)
     for _ in range(settings.epochs):
         order = order_rng.permutation(len(requests))

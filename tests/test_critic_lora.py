@@ -25,7 +25,7 @@ from minicc.critic_lora import (
     load_critic_lora,
     lora_settings,
 )
-from minicc.critic_lora_training import masked_bce, train_critic_lora
+from minicc.critic_lora_training import masked_bce, train_critic_lora, training_examples
 from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.models import ResolvedModel, load_model
@@ -140,6 +140,21 @@ def test_masked_loss_ignores_unlabeled_heads() -> None:
     moved = masked_bce(torch.tensor([[2.0, -50.0]]), targets, mask)
     assert torch.equal(base, moved)
     assert masked_bce(torch.tensor([[2.0, 0.0]]), targets, torch.ones(1, 2)) != base
+
+
+def test_each_head_weighs_its_two_classes_equally_when_class_balanced() -> None:
+    def encode(request: str, reply: str | None) -> list[int]:
+        return [len(request), len(reply or "")]
+
+    examples = training_examples(encode, ROWS, REQUESTS, _params(heads=["response_harmful"]))
+    # 20 rows with a response_harmful label: 8 harmful help, 12 refusals and noise replies.
+    weights = {(example.targets[0], example.weights[0]) for example in examples}
+    assert len(examples) == 20
+    assert weights == {(1.0, 20 / (2 * 8)), (0.0, 20 / (2 * 12))}
+    plain = training_examples(
+        encode, ROWS, REQUESTS, _params(heads=["response_harmful"], class_balanced=False)
+    )
+    assert {example.weights[0] for example in plain} == {1.0}
 
 
 def test_training_separates_harmful_help(trained: Path, resolved: ResolvedModel) -> None:
