@@ -29,7 +29,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from minicc.jsonl import json_text, publish_directory
 from minicc.models import quiet_loading
 from minicc.padding import masked_mean
 from minicc.typecheck import build
+
+if TYPE_CHECKING:
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
 DIRECTORY = "request_classifier"
 """Its directory's name, beside the probe file it belongs to."""
@@ -120,6 +123,29 @@ class RequestClassifier:
         return np.asarray([self._known[text] for text in requests], dtype=np.float64)
 
 
+def length_grouped_sampler(lengths: list[int], seed: int) -> "LengthGroupedSampler":
+    """Transformers' `group_by_length` order for requests of these token `lengths`: each epoch
+    shuffles the requests, cuts them into mega-batches of a few hundred and sorts each by length,
+    so a batch holds requests of similar length. On the committed training set random batches
+    of 32 padded to 1.7 times the requests' real tokens, these to 1.1 (README's train_critic
+    timings say what that saved)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler(
+        BATCH_SIZE, lengths=lengths, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def training_batches(sampler: "LengthGroupedSampler") -> list[list[int]]:
+    """One epoch's batches of request indices: the sampler's order cut into batches, which are
+    then shuffled by the sampler's generator. The sampler runs each mega-batch from its longest
+    requests to its shortest; in that order the classifier's 5-fold estimate fell by about 0.003
+    AUROC on two seeds (README)."""
+    order = list(sampler)
+    batches = [order[start : start + BATCH_SIZE] for start in range(0, len(order), BATCH_SIZE)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=sampler.generator)]
+
+
 def fit_request_classifier(
     requests: list[str],
     labels: BoolArray,
@@ -127,15 +153,16 @@ def fit_request_classifier(
     description: str = "request classifier",
 ) -> RequestClassifier:
     """Fine-tune on labeled requests: class-balanced cross-entropy (as the linear heads), AdamW
-    with linear decay, shuffled batches from `settings.seed`; a progress bar of optimizer steps
-    named `description` (a minute of work on two cores)."""
+    with linear decay, length-grouped batches shuffled from `settings.seed`; a progress bar of
+    optimizer steps named `description` (a minute of work on two cores)."""
     if labels.all() or not labels.any():
         raise ValueError("the request classifier needs harmful and harmless requests")
     torch.manual_seed(settings.seed)
-    order_rng = np.random.default_rng(settings.seed)
     model = _Model()
     model.train()
     tokenizer = _tokenizer()
+    lengths = tokenizer(requests, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+    sampler = length_grouped_sampler([len(ids) for ids in lengths], settings.seed)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=WEIGHT_DECAY)
     steps = settings.epochs * -(-len(requests) // BATCH_SIZE)
@@ -145,9 +172,7 @@ def fit_request_classifier(
     class_weight = torch.tensor(balanced, dtype=torch.float32)
     progress = tqdm(total=steps, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True)
     for _ in range(settings.epochs):
-        order = order_rng.permutation(len(requests))
-        for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start : start + BATCH_SIZE]
+        for batch in training_batches(sampler):
             encoded = tokenizer(
                 [requests[i] for i in batch],
                 padding=True,

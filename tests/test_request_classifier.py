@@ -1,5 +1,6 @@
 """The fine-tuned request classifier: learns, is deterministic, saves whole, refuses a swap."""
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from minicc.request_classifier import (
     ClassifierSettings,
     RequestClassifier,
     fit_request_classifier,
+    length_grouped_sampler,
     load_request_classifier,
     save_request_classifier,
+    training_batches,
 )
 
 HARMFUL = [
@@ -75,6 +78,33 @@ def test_other_weights_or_a_missing_directory_are_refused(
     save_request_classifier(tmp_path / "c", fitted)
     with pytest.raises(UserError, match=f"{WEIGHTS}: not the request classifier"):
         load_request_classifier(tmp_path / "c", "0123456789")
+
+
+def _padded_tokens(batches: list[list[int]], lengths: list[int]) -> int:
+    return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+
+def test_batches_group_requests_of_similar_length_and_come_in_a_seeded_shuffled_order() -> None:
+    lengths = np.random.default_rng(0).integers(4, 60, size=1280).tolist()
+    sampler = length_grouped_sampler(lengths, seed=0)
+    first, second = training_batches(sampler), training_batches(sampler)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(len(lengths)))
+        assert max(len(batch) for batch in epoch) == 32
+    assert first != second
+    assert training_batches(length_grouped_sampler(lengths, seed=0)) == first
+    assert training_batches(length_grouped_sampler(lengths, seed=1)) != first
+    # Random batches of 32 pad to about the longest length (59) everywhere; grouped ones to
+    # little more than the real tokens.
+    shuffled = np.random.default_rng(0).permutation(len(lengths)).tolist()
+    random_batches = [shuffled[start : start + 32] for start in range(0, len(shuffled), 32)]
+    assert _padded_tokens(first, lengths) < 0.7 * _padded_tokens(random_batches, lengths)
+    assert _padded_tokens(first, lengths) < 1.1 * sum(lengths)
+    # The sampler alone runs each mega-batch from long to short; the batches come shuffled, so
+    # a batch is about as often longer than the one before it as shorter.
+    longest = [max(lengths[i] for i in batch) for batch in first]
+    longer = sum(after > before for before, after in pairwise(longest))
+    assert longer > len(longest) // 4
 
 
 def test_one_class_is_refused() -> None:
