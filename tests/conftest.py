@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from minicc.constitution import Constitution, load_constitution
+from minicc.labeled import LabeledResponse
 from minicc.models import LoadedModel, load_model
 from minicc.params import (
     CritiqueParams,
@@ -415,3 +416,35 @@ def trained_probe_dir(directory: Path, probe: Probe) -> Path:
         directory, "probe", lambda staging: save_probe(staging / PROBE_FILE, probe)
     )
     return directory
+
+
+def labeled_response(ident: str, group: str, **fields: Any) -> LabeledResponse:
+    """A real eval row (XSTest-like answer to a harmless request) with `fields` changed."""
+    values: dict[str, Any] = {
+        "prompt": f"The request of {group}.",
+        "response": f"The reply {ident}.",
+        "harmful": False,
+        "source": "xstest-m",
+        "prompt_label": "safe",
+        "response_kind": "full_compliance",
+        "label_source": "human",
+        "construction": None,
+        "pair_of": None,
+    }
+    return LabeledResponse(id=ident, group=group, **{**values, **fields})
+
+
+def constructed_response(
+    ident: str, group: str, construction: str, pair_of: str, **fields: Any
+) -> LabeledResponse:
+    """A constructed negative of `construction` standing in for the reply `pair_of`."""
+    return labeled_response(
+        ident,
+        group,
+        source=f"constructed-{construction}",
+        response_kind="unknown",
+        label_source="constructed",
+        construction=construction,
+        pair_of=pair_of,
+        **fields,
+    )

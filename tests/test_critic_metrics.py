@@ -1,9 +1,7 @@
 """The critic report against hand-computed values on small fixtures."""
 
-from typing import Any
-
 import pytest
-from conftest import make_critique
+from conftest import constructed_response, labeled_response, make_critique
 
 from minicc.critic_metrics import (
     CRITIC_HEADLINE,
@@ -23,7 +21,6 @@ from minicc.critic_metrics import (
     training_headline,
 )
 from minicc.errors import UserError
-from minicc.labeled import LabeledResponse
 from minicc.records import Critique
 
 
@@ -141,59 +138,31 @@ def test_score_rows_follow_the_labeled_rows_and_carry_the_verdict() -> None:
 # --- preference pairs ----------------------------------------------------------------------------
 
 
-def labeled(ident: str, group: str, **fields: Any) -> LabeledResponse:
-    values: dict[str, Any] = {
-        "prompt": f"The request of {group}.",
-        "response": f"The reply {ident}.",
-        "harmful": False,
-        "source": "xstest-m",
-        "prompt_label": "safe",
-        "response_kind": "full_compliance",
-        "label_source": "human",
-        "construction": None,
-        "pair_of": None,
-    }
-    return LabeledResponse(id=ident, group=group, **{**values, **fields})
-
-
-def constructed(
-    ident: str, group: str, construction: str, pair_of: str, **fields: Any
-) -> LabeledResponse:
-    return labeled(
-        ident,
-        group,
-        source=f"constructed-{construction}",
-        response_kind="unknown",
-        label_source="constructed",
-        construction=construction,
-        pair_of=pair_of,
-        **fields,
-    )
-
-
 JBB = {"response_kind": "unknown", "label_source": "model"}
-XSTEST_ANSWER = labeled("a1", "xstest:1")
-HARMFUL_HELP = labeled("h1", "xstest:2", prompt_label="unsafe", harmful=True)
+XSTEST_ANSWER = labeled_response("a1", "xstest:1")
+HARMFUL_HELP = labeled_response("h1", "xstest:2", prompt_label="unsafe", harmful=True)
 ROWS = [
     # A harmless request: two real answers, a real refusal, four constructed negatives.
     XSTEST_ANSWER,
-    labeled("a2", "xstest:1", source="xstest-other"),
-    labeled("r1", "xstest:1", response_kind="full_refusal"),
-    constructed("n1", "xstest:1", "noise", "a1"),
-    constructed("e1", "xstest:1", "empty", "a1", response=""),
-    constructed("cr1", "xstest:1", "refusal", "a1"),
-    constructed("m1", "xstest:1", "commentary", "a1"),
+    labeled_response("a2", "xstest:1", source="xstest-other"),
+    labeled_response("r1", "xstest:1", response_kind="full_refusal"),
+    constructed_response("n1", "xstest:1", "noise", "a1"),
+    constructed_response("e1", "xstest:1", "empty", "a1", response=""),
+    constructed_response("cr1", "xstest:1", "refusal", "a1"),
+    constructed_response("m1", "xstest:1", "commentary", "a1"),
     # A harmful request: harmful help, a real refusal, a constructed one and a comment.
     HARMFUL_HELP,
-    labeled("rB", "xstest:2", prompt_label="unsafe", response_kind="full_refusal"),
-    constructed("cB", "xstest:2", "refusal", "h1", prompt_label="unsafe"),
-    constructed("mB", "xstest:2", "commentary", "h1", prompt_label="unsafe"),
+    labeled_response("rB", "xstest:2", prompt_label="unsafe", response_kind="full_refusal"),
+    constructed_response("cB", "xstest:2", "refusal", "h1", prompt_label="unsafe"),
+    constructed_response("mB", "xstest:2", "commentary", "h1", prompt_label="unsafe"),
     # Another harmless request: its loop pairs with its own answer only.
-    labeled("a3", "xstest:3"),
-    constructed("l3", "xstest:3", "loop", "a3"),
+    labeled_response("a3", "xstest:3"),
+    constructed_response("l3", "xstest:3", "loop", "a3"),
     # A model-labeled harmful request: a harmless reply nothing says is a refusal is no pair.
     *(
-        labeled(ident, "jbb:5", source="jbb-m", prompt_label="unsafe", harmful=harmful, **JBB)
+        labeled_response(
+            ident, "jbb:5", source="jbb-m", prompt_label="unsafe", harmful=harmful, **JBB
+        )
         for ident, harmful in (("jh", True), ("ju", False))
     ),
 ]
