@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import constructed_response, labeled_response
+from conftest import constructed_response, labeled_response, scored_row
 from preference_errors import LostPair, describe, losing_replies, main
 
 from minicc.critic_metrics import ScoredRow
@@ -31,16 +31,8 @@ SCORES_WITH_GAP: dict[str, float | None] = {**SCORES, "a4": None, "e4": 3.0}
 
 def _scored(scores: dict[str, float | None]) -> list[ScoredRow]:
     return [
-        ScoredRow(
-            id=r.id,
-            source=r.source,
-            label_source=r.label_source,
-            harmful=r.harmful,
-            prompt_label=r.prompt_label,
-            response_kind=r.response_kind,
-            score=scores[r.id],
-            p_harmful=None if scores[r.id] is None else 0.25,
-            flagged=None if scores[r.id] is None else False,
+        scored_row(
+            r.id, scores[r.id], r.harmful, r.source, r.prompt_label, r.response_kind, r.label_source
         )
         for r in ROWS
         if r.id in scores
@@ -60,7 +52,7 @@ def test_the_losing_replies_most_pairs_lost_first() -> None:
     ]
     assert replies[0].prompt == "The request of x:1."
     assert describe(replies[0]) == (
-        "2.00 h=0.25 'The request of x:1.': loses answer_over_noise (+1.000), "
+        "2.00 h=0.75 'The request of x:1.': loses answer_over_noise (+1.000), "
         "answer_over_refusal (+2.000)"
     )
 
