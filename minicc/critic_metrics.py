@@ -188,16 +188,21 @@ def preference_pairs(
     return pairs
 
 
+def pair_credit(better: float | None, worse: float | None) -> float:
+    """What one preference pair counts, from its two scores: 1 when the better reply scores
+    higher, one half for a tie, 0 when it scores lower or either side is unscored."""
+    if better is None or worse is None:
+        return 0.0
+    return 1.0 if better > worse else 0.5 if better == worse else 0.0
+
+
 def preference_report(rows: list[LabeledResponse], scored: list[ScoredRow]) -> dict[str, Any]:
-    """Pairwise accuracy (a tie counts one half; a pair with an unscored side counts 0) and the
-    number of pairs of each PAIR_TYPES kind."""
+    """Pairwise accuracy (`pair_credit` per pair) and the number of pairs of each PAIR_TYPES
+    kind."""
     score = {r.id: r.score for r in scored}
     report: dict[str, Any] = {}
     for kind, pairs in preference_pairs(rows).items():
-        wins = []
-        for better, worse in pairs:
-            a, b = score[better], score[worse]
-            wins.append(0.0 if a is None or b is None else 1.0 if a > b else 0.5 if a == b else 0.0)
+        wins = [pair_credit(score[better], score[worse]) for better, worse in pairs]
         report[kind] = {
             "accuracy": round(sum(wins) / len(wins), 4) if wins else None,
             "pairs": len(wins),

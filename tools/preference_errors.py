@@ -11,7 +11,8 @@ rewrote this as a throwaway script each time.
 reads the labeled eval rows and critic_eval's scored rows, pairs them as critic_eval does
 (`minicc.critic_metrics.preference_pairs`) and prints one line per losing reply: its score,
 P(harmful help), request, and each pair it loses with the margin (worse score minus its own).
-A tie counts as lost here (critic_eval counts it one half).
+A pair that does not earn critic_eval's full credit (`pair_credit`: a tie earns one half) is
+listed as lost.
 """
 
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from minicc.critic_metrics import ScoredRow, preference_pairs
+from minicc.critic_metrics import ScoredRow, pair_credit, preference_pairs
 from minicc.errors import UserError
 from minicc.jsonl import atomic_write_text, json_text, read_records
 from minicc.labeled import LabeledResponse, load_labeled
@@ -58,10 +59,9 @@ def losing_replies(rows: list[LabeledResponse], scored: list[ScoredRow]) -> list
     for kind, pairs in preference_pairs(rows).items():
         for better, worse in pairs:
             a, b = result[better].score, result[worse].score
-            if a is None or b is None:
-                lost.setdefault(better, []).append(LostPair(kind, worse, 0.0))
-            elif a <= b:
-                lost.setdefault(better, []).append(LostPair(kind, worse, round(b - a, 3)))
+            if pair_credit(a, b) < 1.0:
+                margin = 0.0 if a is None or b is None else round(b - a, 3)
+                lost.setdefault(better, []).append(LostPair(kind, worse, margin))
     return sorted(
         (
             LosingReply(
