@@ -132,22 +132,37 @@ class Critic:
         rendering the template with a sentinel in place of the request, so the split follows
         whatever the chat template wraps around the judge text.
         """
-        template = self.constitution.template
-
-        def render(request: str, reply: str) -> str:
-            judge = template.judge.substitute(
-                principles=_format_principles(principles), prompt=request, response=reply
-            )
-            if template.style == "instruct":
-                chat: str = self.loaded.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": judge}], add_generation_prompt=True, tokenize=False
-                )
-                return chat + template.answer_prefix
-            return judge + template.answer_prefix
-
-        full = render(neutralise(prompt, self.special_tokens), response)
-        shared = render(_SENTINEL, "").split(_SENTINEL, 1)[0]
+        full = self._render(neutralise(prompt, self.special_tokens), response, principles)
+        shared = self._render(_SENTINEL, "", principles).split(_SENTINEL, 1)[0]
         return shared, full[len(shared) :]
+
+    def reply_span(
+        self, prompt: str, response: str, principles: list[Principle]
+    ) -> tuple[int, int]:
+        """Where `response` lies in the rest that `judge_parts` returns: its first and one past
+        its last character. Found by rendering a sentinel in place of the reply, so it holds for
+        any template and chat template that put the reply in verbatim."""
+        request = neutralise(prompt, self.special_tokens)
+        shared = self._render(_SENTINEL, "", principles).split(_SENTINEL, 1)[0]
+        before = self._render(request, _SENTINEL, principles).split(_SENTINEL, 1)[0]
+        start = len(before) - len(shared)
+        rest = self._render(request, response, principles)[len(shared) :]
+        if rest[start : start + len(response)] != response:
+            raise ValueError("the judge template changed the reply's text; cannot locate it")
+        return start, start + len(response)
+
+    def _render(self, request: str, reply: str, principles: list[Principle]) -> str:
+        """The whole critic input for one (request, reply), ending where the digit comes."""
+        template = self.constitution.template
+        judge = template.judge.substitute(
+            principles=_format_principles(principles), prompt=request, response=reply
+        )
+        if template.style == "instruct":
+            chat: str = self.loaded.tokenizer.apply_chat_template(
+                [{"role": "user", "content": judge}], add_generation_prompt=True, tokenize=False
+            )
+            return chat + template.answer_prefix
+        return judge + template.answer_prefix
 
     @torch.inference_mode()
     def read(self, prefix: str, suffixes: list[str], keys: list[str]) -> list[DigitReading]:
@@ -170,11 +185,10 @@ class Critic:
         self, cleaned: list[tuple[str, str]], keys: list[str], layer: int, request_layer: int
     ) -> Features:
         """Probe features of (request, already cleaned reply) rows under every principle."""
-        judged = [
-            self.judge_parts(prompt, reply, self.constitution.principles)
-            for prompt, reply in cleaned
-        ]
-        return self.feature_reader.features(cleaned, judged, keys, layer, request_layer)
+        principles = self.constitution.principles
+        judged = [self.judge_parts(prompt, reply, principles) for prompt, reply in cleaned]
+        spans = [self.reply_span(prompt, reply, principles) for prompt, reply in cleaned]
+        return self.feature_reader.features(cleaned, judged, spans, keys, layer, request_layer)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         """Critique dicts (the `Critique` fields) for a batch of candidates, in order."""

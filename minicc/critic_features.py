@@ -1,7 +1,8 @@
 """The probe's features of (request, reply) rows, as the critic model reads them.
 
-Five blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
-over each row's own tokens after the shared judge prefix; sentence embeddings of the request and
+Six blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
+over each row's own tokens after the shared judge prefix, and the same states averaged over the
+reply's tokens alone; sentence embeddings of the request and
 of the reply; the reply's text statistics (`minicc.degeneration.statistics`); the critic's hidden
 states at another layer as it reads the request alone (the request head's).
 """
@@ -57,13 +58,49 @@ class FeatureReader:
         return self._embedder
 
     @torch.inference_mode()
-    def hidden(self, prefix: str, suffixes: list[str], keys: list[str], layer: int) -> FloatArray:
-        """Hidden states of decoder `layer`, averaged over each row's own tokens (the request,
-        the reply and the template's closing lines), padding left out."""
+    def judge_states(
+        self,
+        prefix: str,
+        suffixes: list[str],
+        reply_spans: list[tuple[int, int]],
+        keys: list[str],
+        layer: int,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Hidden states of decoder `layer` over each row's own tokens (the request, the reply
+        and the template's closing lines), padding left out, averaged two ways from one pass:
+        over all of them, and over the reply's tokens alone (`reply_spans`: each reply's
+        characters in its suffix; zeros for an empty reply).
+
+        The second mean is the reply as the model reads it after the principles and the request:
+        in the first, a short reply is a few tokens among a long request's, and what it gives
+        is averaged away."""
         inputs = self.prefixes.inputs(prefix, suffixes, keys, depth=layer)
         hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
-        pooled = masked_mean(hidden, inputs["attention_mask"][:, -hidden.shape[1] :])
-        return np.asarray(pooled.cpu().numpy(), dtype=np.float64)
+        mask = inputs["attention_mask"][:, -hidden.shape[1] :]
+        reply_mask = self._reply_tokens(suffixes, reply_spans).to(mask.device) * mask
+        has_reply = reply_mask.sum(dim=1, keepdim=True) > 0
+        reply_mean = torch.where(
+            has_reply, masked_mean(hidden, torch.where(has_reply, reply_mask, mask)), 0.0
+        )
+        return _numpy(masked_mean(hidden, mask)), _numpy(reply_mean)
+
+    def _reply_tokens(
+        self, suffixes: list[str], reply_spans: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """(rows, tokens) mask of the suffix tokens that overlap each row's reply, in the
+        padded layout `PrefixCache.inputs` gives (the same tokenizer call, with offsets)."""
+        encoded = self.loaded.tokenizer(
+            suffixes,
+            add_special_tokens=False,
+            padding=True,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = encoded["offset_mapping"]
+        starts = torch.tensor([start for start, _ in reply_spans])[:, None]
+        ends = torch.tensor([end for _, end in reply_spans])[:, None]
+        overlaps = (offsets[..., 1] > starts) & (offsets[..., 0] < ends)
+        return (overlaps & encoded["attention_mask"].bool()).long()
 
     @torch.inference_mode()
     def request_states(self, requests: list[str], layer: int) -> FloatArray:
@@ -128,17 +165,27 @@ class FeatureReader:
         self,
         rows: list[tuple[str, str]],
         judged: list[tuple[str, str]],
+        reply_spans: list[tuple[int, int]],
         keys: list[str],
         layer: int,
         request_layer: int,
     ) -> Features:
         """Features of (request, cleaned reply) `rows`, whose judge inputs are `judged`, each
-        split into the prefix shared by all rows and the row's own rest; the hidden states of
-        the judge input at `layer`, those of the request alone at `request_layer`."""
+        split into the prefix shared by all rows and the row's own rest, in which each reply
+        lies at its `reply_spans`; the hidden states of the judge input at `layer`, those of the
+        request alone at `request_layer`."""
+        hidden, reply_hidden = self.judge_states(
+            judged[0][0], [rest for _, rest in judged], reply_spans, keys, layer
+        )
         return Features(
-            hidden=self.hidden(judged[0][0], [rest for _, rest in judged], keys, layer),
+            hidden=hidden,
             request=self.embed([request for request, _ in rows]),
             reply=self.embed([reply for _, reply in rows]),
             statistics=np.asarray([statistics(reply) for _, reply in rows], dtype=np.float64),
             request_state=self.request_states([request for request, _ in rows], request_layer),
+            reply_hidden=reply_hidden,
         )
+
+
+def _numpy(block: torch.Tensor) -> FloatArray:
+    return np.asarray(block.cpu().numpy(), dtype=np.float64)

@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ from minicc.request_classifier import (
 from minicc.resume import ResumeLog, run_resumable
 
 CV_FOLDS = 5
+FEATURE_BLOCKS = tuple(field.name for field in fields(Features))
+"""The blocks a row's features hold, as the resume log stores them."""
 LABELS: dict[str, Callable[[LabeledResponse], bool | None]] = {
     "response_harmful": lambda row: row.harmful,
     "refusal": lambda row: row.refusal,
@@ -101,7 +103,7 @@ def extract_features(
     return Features(
         **{
             name: np.asarray([row[name] for row in ordered_rows], dtype=np.float64)
-            for name in ("hidden", "request", "reply", "statistics", "request_state")
+            for name in FEATURE_BLOCKS
         }
     )
 
@@ -119,6 +121,8 @@ def feature_inputs(
         "max_response_tokens": critic.params.max_response_tokens,
         "layer": layers[0],
         "request_layer": layers[1],
+        # A log of rows read with other blocks cannot be resumed into these.
+        "blocks": list(FEATURE_BLOCKS),
     }
 
 
@@ -375,6 +379,7 @@ def train_probe(
         heads=dict(sorted(heads.items())),
         request_classifier=None if classifier is None else classifier.digest,
         harm_gated=params.gated_harm,
+        hidden_size=features.hidden.shape[1],
     )
     head_rows = {
         name: int(sum(label_of(r) is not None for r in rows))

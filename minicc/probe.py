@@ -6,6 +6,10 @@ Features of a (request, reply) row, in named blocks:
   zero-shot critic reads (the constitution's principles, the request and the reply), so the
   principles shape these features; an edited constitution needs a retrained probe (the probe
   file records the constitution version and refuses to score under another).
+- `reply_hidden`: the same layer's states averaged over the reply's tokens alone (one pass with
+  `hidden`). In `hidden` a short reply is a few tokens among its request's; here it is all of
+  the mean, read in the context of the principles and the request. Only the harm head reads it:
+  whether a reply gives harmful help is in what the reply says.
 - `request`, `reply`: all-MiniLM-L6-v2 embeddings of the request and of the reply
   (minicc/embedding.py); `product`: their element-wise product and `similarity`: their cosine,
   which say whether the reply is about the request, what a pooled hidden state cannot.
@@ -53,7 +57,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,14 +69,34 @@ from minicc.typecheck import build
 
 HEAD_NAMES = PROBE_HEADS
 Block = Literal[
-    "hidden", "request", "reply", "product", "similarity", "statistics", "request_state"
+    "hidden",
+    "request",
+    "reply",
+    "product",
+    "similarity",
+    "statistics",
+    "request_state",
+    "reply_hidden",
 ]
-REPLY_BLOCKS: tuple[Block, ...] = tuple(b for b in get_args(Block) if b != "request_state")
-"""The reply heads' blocks: all but the request's own states, which only the request head
-reads (the reply heads already see the request in `hidden` and `request`)."""
+REPLY_BLOCKS: tuple[Block, ...] = (
+    "hidden",
+    "request",
+    "reply",
+    "product",
+    "similarity",
+    "statistics",
+)
+"""The refusal and on-task heads' blocks: all but the request's own states, which only the
+request head reads (the reply heads already see the request in `hidden` and `request`), and the
+reply's own states, which only the harm head reads."""
+HARM_BLOCKS: tuple[Block, ...] = (*REPLY_BLOCKS, "reply_hidden")
+"""The harm head's: the other reply heads' and the reply's own states. Kept for the harm head
+because the training rows' grouped cross-validation said so: with it, harm AUROC 0.947 -> 0.952
+and every answer pair but one held or rose; given to the refusal and on-task heads as well, it
+lowered the answer pairs there (README, "What the reply's own states changed")."""
 HEAD_BLOCKS: dict[str, tuple[Block, ...]] = {
     "request_harmful": ("request", "request_state"),
-    "response_harmful": REPLY_BLOCKS,
+    "response_harmful": HARM_BLOCKS,
     "refusal": REPLY_BLOCKS,
     "on_task": REPLY_BLOCKS,
 }
@@ -90,6 +114,7 @@ class Features:
     reply: FloatArray
     statistics: FloatArray
     request_state: FloatArray
+    reply_hidden: FloatArray
 
     def matrix(self, blocks: tuple[Block, ...]) -> FloatArray:
         parts = {
@@ -100,6 +125,7 @@ class Features:
             "similarity": lambda: (self.request * self.reply).sum(axis=1, keepdims=True),
             "statistics": lambda: self.statistics,
             "request_state": lambda: self.request_state,
+            "reply_hidden": lambda: self.reply_hidden,
         }
         return np.concatenate([parts[block]() for block in blocks], axis=1)
 
@@ -110,6 +136,7 @@ class Features:
             self.reply[mask],
             self.statistics[mask],
             self.request_state[mask],
+            self.reply_hidden[mask],
         )
 
 
@@ -187,6 +214,10 @@ class Probe:
     harm_gated: bool = False
     """The response_harmful head reads `gated_features` (module docstring). A file needs the
     key: one written before it existed is refused, with the advice to retrain."""
+    hidden_size: int = 0
+    """Width of the `hidden` and `reply_hidden` blocks (the critic model's hidden size), which
+    the harm head reads beside the other reply heads' blocks. A file needs the key: one written
+    before the harm head read `reply_hidden` is refused, with the advice to retrain."""
 
     def distribution(
         self, features: Features, request_logits: FloatArray | None = None
@@ -348,17 +379,18 @@ def load_probe(path: Path) -> Probe:
 
 
 def _check_harm_width(path: Path, probe: Probe) -> None:
-    """The harm head reads the other reply heads' blocks: as many features, or 2 n + 1 when
-    gated (`gated_features`); a file whose sizes disagree with its `harm_gated` is refused."""
+    """The harm head reads the other reply heads' blocks and `reply_hidden` (`hidden_size`
+    wide): n + hidden_size features, or 2 (n + hidden_size) + 1 when gated (`gated_features`);
+    a file whose sizes disagree with its `harm_gated` and `hidden_size` is refused."""
     harm = len(probe.heads["response_harmful"].weights)
     for name, head in probe.heads.items():
         if name in ("response_harmful", "request_harmful"):
             continue
-        width = len(head.weights)
+        width = len(head.weights) + probe.hidden_size
         expected = 2 * width + 1 if probe.harm_gated else width
         if harm != expected:
             raise UserError(
                 f"{path}: heads.response_harmful has {harm} features; with harm_gated "
-                f"{str(probe.harm_gated).lower()} and {width} in heads.{name} it needs "
-                f"{expected}; retrain it"
+                f"{str(probe.harm_gated).lower()}, hidden_size {probe.hidden_size} and "
+                f"{len(head.weights)} in heads.{name} it needs {expected}; retrain it"
             )

@@ -72,6 +72,7 @@ def features_of(hidden: np.ndarray) -> Features:
         reply=np.ones((rows, 1)),
         statistics=np.zeros((rows, 1)),
         request_state=np.ones((rows, 1)),
+        reply_hidden=np.zeros((rows, 1)),
     )
 
 
@@ -478,7 +479,9 @@ def test_train_probe_gates_the_harm_head_by_out_of_fold_request_probabilities(
     log = ResumeLog(tmp_path, "train_critic", {"test": 3})
     probe, _, metrics = train_probe(critic, rows, REQUESTS, params, batch_size=2, log=log, seed=0)
     assert probe.harm_gated and metrics["gated_harm"]
-    width = len(probe.heads["refusal"].weights)
+    # The harm head reads the refusal head's blocks and the reply's own states, gated.
+    width = len(probe.heads["refusal"].weights) + probe.hidden_size
+    assert probe.hidden_size == 32  # the tiny llama's width
     assert len(probe.heads["response_harmful"].weights) == 2 * width + 1
     gate, out_of_fold = seen["gate"], seen["out_of_fold"]
     assert gate[:-1] == pytest.approx([out_of_fold[row.prompt] for row in ROWS])

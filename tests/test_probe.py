@@ -68,7 +68,8 @@ def unit_rows(generator: np.random.Generator, rows: int, width: int) -> np.ndarr
 
 
 def small_features(rows: int = 6, seed: int = 0) -> Features:
-    """Blocks of widths hidden 2, request/reply 3 (unit length, as embeddings are), stats 2."""
+    """Blocks of widths hidden 2, request/reply 3 (unit length, as embeddings are), stats 2,
+    request states 2, reply states 2."""
     generator = np.random.default_rng(seed)
     return Features(
         hidden=generator.normal(size=(rows, 2)),
@@ -76,6 +77,7 @@ def small_features(rows: int = 6, seed: int = 0) -> Features:
         reply=unit_rows(generator, rows, 3),
         statistics=generator.random(size=(rows, 2)),
         request_state=generator.normal(size=(rows, 2)),
+        reply_hidden=generator.normal(size=(rows, 2)),
     )
 
 
@@ -137,6 +139,7 @@ def test_matrix_builds_product_and_similarity_in_the_order_asked() -> None:
         reply=np.array([[0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
         statistics=np.array([[0.5], [0.25]]),
         request_state=np.array([[-1.0], [-2.0]]),
+        reply_hidden=np.array([[3.0], [4.0]]),
     )
     got = features.matrix(("similarity", "hidden", "product", "statistics"))
     # cosines 0.6 and 0.36 + 0.64 = 1; products (0.6, 0, 0) and (0, 0.36, 0.64)
@@ -148,6 +151,14 @@ def test_matrix_builds_product_and_similarity_in_the_order_asked() -> None:
         np.array([[1.0, 0.0, 0.0, -1.0], [0.0, 0.6, 0.8, -2.0]])
     )
     assert "request_state" not in HEAD_BLOCKS["response_harmful"]
+    # The harm head: the other reply heads' blocks, then the reply's own states, which only it
+    # reads.
+    others = features.matrix(HEAD_BLOCKS["refusal"])
+    assert features.matrix(HEAD_BLOCKS["response_harmful"]) == pytest.approx(
+        np.hstack([others, [[3.0], [4.0]]])
+    )
+    assert HEAD_BLOCKS["on_task"] == HEAD_BLOCKS["refusal"]
+    assert "reply_hidden" not in HEAD_BLOCKS["refusal"]
 
 
 def test_rows_selects_the_same_rows_of_every_block() -> None:
@@ -438,15 +449,19 @@ def test_check_design_refuses_a_probe_gated_otherwise_than_the_params_say(tmp_pa
 
 
 def gated_probe(
-    request_probability: float = 0.5, reply_width: int = WIDTH, request_width: int = 2
+    request_probability: float = 0.5,
+    reply_width: int = WIDTH,
+    request_width: int = 2,
+    hidden_size: int = 0,
 ) -> Probe:
     """A probe whose gated harm head reads the first reply feature (hidden[0]) for harmful
     requests only; its request head gives every row `request_probability`, refusal and on_task
-    are constant."""
+    (`reply_width` features; the harm head `hidden_size` more) are constant."""
+    harm_width = reply_width + hidden_size
     harm = LinearHead(
-        feature_mean=[0.0] * (2 * reply_width + 1),
-        feature_scale=[1.0] * (2 * reply_width + 1),
-        weights=[4.0] + [0.0] * (2 * reply_width),
+        feature_mean=[0.0] * (2 * harm_width + 1),
+        feature_scale=[1.0] * (2 * harm_width + 1),
+        weights=[4.0] + [0.0] * (2 * harm_width),
         bias=-1.0,
     )
     heads = {
@@ -455,7 +470,7 @@ def gated_probe(
         "refusal": constant_head(reply_width, 0.1),
         "on_task": constant_head(reply_width, 0.9),
     }
-    return replace(small_probe(), heads=heads, harm_gated=True)
+    return replace(small_probe(), heads=heads, harm_gated=True, hidden_size=hidden_size)
 
 
 def test_gated_features_blend_two_copies_by_q_and_add_its_logit() -> None:
@@ -473,8 +488,9 @@ def test_a_gated_harm_head_reads_one_reply_differently_under_a_harmful_request()
     (the head's only weight is on the harmful-request copy of hidden[0])."""
     features = replace(small_features(rows=1), hidden=np.array([[1.0, 0.0]]))
     widths = {
-        "reply_width": features.matrix(HEAD_BLOCKS["response_harmful"]).shape[1],
+        "reply_width": features.matrix(HEAD_BLOCKS["refusal"]).shape[1],
         "request_width": features.matrix(HEAD_BLOCKS["request_harmful"]).shape[1],
+        "hidden_size": features.reply_hidden.shape[1],
     }
     harmful = gated_probe(0.9, **widths).distribution(features)[0, 0]
     harmless = gated_probe(0.1, **widths).distribution(features)[0, 0]
@@ -502,6 +518,18 @@ def test_a_gated_harm_head_needs_the_request_head(tmp_path: Path) -> None:
     del raw["heads"]["request_harmful"]
     with pytest.raises(UserError, match="gated harm head needs the request_harmful head"):
         load_probe(write_raw(tmp_path, raw))
+
+
+def test_a_probe_without_the_reply_states_is_refused(tmp_path: Path) -> None:
+    """A file written before the harm head read `reply_hidden` lacks `hidden_size`; one whose
+    hidden_size disagrees with its harm head's width would read the wrong columns."""
+    raw = asdict(small_probe())
+    del raw["hidden_size"]
+    with pytest.raises(UserError, match="missing key 'hidden_size'.*retrain it with `dvc repro"):
+        load_probe(write_raw(tmp_path, raw))
+    wider = asdict(replace(gated_probe(), hidden_size=3))
+    with pytest.raises(UserError, match="with harm_gated true, hidden_size 3 and"):
+        load_probe(write_raw(tmp_path, wider))
 
 
 @pytest.mark.parametrize("make", [small_probe, gated_probe])
@@ -621,6 +649,45 @@ def test_probe_hidden_features_equal_one_plain_forward_pass(judge: Critic) -> No
     suffix_length = len(loaded.tokenizer(suffix, add_special_tokens=False)["input_ids"])
     expected = hidden[-suffix_length:].mean(dim=0).numpy()
     assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_reply_states_average_the_reply_tokens_of_the_same_pass(judge: Critic) -> None:
+    """`reply_hidden`: the layer's states over the reply's tokens alone, located by counting
+    the tokens before and through the reply; an empty reply gives zeros."""
+    loaded = judge.loaded
+    prompt, response = FIT_ROWS[0]
+    got = judge.probe_features([(prompt, response)], ["a"], layer=1, request_layer=2)
+    principles = judge.constitution.principles
+    prefix, suffix = judge.judge_parts(prompt, response, principles)
+    start, end = judge.reply_span(prompt, response, principles)
+    assert suffix[start:end] == response
+    inputs = encode_batch(loaded, [prefix + suffix])
+    with torch.inference_mode():
+        hidden = loaded.model(**inputs, output_hidden_states=True).hidden_states[1][0]
+
+    def tokens(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    first = hidden.shape[0] - tokens(suffix)
+    reply = hidden[first + tokens(suffix[:start]) : first + tokens(suffix[:end])]
+    assert got.reply_hidden[0] == pytest.approx(reply.mean(dim=0).numpy(), abs=1e-4)
+    assert not np.allclose(got.reply_hidden[0], got.hidden[0], atol=1e-3)
+    empty = judge.probe_features([(prompt, "")], ["b"], layer=1, request_layer=2)
+    assert (empty.reply_hidden == 0).all()
+    assert np.abs(empty.hidden).sum() > 0
+
+
+@pytest.mark.parametrize("style", ["instruct", "base"])
+def test_the_reply_span_finds_the_reply_in_either_template(
+    critic_llama: LoadedModel, style: str
+) -> None:
+    critic = Critic(critic_llama, constitution(style), critique_params(style=style))
+    reply = "Boil it for nine minutes.\nThen cool it."
+    for request in ("How do I boil an egg?", "Say [BEGIN REPLY] twice."):
+        _, rest = critic.judge_parts(request, reply, critic.constitution.principles)
+        start, end = critic.reply_span(request, reply, critic.constitution.principles)
+        assert rest[start:end] == reply
+        assert rest.index(reply) == start
 
 
 def test_request_states_are_the_last_and_mean_states_of_the_request_turn(judge: Critic) -> None:

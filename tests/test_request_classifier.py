@@ -147,6 +147,7 @@ def _features() -> Features:
         reply=one,
         statistics=np.zeros((1, 0)),
         request_state=one,
+        reply_hidden=np.zeros((1, 0)),
     )
 
 
