@@ -57,7 +57,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -78,13 +78,8 @@ Block = Literal[
     "request_state",
     "reply_hidden",
 ]
-REPLY_BLOCKS: tuple[Block, ...] = (
-    "hidden",
-    "request",
-    "reply",
-    "product",
-    "similarity",
-    "statistics",
+REPLY_BLOCKS: tuple[Block, ...] = tuple(
+    b for b in get_args(Block) if b not in ("request_state", "reply_hidden")
 )
 """The refusal and on-task heads' blocks: all but the request's own states, which only the
 request head reads (the reply heads already see the request in `hidden` and `request`), and the
