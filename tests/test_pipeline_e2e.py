@@ -398,9 +398,11 @@ def test_critic_outputs(project: Project) -> None:
     assert probe["request_layer"] == TINY["critic_probe"]["request_layer"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
-    # The default gates the harm head by q: it reads twice the other reply heads' features + 1.
+    # The default gates the harm head by q: it reads twice the other reply heads' features and
+    # the reply's own states (hidden_size more), + 1.
     assert probe["harm_gated"] is params["critic_probe"]["gated_harm"] is True
-    width = len(probe["heads"]["refusal"]["weights"])
+    width = len(probe["heads"]["refusal"]["weights"]) + probe["hidden_size"]
+    assert probe["hidden_size"] > 0
     assert len(probe["heads"]["response_harmful"]["weights"]) == 2 * width + 1
     # The default fine-tunes a request classifier; it lies beside the probe that names it.
     manifest = read_json(root / "models" / "critic" / "request_classifier" / "classifier.json")
