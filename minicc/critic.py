@@ -136,20 +136,22 @@ class Critic:
         shared = self._render(_SENTINEL, "", principles).split(_SENTINEL, 1)[0]
         return shared, full[len(shared) :]
 
-    def reply_span(
-        self, prompt: str, response: str, principles: list[Principle]
-    ) -> tuple[int, int]:
-        """Where `response` lies in the rest that `judge_parts` returns: its first and one past
-        its last character. Found by rendering a sentinel in place of the reply, so it holds for
-        any template and chat template that put the reply in verbatim."""
-        request = neutralise(prompt, self.special_tokens)
-        shared = self._render(_SENTINEL, "", principles).split(_SENTINEL, 1)[0]
-        before = self._render(request, _SENTINEL, principles).split(_SENTINEL, 1)[0]
-        start = len(before) - len(shared)
-        rest = self._render(request, response, principles)[len(shared) :]
-        if rest[start : start + len(response)] != response:
-            raise ValueError("the judge template changed the reply's text; cannot locate it")
-        return start, start + len(response)
+    def reply_spans(
+        self, replies: list[str], rests: list[str], principles: list[Principle]
+    ) -> list[tuple[int, int]]:
+        """Where each reply lies in its rest (`judge_parts`' second part): its first and one
+        past its last character. What follows the reply (the template's closing lines) is the
+        same for every row, so one rendering with sentinels finds it for the whole batch; this
+        holds for any template and chat template that put the reply in verbatim."""
+        tail = self._render(_SENTINEL, _SENTINEL, principles).rsplit(_SENTINEL, 1)[1]
+        spans = []
+        for reply, rest in zip(replies, rests, strict=True):
+            end = len(rest) - len(tail)
+            start = end - len(reply)
+            if not rest.endswith(tail) or rest[start:end] != reply:
+                raise ValueError("the judge template changed the reply's text; cannot locate it")
+            spans.append((start, end))
+        return spans
 
     def _render(self, request: str, reply: str, principles: list[Principle]) -> str:
         """The whole critic input for one (request, reply), ending where the digit comes."""
@@ -187,7 +189,9 @@ class Critic:
         """Probe features of (request, already cleaned reply) rows under every principle."""
         principles = self.constitution.principles
         judged = [self.judge_parts(prompt, reply, principles) for prompt, reply in cleaned]
-        spans = [self.reply_span(prompt, reply, principles) for prompt, reply in cleaned]
+        spans = self.reply_spans(
+            [reply for _, reply in cleaned], [r for _, r in judged], principles
+        )
         return self.feature_reader.features(cleaned, judged, spans, keys, layer, request_layer)
 
     def critique(self, candidates: list[Candidate]) -> list[dict[str, Any]]:

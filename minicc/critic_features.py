@@ -100,7 +100,7 @@ class FeatureReader:
         starts = torch.tensor([start for start, _ in reply_spans])[:, None]
         ends = torch.tensor([end for _, end in reply_spans])[:, None]
         overlaps = (offsets[..., 1] > starts) & (offsets[..., 0] < ends)
-        return (overlaps & encoded["attention_mask"].bool()).long()
+        return overlaps.long()  # padding's offsets are (0, 0): it overlaps no reply
 
     @torch.inference_mode()
     def request_states(self, requests: list[str], layer: int) -> FloatArray:

@@ -659,7 +659,7 @@ def test_reply_states_average_the_reply_tokens_of_the_same_pass(judge: Critic) -
     got = judge.probe_features([(prompt, response)], ["a"], layer=1, request_layer=2)
     principles = judge.constitution.principles
     prefix, suffix = judge.judge_parts(prompt, response, principles)
-    start, end = judge.reply_span(prompt, response, principles)
+    [(start, end)] = judge.reply_spans([response], [suffix], principles)
     assert suffix[start:end] == response
     inputs = encode_batch(loaded, [prefix + suffix])
     with torch.inference_mode():
@@ -685,7 +685,7 @@ def test_the_reply_span_finds_the_reply_in_either_template(
     reply = "Boil it for nine minutes.\nThen cool it."
     for request in ("How do I boil an egg?", "Say [BEGIN REPLY] twice."):
         _, rest = critic.judge_parts(request, reply, critic.constitution.principles)
-        start, end = critic.reply_span(request, reply, critic.constitution.principles)
+        [(start, end)] = critic.reply_spans([reply], [rest], critic.constitution.principles)
         assert rest[start:end] == reply
         assert rest.index(reply) == start
 
