@@ -25,6 +25,10 @@ from minicc.probe import Features
 from minicc.prompting import encode_batch, format_request
 
 REMEMBERED_REQUESTS = 4096
+REPLY_OPENING_TOKENS = 8
+"""Tokens of a reply's opening (the `reply_opening` block): enough for "I'm sorry, but I",
+"Sure, here is how to" or "It is important to note". Chosen by the training rows' grouped
+cross-validation: 24 tokens gave the refusal head's helpfulness AUROC 0.844 against 0.857."""
 """Request states a reader keeps (least recently used first out): a few tens of MB for the
 bundled model, more than the distinct requests of any stage's inputs (train_critic reads about
 1,200), so a stage's requests, read first, stay until its last batch."""
@@ -65,24 +69,27 @@ class FeatureReader:
         reply_spans: list[tuple[int, int]],
         keys: list[str],
         layer: int,
-    ) -> tuple[FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Hidden states of decoder `layer` over each row's own tokens (the request, the reply
-        and the template's closing lines), padding left out, averaged two ways from one pass:
-        over all of them, and over the reply's tokens alone (`reply_spans`: each reply's
-        characters in its suffix; zeros for an empty reply).
+        and the template's closing lines), padding left out, averaged three ways from one pass:
+        over all of them, over the reply's tokens alone (`reply_spans`: each reply's characters
+        in its suffix) and over the reply's first `REPLY_OPENING_TOKENS` tokens (zeros for an
+        empty reply).
 
         The second mean is the reply as the model reads it after the principles and the request:
         in the first, a short reply is a few tokens among a long request's, and what it gives
-        is averaged away."""
+        is averaged away. The third is where a reply declares itself: a refusal or a compliance
+        is said in the first words, which the second dilutes with what follows."""
         inputs = self.prefixes.inputs(prefix, suffixes, keys, depth=layer)
         hidden = hidden_states_at(self.loaded.model, layer, **inputs).float()
         mask = inputs["attention_mask"][:, -hidden.shape[1] :]
         reply_mask = self._reply_tokens(suffixes, reply_spans).to(mask.device) * mask
-        has_reply = reply_mask.sum(dim=1, keepdim=True) > 0
-        reply_mean = torch.where(
-            has_reply, masked_mean(hidden, torch.where(has_reply, reply_mask, mask)), 0.0
+        opening_mask = reply_mask * (reply_mask.cumsum(dim=1) <= REPLY_OPENING_TOKENS)
+        return (
+            _numpy(masked_mean(hidden, mask)),
+            _numpy(masked_mean(hidden, reply_mask)),  # zeros for an empty reply
+            _numpy(masked_mean(hidden, opening_mask)),
         )
-        return _numpy(masked_mean(hidden, mask)), _numpy(reply_mean)
 
     def _reply_tokens(
         self, suffixes: list[str], reply_spans: list[tuple[int, int]]
@@ -174,7 +181,7 @@ class FeatureReader:
         split into the prefix shared by all rows and the row's own rest, in which each reply
         lies at its `reply_spans`; the hidden states of the judge input at `layer`, those of the
         request alone at `request_layer`."""
-        hidden, reply_hidden = self.judge_states(
+        hidden, reply_hidden, reply_opening = self.judge_states(
             judged[0][0], [rest for _, rest in judged], reply_spans, keys, layer
         )
         return Features(
@@ -184,6 +191,7 @@ class FeatureReader:
             statistics=np.asarray([statistics(reply) for _, reply in rows], dtype=np.float64),
             request_state=self.request_states([request for request, _ in rows], request_layer),
             reply_hidden=reply_hidden,
+            reply_opening=reply_opening,
         )
 
 

@@ -10,6 +10,11 @@ Features of a (request, reply) row, in named blocks:
   `hidden`). In `hidden` a short reply is a few tokens among its request's; here it is all of
   the mean, read in the context of the principles and the request. Only the harm head reads it:
   whether a reply gives harmful help is in what the reply says.
+- `reply_opening`: the same layer's states averaged over the reply's first
+  `REPLY_OPENING_TOKENS` tokens (minicc/critic_features.py; the same pass once more). A reply
+  says in its first words whether it refuses ("I'm sorry", "I must point out") or complies
+  ("Sure, here is", "1."); in the reply's mean that opening is diluted by whatever follows (a
+  somber answer about a massacre reads like a refusal). The refusal and harm heads read it.
 - `request`, `reply`: all-MiniLM-L6-v2 embeddings of the request and of the reply
   (minicc/embedding.py); `product`: their element-wise product and `similarity`: their cosine,
   which say whether the reply is about the request, what a pooled hidden state cannot.
@@ -55,7 +60,7 @@ features cannot. Training gives each row a q from request heads not fitted on it
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -77,24 +82,40 @@ Block = Literal[
     "statistics",
     "request_state",
     "reply_hidden",
+    "reply_opening",
 ]
+HIDDEN_SIZED: tuple[Block, ...] = ("hidden", "reply_hidden", "reply_opening")
+"""The blocks of the critic model's hidden states, each `Probe.hidden_size` wide."""
 REPLY_BLOCKS: tuple[Block, ...] = tuple(
-    b for b in get_args(Block) if b not in ("request_state", "reply_hidden")
+    b for b in get_args(Block) if b not in ("request_state", "reply_hidden", "reply_opening")
 )
-"""The refusal and on-task heads' blocks: all but the request's own states, which only the
-request head reads (the reply heads already see the request in `hidden` and `request`), and the
-reply's own states, which only the harm head reads."""
-HARM_BLOCKS: tuple[Block, ...] = (*REPLY_BLOCKS, "reply_hidden")
-"""The harm head's: the other reply heads' and the reply's own states. Kept for the harm head
-because the training rows' grouped cross-validation said so: with it, harm AUROC 0.947 -> 0.952
-and every answer pair but one held or rose; given to the refusal and on-task heads as well, it
-lowered the answer pairs there (README, "What the reply's own states changed")."""
+"""The on-task head's blocks: all but the request's own states, which only the request head
+reads (the reply heads already see the request in `hidden` and `request`), and the reply's own
+states and its opening's, which the on-task head does not read."""
+REFUSAL_BLOCKS: tuple[Block, ...] = (*REPLY_BLOCKS, "reply_opening")
+"""The refusal head's: the on-task head's and the reply's opening. Chosen by the training rows'
+grouped cross-validation: with the opening, helpfulness AUROC 0.823 -> 0.857 and the answer
+pairs held; the on-task head's pairs did not move with it (docs/critic_history.md, "The reply's
+opening")."""
+HARM_BLOCKS: tuple[Block, ...] = (*REFUSAL_BLOCKS, "reply_hidden")
+"""The harm head's: the refusal head's and the reply's own states. Both by the same
+cross-validation: the reply's states raised harm AUROC 0.947 -> 0.952 (docs/critic_history.md,
+"The reply's own states in the harm head"), the opening 0.954 -> 0.962, with every answer pair
+holding or rising; given to the refusal and on-task heads too, the reply's states lowered the
+answer pairs."""
 HEAD_BLOCKS: dict[str, tuple[Block, ...]] = {
     "request_harmful": ("request", "request_state"),
     "response_harmful": HARM_BLOCKS,
-    "refusal": REPLY_BLOCKS,
+    "refusal": REFUSAL_BLOCKS,
     "on_task": REPLY_BLOCKS,
 }
+
+
+def current_head_blocks() -> dict[str, list[str]]:
+    """`HEAD_BLOCKS` as a probe file records it."""
+    return {name: list(blocks) for name, blocks in HEAD_BLOCKS.items()}
+
+
 DEFAULTS: dict[str, float] = {"request_harmful": 0.5, "refusal": 0.0, "on_task": 1.0}
 """The probability a head that is not trained takes."""
 RUBRIC_POINTS = np.arange(1.0, 6.0)
@@ -110,6 +131,7 @@ class Features:
     statistics: FloatArray
     request_state: FloatArray
     reply_hidden: FloatArray
+    reply_opening: FloatArray
 
     def matrix(self, blocks: tuple[Block, ...]) -> FloatArray:
         parts = {
@@ -121,6 +143,7 @@ class Features:
             "statistics": lambda: self.statistics,
             "request_state": lambda: self.request_state,
             "reply_hidden": lambda: self.reply_hidden,
+            "reply_opening": lambda: self.reply_opening,
         }
         return np.concatenate([parts[block]() for block in blocks], axis=1)
 
@@ -132,6 +155,7 @@ class Features:
             self.statistics[mask],
             self.request_state[mask],
             self.reply_hidden[mask],
+            self.reply_opening[mask],
         )
 
 
@@ -213,6 +237,10 @@ class Probe:
     """Width of the `hidden` and `reply_hidden` blocks (the critic model's hidden size), which
     the harm head reads beside the other reply heads' blocks. A file needs the key: one written
     before the harm head read `reply_hidden` is refused, with the advice to retrain."""
+    head_blocks: dict[str, list[str]] = field(default_factory=current_head_blocks)
+    """The feature blocks each head was trained on, in order (`HEAD_BLOCKS` then). A file needs
+    the key, and one whose heads read other blocks than this version's is refused, with the
+    advice to retrain: the weights would be read against the wrong columns."""
 
     def distribution(
         self, features: Features, request_logits: FloatArray | None = None
@@ -222,7 +250,7 @@ class Probe:
         if (request_logits is None) != (self.request_classifier is None):
             raise ValueError("request_logits must be given exactly when the probe has a classifier")
         rows = features.request.shape[0]
-        # The three reply heads read the same blocks: build each distinct matrix once.
+        # Heads that read the same blocks share one matrix.
         matrices = {HEAD_BLOCKS[name]: features.matrix(HEAD_BLOCKS[name]) for name in self.heads}
         values = {
             name: (
@@ -369,19 +397,29 @@ def load_probe(path: Path) -> Probe:
         raise UserError(f"{path}: the probe has no response_harmful head; retrain it")
     if probe.harm_gated and "request_harmful" not in probe.heads:
         raise UserError(f"{path}: a gated harm head needs the request_harmful head; retrain it")
+    for name in probe.heads:
+        if probe.head_blocks.get(name) != list(HEAD_BLOCKS[name]):
+            raise UserError(
+                f"{path}: heads.{name} was trained on the blocks {probe.head_blocks.get(name)}, "
+                f"but this version reads {list(HEAD_BLOCKS[name])}; retrain it with `dvc repro "
+                "train_critic`"
+            )
     _check_harm_width(path, probe)
     return probe
 
 
 def _check_harm_width(path: Path, probe: Probe) -> None:
-    """The harm head reads the other reply heads' blocks and `reply_hidden` (`hidden_size`
-    wide): n + hidden_size features, or 2 (n + hidden_size) + 1 when gated (`gated_features`);
-    a file whose sizes disagree with its `harm_gated` and `hidden_size` is refused."""
+    """The harm head reads another reply head's blocks and the hidden-state blocks that head
+    lacks (each `hidden_size` wide): n + k hidden_size features, or 2 (n + k hidden_size) + 1
+    when gated (`gated_features`); a file whose sizes disagree with its `harm_gated` and
+    `hidden_size` is refused."""
     harm = len(probe.heads["response_harmful"].weights)
     for name, head in probe.heads.items():
         if name in ("response_harmful", "request_harmful"):
             continue
-        width = len(head.weights) + probe.hidden_size
+        extra = [b for b in HARM_BLOCKS if b not in HEAD_BLOCKS[name]]
+        assert set(extra) <= set(HIDDEN_SIZED), "the harm head's extra blocks are hidden states"
+        width = len(head.weights) + len(extra) * probe.hidden_size
         expected = 2 * width + 1 if probe.harm_gated else width
         if harm != expected:
             raise UserError(

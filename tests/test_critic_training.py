@@ -73,6 +73,7 @@ def features_of(hidden: np.ndarray) -> Features:
         statistics=np.zeros((rows, 1)),
         request_state=np.ones((rows, 1)),
         reply_hidden=np.zeros((rows, 1)),
+        reply_opening=np.zeros((rows, 1)),
     )
 
 
@@ -479,9 +480,11 @@ def test_train_probe_gates_the_harm_head_by_out_of_fold_request_probabilities(
     log = ResumeLog(tmp_path, "train_critic", {"test": 3})
     probe, _, metrics = train_probe(critic, rows, REQUESTS, params, batch_size=2, log=log, seed=0)
     assert probe.harm_gated and metrics["gated_harm"]
-    # The harm head reads the refusal head's blocks and the reply's own states, gated.
+    # The refusal head reads the on-task head's blocks and the reply's opening; the harm head
+    # the refusal head's and the reply's own states, gated.
     width = len(probe.heads["refusal"].weights) + probe.hidden_size
     assert probe.hidden_size == 32  # the tiny llama's width
+    assert len(probe.heads["refusal"].weights) == len(probe.heads["on_task"].weights) + 32
     assert len(probe.heads["response_harmful"].weights) == 2 * width + 1
     gate, out_of_fold = seen["gate"], seen["out_of_fold"]
     assert gate[:-1] == pytest.approx([out_of_fold[row.prompt] for row in ROWS])

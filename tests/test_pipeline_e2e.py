@@ -398,12 +398,15 @@ def test_critic_outputs(project: Project) -> None:
     assert probe["request_layer"] == TINY["critic_probe"]["request_layer"]
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert sorted(probe["heads"]) == sorted(params["critic_probe"]["heads"])
-    # The default gates the harm head by q: it reads twice the other reply heads' features and
-    # the reply's own states (hidden_size more), + 1.
+    # The default gates the harm head by q: it reads twice the refusal head's features and the
+    # reply's own states (hidden_size more), + 1; the refusal head reads the on-task head's and
+    # the reply's opening (hidden_size more).
     assert probe["harm_gated"] is params["critic_probe"]["gated_harm"] is True
     width = len(probe["heads"]["refusal"]["weights"]) + probe["hidden_size"]
     assert probe["hidden_size"] > 0
     assert len(probe["heads"]["response_harmful"]["weights"]) == 2 * width + 1
+    on_task = len(probe["heads"]["on_task"]["weights"])
+    assert len(probe["heads"]["refusal"]["weights"]) == on_task + probe["hidden_size"]
     # The default fine-tunes a request classifier; it lies beside the probe that names it.
     manifest = read_json(root / "models" / "critic" / "request_classifier" / "classifier.json")
     assert probe["request_classifier"] == manifest["digest"]

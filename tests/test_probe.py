@@ -25,7 +25,7 @@ from conftest import (
 from minicc import critic_features
 from minicc.classification import auroc
 from minicc.critic import Critic, critique_candidates, critique_inputs
-from minicc.critic_features import FeatureReader
+from minicc.critic_features import REPLY_OPENING_TOKENS, FeatureReader
 from minicc.degeneration import statistics
 from minicc.errors import UserError
 from minicc.hidden import decoder_layers, hidden_states_at
@@ -69,7 +69,7 @@ def unit_rows(generator: np.random.Generator, rows: int, width: int) -> np.ndarr
 
 def small_features(rows: int = 6, seed: int = 0) -> Features:
     """Blocks of widths hidden 2, request/reply 3 (unit length, as embeddings are), stats 2,
-    request states 2, reply states 2."""
+    request states 2, reply states 2, reply opening 2."""
     generator = np.random.default_rng(seed)
     return Features(
         hidden=generator.normal(size=(rows, 2)),
@@ -78,6 +78,7 @@ def small_features(rows: int = 6, seed: int = 0) -> Features:
         statistics=generator.random(size=(rows, 2)),
         request_state=generator.normal(size=(rows, 2)),
         reply_hidden=generator.normal(size=(rows, 2)),
+        reply_opening=generator.normal(size=(rows, 2)),
     )
 
 
@@ -140,6 +141,7 @@ def test_matrix_builds_product_and_similarity_in_the_order_asked() -> None:
         statistics=np.array([[0.5], [0.25]]),
         request_state=np.array([[-1.0], [-2.0]]),
         reply_hidden=np.array([[3.0], [4.0]]),
+        reply_opening=np.array([[5.0], [6.0]]),
     )
     got = features.matrix(("similarity", "hidden", "product", "statistics"))
     # cosines 0.6 and 0.36 + 0.64 = 1; products (0.6, 0, 0) and (0, 0.36, 0.64)
@@ -151,13 +153,14 @@ def test_matrix_builds_product_and_similarity_in_the_order_asked() -> None:
         np.array([[1.0, 0.0, 0.0, -1.0], [0.0, 0.6, 0.8, -2.0]])
     )
     assert "request_state" not in HEAD_BLOCKS["response_harmful"]
-    # The harm head: the other reply heads' blocks, then the reply's own states, which only it
-    # reads.
-    others = features.matrix(HEAD_BLOCKS["refusal"])
+    # The refusal head: the on-task head's blocks, then the reply's opening; the harm head: the
+    # refusal head's, then the reply's own states, which only it reads.
+    on_task = features.matrix(HEAD_BLOCKS["on_task"])
+    refusal = features.matrix(HEAD_BLOCKS["refusal"])
+    assert refusal == pytest.approx(np.hstack([on_task, [[5.0], [6.0]]]))
     assert features.matrix(HEAD_BLOCKS["response_harmful"]) == pytest.approx(
-        np.hstack([others, [[3.0], [4.0]]])
+        np.hstack([refusal, [[3.0], [4.0]]])
     )
-    assert HEAD_BLOCKS["on_task"] == HEAD_BLOCKS["refusal"]
     assert "reply_hidden" not in HEAD_BLOCKS["refusal"]
 
 
@@ -456,8 +459,9 @@ def gated_probe(
 ) -> Probe:
     """A probe whose gated harm head reads the first reply feature (hidden[0]) for harmful
     requests only; its request head gives every row `request_probability`, refusal and on_task
-    (`reply_width` features; the harm head `hidden_size` more) are constant."""
-    harm_width = reply_width + hidden_size
+    are constant (on_task `reply_width` features, refusal `hidden_size` more for the reply's
+    opening, the harm head `hidden_size` more again for the reply's states)."""
+    harm_width = reply_width + 2 * hidden_size
     harm = LinearHead(
         feature_mean=[0.0] * (2 * harm_width + 1),
         feature_scale=[1.0] * (2 * harm_width + 1),
@@ -467,7 +471,7 @@ def gated_probe(
     heads = {
         "request_harmful": constant_head(request_width, request_probability),
         "response_harmful": harm,
-        "refusal": constant_head(reply_width, 0.1),
+        "refusal": constant_head(reply_width + hidden_size, 0.1),
         "on_task": constant_head(reply_width, 0.9),
     }
     return replace(small_probe(), heads=heads, harm_gated=True, hidden_size=hidden_size)
@@ -488,7 +492,7 @@ def test_a_gated_harm_head_reads_one_reply_differently_under_a_harmful_request()
     (the head's only weight is on the harmful-request copy of hidden[0])."""
     features = replace(small_features(rows=1), hidden=np.array([[1.0, 0.0]]))
     widths = {
-        "reply_width": features.matrix(HEAD_BLOCKS["refusal"]).shape[1],
+        "reply_width": features.matrix(HEAD_BLOCKS["on_task"]).shape[1],
         "request_width": features.matrix(HEAD_BLOCKS["request_harmful"]).shape[1],
         "hidden_size": features.reply_hidden.shape[1],
     }
@@ -530,6 +534,21 @@ def test_a_probe_without_the_reply_states_is_refused(tmp_path: Path) -> None:
     wider = asdict(replace(gated_probe(), hidden_size=3))
     with pytest.raises(UserError, match="with harm_gated true, hidden_size 3 and"):
         load_probe(write_raw(tmp_path, wider))
+
+
+def test_a_probe_trained_on_other_blocks_is_refused(tmp_path: Path) -> None:
+    """A file records the blocks each head read; one written before a head's blocks changed
+    (or before the key existed) would read its weights against the wrong columns."""
+    path = tmp_path / "probe.json"
+    save_probe(path, gated_probe(hidden_size=2))
+    assert load_probe(path) == gated_probe(hidden_size=2)  # widths agree with hidden_size 2
+    older = asdict(gated_probe())
+    older["head_blocks"]["refusal"].remove("reply_opening")
+    with pytest.raises(UserError, match="heads.refusal was trained on the blocks .* retrain it"):
+        load_probe(write_raw(tmp_path, older))
+    del older["head_blocks"]
+    with pytest.raises(UserError, match="missing key 'head_blocks'.*retrain it with `dvc repro"):
+        load_probe(write_raw(tmp_path, older))
 
 
 @pytest.mark.parametrize("make", [small_probe, gated_probe])
@@ -675,6 +694,42 @@ def test_reply_states_average_the_reply_tokens_of_the_same_pass(judge: Critic) -
     empty = judge.probe_features([(prompt, "")], ["b"], layer=1, request_layer=2)
     assert (empty.reply_hidden == 0).all()
     assert np.abs(empty.hidden).sum() > 0
+
+
+def test_reply_opening_averages_the_first_reply_tokens_of_the_same_pass(judge: Critic) -> None:
+    """`reply_opening`: the states of the reply's first REPLY_OPENING_TOKENS tokens; a shorter
+    reply's opening is all of it, and an empty reply gives zeros."""
+    loaded = judge.loaded
+    prompt = FIT_ROWS[0][0]
+    long_reply = "Put the egg in a pot of boiling water, wait nine minutes, then cool it in ice."
+    principles = judge.constitution.principles
+
+    def reply_states(response: str) -> torch.Tensor:
+        prefix, suffix = judge.judge_parts(prompt, response, principles)
+        [(start, _)] = judge.reply_spans([response], [suffix], principles)
+        inputs = encode_batch(loaded, [prefix + suffix])
+        with torch.inference_mode():
+            hidden = loaded.model(**inputs, output_hidden_states=True).hidden_states[1][0]
+
+        def tokens(text: str) -> int:
+            return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        first = hidden.shape[0] - tokens(suffix) + tokens(suffix[:start])
+        return hidden[first : first + tokens(response)]
+
+    states = reply_states(long_reply)
+    assert states.shape[0] > REPLY_OPENING_TOKENS
+    got = judge.probe_features(
+        [(prompt, long_reply), (prompt, "Boil it."), (prompt, "")],
+        ["a", "b", "c"],
+        layer=1,
+        request_layer=2,
+    )
+    opening = states[:REPLY_OPENING_TOKENS].mean(dim=0).numpy()
+    assert got.reply_opening[0] == pytest.approx(opening, abs=1e-4)
+    assert not np.allclose(got.reply_opening[0], got.reply_hidden[0], atol=1e-3)
+    assert got.reply_opening[1] == pytest.approx(got.reply_hidden[1], abs=1e-6)
+    assert (got.reply_opening[2] == 0).all()
 
 
 @pytest.mark.parametrize("style", ["instruct", "base"])

@@ -148,6 +148,7 @@ def _features() -> Features:
         statistics=np.zeros((1, 0)),
         request_state=one,
         reply_hidden=np.zeros((1, 0)),
+        reply_opening=np.zeros((1, 0)),
     )
 
 
