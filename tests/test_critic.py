@@ -1,8 +1,10 @@
 """The critic: neutralising responses, reading digit probabilities, scoring tiny models."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
 import pytest
 import torch
@@ -409,6 +411,45 @@ def test_critique_candidates_keeps_file_order(critic: Critic, tmp_path: Path) ->
     again, count = critique_candidates(critic, given, batch_size=2, log=log)
     assert again == records
     assert count == RunCount(batches_run=0, batches_resumed=3)
+
+
+def test_reading_length_counts_the_request_and_the_reply_as_cut(critic: Critic) -> None:
+    tokenizer = critic.loaded.tokenizer
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    request = "How do I boil an egg for a picnic tomorrow morning?"
+    assert critic.reading_length(request, "Boil it.") == tokens(request) + tokens("Boil it.")
+    long_reply = "Boil the egg. " * 60  # past max_response_tokens (64): cut, then " ..."
+    cut = critic.reading_length("Hi?", long_reply) - tokens("Hi?")
+    assert critic.params.max_response_tokens <= cut < tokens(long_reply)
+
+
+def test_critique_candidates_batches_by_reading_length(
+    critic: Critic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long request with a short reply reads longer than a short request with a longer
+    reply: the batches follow the tokens read, not the reply's characters."""
+    long_request = "Please explain, step by step and with care, " * 4 + "how to boil an egg?"
+    given = [
+        replace(candidates(["Boil it in water."])[0], prompt=long_request, candidate_id="a"),
+        replace(candidates(["Boil it in water for nine minutes."])[0], candidate_id="b"),
+        replace(candidates(["Boil it."])[0], candidate_id="c"),
+    ]
+    batches: list[list[str]] = []
+    real_critique = critic.critique
+
+    def recording_critique(batch: list[Candidate]) -> list[dict[str, Any]]:
+        batches.append([c.candidate_id for c in batch])
+        return real_critique(batch)
+
+    monkeypatch.setattr(critic, "critique", recording_critique)
+    log = ResumeLog(
+        tmp_path, "critique", critique_inputs(given, critic.params, "c", critic.constitution)
+    )
+    critique_candidates(critic, given, batch_size=1, log=log)
+    assert batches == [["c"], ["b"], ["a"]]
 
 
 # --- the critic's files --------------------------------------------------------------------------
