@@ -25,13 +25,13 @@ from minicc.probe import Features
 from minicc.prompting import encode_batch, format_request
 
 REMEMBERED_REQUESTS = 4096
+"""Request states a reader keeps (least recently used first out): a few tens of MB for the
+bundled model, more than the distinct requests of any stage's inputs (train_critic reads about
+1,200), so a stage's requests, read first, stay until its last batch."""
 REPLY_OPENING_TOKENS = 8
 """Tokens of a reply's opening (the `reply_opening` block): enough for "I'm sorry, but I",
 "Sure, here is how to" or "It is important to note". Chosen by the training rows' grouped
 cross-validation: 24 tokens gave the refusal head's helpfulness AUROC 0.844 against 0.857."""
-"""Request states a reader keeps (least recently used first out): a few tens of MB for the
-bundled model, more than the distinct requests of any stage's inputs (train_critic reads about
-1,200), so a stage's requests, read first, stay until its last batch."""
 
 
 class FeatureReader:

@@ -234,8 +234,8 @@ class Probe:
     """The response_harmful head reads `gated_features` (module docstring). A file needs the
     key: one written before it existed is refused, with the advice to retrain."""
     hidden_size: int = 0
-    """Width of the `hidden` and `reply_hidden` blocks (the critic model's hidden size), which
-    the harm head reads beside the other reply heads' blocks. A file needs the key: one written
+    """Width of the `HIDDEN_SIZED` blocks (the critic model's hidden size), of which the harm
+    head reads more than the other reply heads. A file needs the key: one written
     before the harm head read `reply_hidden` is refused, with the advice to retrain."""
     head_blocks: dict[str, list[str]] = field(default_factory=current_head_blocks)
     """The feature blocks each head was trained on, in order (`HEAD_BLOCKS` then). A file needs
