@@ -32,8 +32,10 @@ from minicc.hidden import decoder_layers, hidden_states_at
 from minicc.models import LoadedModel, load_model
 from minicc.probe import (
     DEFAULTS,
+    HARM_BLOCKS,
     HEAD_BLOCKS,
     HEAD_NAMES,
+    HIDDEN_SIZED,
     Features,
     LinearHead,
     Probe,
@@ -549,6 +551,16 @@ def test_a_probe_trained_on_other_blocks_is_refused(tmp_path: Path) -> None:
     del older["head_blocks"]
     with pytest.raises(UserError, match="missing key 'head_blocks'.*retrain it with `dvc repro"):
         load_probe(write_raw(tmp_path, older))
+
+
+@pytest.mark.parametrize(
+    "head", [n for n in HEAD_NAMES if n not in ("response_harmful", "request_harmful")]
+)
+def test_the_harm_heads_extra_blocks_are_hidden_state_sized(head: str) -> None:
+    """load_probe counts the harm head's width as another reply head's plus hidden_size per
+    block that head lacks: true only while those blocks are all hidden-state sized."""
+    extra = [b for b in HARM_BLOCKS if b not in HEAD_BLOCKS[head]]
+    assert set(extra) <= set(HIDDEN_SIZED), extra
 
 
 @pytest.mark.parametrize("make", [small_probe, gated_probe])
