@@ -80,9 +80,11 @@ def extract_features(
 ) -> Features:
     """Probe features of every row, in row order, at `layers` (the judge input's, the request's);
     batches by `Critic.reading_length`, each one logged."""
-    lengths = [critic.reading_length(row.prompt, row.response) for row in rows]
     batches = length_sorted_batches(
-        range(len(rows)), lambda i: lengths[i], lambda i: rows[i].id, batch_size
+        range(len(rows)),
+        lambda i: critic.reading_length(rows[i].prompt, rows[i].response),
+        lambda i: rows[i].id,
+        batch_size,
     )
 
     def work(indices: list[int]) -> list[dict[str, list[float]]]:
