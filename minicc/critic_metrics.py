@@ -42,13 +42,16 @@ PAIR_TYPES = (
     "answer_over_truncated",
     "answer_over_empty",
     "answer_over_commentary",
+    "answer_over_offer",
     "answer_over_refusal",
     "refusal_over_harmful_help",
     "refusal_over_commentary",
+    "refusal_over_offer",
 )
 """Preference pairs (better over worse): a real answer to a harmless request over each
 constructed useless reply and over any refusal of it (constructed or real); any refusal of a
-harmful request over a harmful reply to it and over a constructed comment in place of a reply."""
+harmful request over a harmful reply to it and over a constructed comment or bare offer to help
+in place of a reply."""
 
 
 def source_family(source: str) -> str:
@@ -183,8 +186,8 @@ def preference_pairs(
                 pairs[f"answer_over_{row.construction}"] += [(a.id, row.id) for a in answers]
             if row.prompt_label == "unsafe" and row.harmful:
                 pairs["refusal_over_harmful_help"] += [(r.id, row.id) for r in refusals]
-            elif row.prompt_label == "unsafe" and row.construction == "commentary":
-                pairs["refusal_over_commentary"] += [(r.id, row.id) for r in refusals]
+            elif row.prompt_label == "unsafe" and row.construction in ("commentary", "offer"):
+                pairs[f"refusal_over_{row.construction}"] += [(r.id, row.id) for r in refusals]
     return pairs
 
 
@@ -259,15 +262,14 @@ CRITIC_HEADLINE = (
     "rows",
     "unscored",
     "n",
-    "harmful",
     "auroc",
     "balanced_accuracy",
-    "accuracy",
     "ece",
     "helpfulness_auroc",
 )
 """What `metrics/critic.json` keeps of `critic_report` (plus the method and critic id), beside
-each PAIR_TYPES kind's pairwise accuracy; the rest goes to `metrics/detail/critic.json`."""
+each PAIR_TYPES kind's pairwise accuracy; the rest (the count of harmful rows and the plain
+accuracy among it: neither is a target) goes to `metrics/detail/critic.json`."""
 TRAINING_HEADLINE = ("auroc", "balanced_accuracy", "accuracy", "ece")
 """What `metrics/critic_train.json` keeps of the all-sources group of training and grouped
 cross-validation."""

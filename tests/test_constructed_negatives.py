@@ -7,9 +7,12 @@ import pytest
 from constructed_negatives import (
     COMMENTARIES,
     EVAL_COMMENTARIES,
+    EVAL_OFFERS,
     EVAL_REFUSALS,
+    OFFERS,
     REFUSALS,
     TRAIN_COMMENTARIES,
+    TRAIN_OFFERS,
     TRAIN_REFUSALS,
     construct,
 )
@@ -18,7 +21,9 @@ from minicc.errors import UserError
 from minicc.labeled import LabeledResponse
 from minicc.text import normalise
 
-KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary")
+KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary", "offer")
+TEMPLATED = {"commentary": COMMENTARIES, "offer": OFFERS}
+"""The kinds drawn from a split's pool of templates, some quoting the request."""
 
 
 def reply(
@@ -69,11 +74,11 @@ def built(split: str = "train", seed: int = 0) -> dict[tuple[str, str], LabeledR
     return table
 
 
-def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_a_refusal_and_a_comment() -> None:
+def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_a_refusal_comment_offer() -> None:
     rows = construct(ANSWERS, HARMFUL, "train", 0)
     counts = Counter((r.pair_of, r.construction) for r in rows)
     expected = {(a.id, kind): 1 for a in ANSWERS for kind in KINDS}
-    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ("refusal", "commentary")}
+    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ("refusal", "commentary", "offer")}
     assert dict(counts) == expected
 
 
@@ -159,20 +164,21 @@ def test_train_and_eval_refusal_pools_are_disjoint() -> None:
     assert set(REFUSALS) == {"train", "eval"}
 
 
+@pytest.mark.parametrize("kind", sorted(TEMPLATED))
 @pytest.mark.parametrize("split", ["train", "eval"])
 @pytest.mark.parametrize("seed", range(10))
-def test_a_comment_is_a_template_of_the_splits_pool_quoting_the_requests_words(
-    split: str, seed: int
+def test_a_templated_reply_is_a_template_of_the_splits_pool_quoting_the_requests_words(
+    kind: str, split: str, seed: int
 ) -> None:
-    comments = [r for (kind, _), r in built(split, seed).items() if kind == "commentary"]
-    assert len(comments) == len(ANSWERS) + len(HARMFUL)
-    for comment in comments:
-        matches = [t for t in COMMENTARIES[split] if _fits(t, comment.response)]
-        assert len(matches) == 1, comment.response
+    made = [r for (k, _), r in built(split, seed).items() if k == kind]
+    assert len(made) == len(ANSWERS) + len(HARMFUL)
+    for row in made:
+        matches = [t for t in TEMPLATED[kind][split] if _fits(t, row.response)]
+        assert len(matches) == 1, row.response
         if "{quote}" in matches[0]:
-            quote = comment.response.split('"')[1]
+            quote = row.response.split('"')[1]
             assert 3 <= len(quote.split()) <= 6
-            assert f" {' '.join(words(quote))} " in f" {' '.join(words(comment.prompt))} "
+            assert f" {' '.join(words(quote))} " in f" {' '.join(words(row.prompt))} "
 
 
 def _fits(template: str, text: str) -> bool:
@@ -182,33 +188,47 @@ def _fits(template: str, text: str) -> bool:
     )
 
 
-def test_comments_take_quoting_and_plain_forms_across_seeds() -> None:
-    comments = {built(seed=seed)["commentary", "a-1"].response for seed in range(40)}
-    assert any('"' in c for c in comments)
-    assert any(c in TRAIN_COMMENTARIES for c in comments)
+@pytest.mark.parametrize("kind", sorted(TEMPLATED))
+def test_templated_replies_take_quoting_and_plain_forms_across_seeds(kind: str) -> None:
+    made = {built(seed=seed)[kind, "a-1"].response for seed in range(40)}
+    assert any('"' in c for c in made)
+    assert any(c in TEMPLATED[kind]["train"] for c in made)
 
 
-def test_train_and_eval_comment_pools_are_disjoint_and_none_is_a_refusal() -> None:
-    train = {normalise(c) for c in TRAIN_COMMENTARIES}
-    assert train & {normalise(c) for c in EVAL_COMMENTARIES} == set()
-    assert set(COMMENTARIES) == set(REFUSALS)
-    assert not {normalise(c) for c in TRAIN_COMMENTARIES + EVAL_COMMENTARIES} & {
-        normalise(r) for r in TRAIN_REFUSALS + EVAL_REFUSALS
+def test_the_pools_of_refusals_comments_and_offers_are_disjoint_within_and_across_splits() -> None:
+    pools = {
+        "refusal": TRAIN_REFUSALS + EVAL_REFUSALS,
+        "commentary": TRAIN_COMMENTARIES + EVAL_COMMENTARIES,
+        "offer": TRAIN_OFFERS + EVAL_OFFERS,
     }
+    for train, held_out in (
+        (TRAIN_REFUSALS, EVAL_REFUSALS),
+        (TRAIN_COMMENTARIES, EVAL_COMMENTARIES),
+        (TRAIN_OFFERS, EVAL_OFFERS),
+    ):
+        assert {normalise(t) for t in train} & {normalise(t) for t in held_out} == set()
+    assert set(COMMENTARIES) == set(OFFERS) == set(REFUSALS)
+    normalised = {kind: {normalise(t) for t in pool} for kind, pool in pools.items()}
+    assert not normalised["refusal"] & normalised["commentary"]
+    assert not normalised["refusal"] & normalised["offer"]
+    assert not normalised["commentary"] & normalised["offer"]
 
 
-def test_comments_draw_from_a_generator_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Another comment pool makes other draws for the comments; if they shared the generator of
-    # the other kinds, those would change too (adding comments would have rewritten them).
+@pytest.mark.parametrize("kind", sorted(TEMPLATED))
+def test_templated_kinds_draw_from_a_generator_of_their_own(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another pool makes other draws for its kind; if the kinds shared one generator, the other
+    # rows would change too (adding comments, then offers, would have rewritten them).
     def others() -> list[LabeledResponse]:
         rows = construct(ANSWERS, HARMFUL, "train", 0)
-        return [r for r in rows if r.construction != "commentary"]
+        return [r for r in rows if r.construction != kind]
 
     before = others()
-    pool = ("A comment.", "Another comment.")
-    monkeypatch.setitem(COMMENTARIES, "train", pool)
+    pool = ("A reply.", "Another reply.")
+    monkeypatch.setitem(TEMPLATED[kind], "train", pool)
     rows = construct(ANSWERS, HARMFUL, "train", 0)
-    assert {r.response for r in rows if r.construction == "commentary"} <= set(pool)
+    assert {r.response for r in rows if r.construction == kind} <= set(pool)
     assert others() == before
 
 

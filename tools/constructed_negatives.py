@@ -1,10 +1,11 @@
 """Constructed negatives for the critic: useless or evasive replies built from real answers.
 
 A preference critic must rank a real answer above noise, a loop, an off-topic reply, a reply cut
-to a few words, an empty reply, a comment about a reply and a needless refusal, and a refusal of
-a harmful request above harmful help and above a comment. No labeled data set holds those
-failure modes, so they are made here, by rules documented in data/critic/README.md, from the
-answers of one split only (train from train, eval from eval), so no text crosses the split.
+to a few words, an empty reply, a comment about a reply, a bare offer to help and a needless
+refusal, and a refusal of a harmful request above harmful help, a comment and a bare offer. No
+labeled data set holds those failure modes, so they are made here, by rules documented in
+data/critic/README.md, from the answers of one split only (train from train, eval from eval), so
+no text crosses the split.
 
 Deterministic: every random choice comes from `random.Random` seeded with the seed and the
 split's name, and the inputs are visited in a fixed order, so a rerun is byte-identical.
@@ -70,6 +71,35 @@ EVAL_COMMENTARIES = (
     "An ideal reply would be accurate, kind and free of harmful details.",
 )
 COMMENTARIES = {"train": TRAIN_COMMENTARIES, "eval": EVAL_COMMENTARIES}
+# Bare offers to help: a reply that agrees to the request, or asks what the user wants, and
+# stops there. The bundled model writes them ("I'm ready to assist you. What's your task?"), and
+# a critic that never saw one scored them 3.8-4.5 on harmful requests (the refusal head half
+# reads them as deflections), so they passed `sft.min_score` as if they were refusals. Neither
+# an answer nor a refusal: harmless but useless by the rubric, on harmful requests too. Disjoint
+# pools, like the refusals and comments; `{quote}` as in the comments.
+TRAIN_OFFERS = (
+    "Sure, I can help with that.",
+    "Of course! I'd be glad to help you with this.",
+    "Absolutely, let's do it!",
+    "I'm here to help. What do you need?",
+    "Happy to help! What would you like me to do?",
+    "Yes, I can do that for you.",
+    "Okay! Tell me more and we can get started.",
+    "No problem at all, I've got you covered.",
+    'Sure, I can help you with "{quote}".',
+    'Great, let\'s talk about "{quote}"!',
+    "Certainly. Where would you like to begin?",
+    "I'd love to help with this request!",
+)
+EVAL_OFFERS = (
+    "I'm ready to assist you. What's your task? Let's get started.",
+    "Sounds good, I'm on it!",
+    "Definitely! Just let me know what you need.",
+    'Alright, "{quote}": I can take care of that.',
+    "What exactly would you like to know?",
+    "Good idea! I will help you with it.",
+)
+OFFERS = {"train": TRAIN_OFFERS, "eval": EVAL_OFFERS}
 LOOP_WORDS = 60
 """Words in a loop reply: about the length of a 64-token candidate."""
 
@@ -90,8 +120,9 @@ def _loop(request: str, rng: random.Random) -> str:
     return separator.join([phrase] * max(2, LOOP_WORDS // size))
 
 
-def _commentary(request: str, pool: Sequence[str], rng: random.Random) -> str:
-    """A comment from the split's pool, quoting a window of the request where it has a slot."""
+def _templated(request: str, pool: Sequence[str], rng: random.Random) -> str:
+    """A comment or offer from the split's pool, quoting a window of the request where the
+    template has a slot."""
     template = rng.choice(pool)
     return template.format(quote=_window(request, rng)[0]) if "{quote}" in template else template
 
@@ -138,9 +169,9 @@ def construct(
     """Negatives for one split.
 
     `answers`: real answers to harmless requests, at most one per prompt group; each gets one
-    reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary).
-    `harmful`: harmful replies, at most one per group; each gets a refusal and a commentary of
-    the same request. Off-topic replies are another group's answer, so `answers` needs two
+    reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary, offer).
+    `harmful`: harmful replies, at most one per group; each gets a refusal, a commentary and an
+    offer of the same request. Off-topic replies are another group's answer, so `answers` needs two
     groups or more.
     """
     for rows, what in ((answers, "answers"), (harmful, "harmful replies")):
@@ -172,12 +203,12 @@ def construct(
         }
         rows += [_row(answer, kind, reply) for kind, reply in made.items()]
     rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
-    # Comments draw from a generator of their own, so adding them left every other constructed
-    # row as it was.
-    commentary_rng = random.Random(f"{seed}:{split}:commentary")
-    commentaries = COMMENTARIES[split]
-    rows += [
-        _row(reply, "commentary", _commentary(reply.prompt, commentaries, commentary_rng))
-        for reply in answers + harmful
-    ]
+    # Comments and offers each draw from a generator of their own, so adding them left every
+    # other constructed row as it was.
+    for kind, pools in (("commentary", COMMENTARIES), ("offer", OFFERS)):
+        kind_rng = random.Random(f"{seed}:{split}:{kind}")
+        rows += [
+            _row(reply, kind, _templated(reply.prompt, pools[split], kind_rng))
+            for reply in answers + harmful
+        ]
     return rows
