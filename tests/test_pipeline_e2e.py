@@ -418,11 +418,11 @@ def test_critic_outputs(project: Project) -> None:
     critic = read_json(root / "metrics" / "critic.json")
     assert critic["method"] == "probe" and critic["rows"] == len(labeled)
     assert critic["n"] == len(real)
-    for key in ("auroc", "balanced_accuracy", "accuracy", "ece"):
+    for key in ("auroc", "balanced_accuracy", "ece"):
         assert key in critic, key
     assert critic["helpfulness_auroc"] is not None
     detail = read_json(root / "metrics" / "detail" / "critic.json")
-    assert "confusion" in detail
+    assert "confusion" in detail and "accuracy" in detail and "harmful" in detail
     assert set(detail["per_source"]) == {"gptfuzz", "xstest", "jbb", "constructed"}
     assert set(detail["per_label_source"]) == {"human", "model", "constructed"}
     # Every kind of pair is present in the tiny eval set, with an accuracy in [0, 1].
