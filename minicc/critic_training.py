@@ -44,6 +44,7 @@ from minicc.probe import (
 from minicc.request_classifier import (
     ClassifierSettings,
     RequestClassifier,
+    TrainingPrecision,
     fit_request_classifier,
 )
 from minicc.resume import ResumeLog, run_resumable
@@ -333,10 +334,11 @@ def train_probe(
     batch_size: int,
     log: ResumeLog,
     seed: int,
+    precision: TrainingPrecision,
 ) -> tuple[Probe, RequestClassifier | None, dict[str, Any]]:
     """Features, validation and the final fit; returns the probe, its fine-tuned request
-    classifier (None when `params.request_epochs` is 0 or there is no request head) and the
-    training metrics."""
+    classifier (None when `params.request_epochs` is 0 or there is no request head; trained in
+    `precision`) and the training metrics."""
     started = time.perf_counter()
     layers = params.feature_layers
     features = extract_features(critic, rows, layers, batch_size, log)
@@ -355,7 +357,7 @@ def train_probe(
         request_rows = len(labels)
         settings = None
         if params.request_epochs > 0:
-            settings = ClassifierSettings(params.request_epochs, params.request_lr, seed)
+            settings = ClassifierSettings(params.request_epochs, params.request_lr, seed, precision)
             classifier = fit_request_classifier(texts, labels, settings)
         request_cv, out_of_fold = request_cross_validation(
             matrix, labels, texts, params.l2, settings

@@ -21,7 +21,11 @@ the weights' digest), written last. Scoring reads one request per pass (no paddi
 request's logit does not depend on which others share its batch: a resumed stage scores as an
 uninterrupted one. It trains and scores on the CPU in float32 whatever the critic's device: a
 22M-parameter encoder over a few hundred distinct requests per stage takes seconds there, and
-float32 keeps its logits the same across devices' half-precision kernels.
+float32 keeps its logits the same across devices' half-precision kernels. Training, six fits per
+train_critic (the final one and the k-fold's five), runs under bfloat16 autocast where the CPU
+computes bfloat16 natively (`training_precision`): half the time of float32 there (about 17 s a
+fit against 32 s on the committed data), with the same k-fold AUROC (README's train_critic
+timings); the weights stay float32, so the saved classifier scores in float32 either way.
 """
 
 import hashlib
@@ -29,7 +33,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -41,8 +45,9 @@ from minicc.arrays import BoolArray, FloatArray
 from minicc.embedding import embedder_dir
 from minicc.errors import UserError
 from minicc.jsonl import json_text, publish_directory
-from minicc.models import quiet_loading
+from minicc.models import native_bfloat16, quiet_loading
 from minicc.padding import masked_mean
+from minicc.params import Precision
 from minicc.typecheck import build
 
 if TYPE_CHECKING:
@@ -60,11 +65,25 @@ WEIGHT_DECAY = 0.01
 FROZEN = "encoder.embeddings.word_embeddings.weight"
 
 
+TrainingPrecision = Literal["bfloat16", "float32"]
+
+
 @dataclass(frozen=True)
 class ClassifierSettings:
     epochs: int
     lr: float
     seed: int
+    precision: TrainingPrecision
+    """Of the training's forward passes (bfloat16 autocast or float32); see `training_precision`."""
+
+
+def training_precision(setting: Precision) -> TrainingPrecision:
+    """The classifier's training precision under `models.dtype`: bfloat16 autocast where the CPU
+    computes bfloat16 natively and the setting allows it (`auto`, `bfloat16`), else float32 (an
+    emulated bfloat16 would be slower, and CPU float16 autocast is slower still)."""
+    if setting == "bfloat16" or (setting == "auto" and native_bfloat16(torch.device("cpu"))):
+        return "bfloat16"
+    return "float32"
 
 
 class _Model(torch.nn.Module):
@@ -154,7 +173,7 @@ def fit_request_classifier(
 ) -> RequestClassifier:
     """Fine-tune on labeled requests: class-balanced cross-entropy (as the linear heads), AdamW
     with linear decay, length-grouped batches shuffled from `settings.seed`; a progress bar of
-    optimizer steps named `description` (a minute of work on two cores)."""
+    optimizer steps named `description` (half a minute of work on two cores)."""
     if labels.all() or not labels.any():
         raise ValueError("the request classifier needs harmful and harmless requests")
     torch.manual_seed(settings.seed)
@@ -171,6 +190,7 @@ def fit_request_classifier(
     balanced = compute_class_weight("balanced", classes=np.array([False, True]), y=labels)
     class_weight = torch.tensor(balanced, dtype=torch.float32)
     progress = tqdm(total=steps, desc=description, unit="step", file=sys.stderr, dynamic_ncols=True)
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=settings.precision == "bfloat16")
     for _ in range(settings.epochs):
         for batch in training_batches(sampler):
             encoded = tokenizer(
@@ -181,8 +201,10 @@ def fit_request_classifier(
                 return_tensors="pt",
             )
             target = torch.tensor(labels[batch], dtype=torch.float32)
+            with autocast:
+                logits = model(dict(encoded)).float()
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                model(dict(encoded)), target, reduction="none"
+                logits, target, reduction="none"
             )
             loss = (loss * class_weight[target.long()]).mean()
             optimizer.zero_grad()

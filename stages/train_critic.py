@@ -44,7 +44,7 @@ from minicc.models import pick_device, pick_dtype, resolve_model
 from minicc.params import load_params
 from minicc.probe import save_probe
 from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
-from minicc.request_classifier import save_request_classifier
+from minicc.request_classifier import save_request_classifier, training_precision
 from minicc.resume import resumable
 from minicc.seeding import seed_everything
 from minicc.trained_critic import LORA_DIR, PROBE_FILE, write_trained_critic
@@ -113,6 +113,7 @@ def main(
                 params.critique.batch_size,
                 log,
                 params.critic_seed,
+                training_precision(params.models.dtype),
             )
             metrics = {"method": method, **metrics}
 

@@ -379,7 +379,7 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     inputs = feature_inputs(critic, ROWS, layers, critic.embedder.embedder_id)
     log = ResumeLog(tmp_path, "train_critic", inputs)
     probe, classifier, metrics = train_probe(
-        critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0
+        critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0, precision="float32"
     )
     assert classifier is None and probe.request_classifier is None
     assert probe.layer == 1 and probe.request_layer == 2
@@ -411,14 +411,23 @@ def test_train_probe_on_a_tiny_model_resumes_and_reloads(
     assert metrics["request_grouped_cv"]["n"] == 8
     # Every batch is logged; a rerun on the same inputs reads them back instead of recomputing.
     assert len(log.load()) == 4
-    again, _, _ = train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0)
+    again, _, _ = train_probe(
+        critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0, precision="float32"
+    )
     assert again == probe
     save_probe(tmp_path / "probe.json", probe)
     assert load_probe(tmp_path / "probe.json") == probe
     # The features do not depend on the heads: a probe with fewer heads reuses the same log.
     fewer = replace(params, heads=["response_harmful"])
     harm_only, no_classifier, harm_metrics = train_probe(
-        critic, ROWS, REQUESTS, replace(fewer, request_epochs=1), batch_size=2, log=log, seed=0
+        critic,
+        ROWS,
+        REQUESTS,
+        replace(fewer, request_epochs=1),
+        batch_size=2,
+        log=log,
+        seed=0,
+        precision="float32",
     )
     assert list(harm_only.heads) == ["response_harmful"]
     assert harm_only.heads["response_harmful"] == probe.heads["response_harmful"]
@@ -435,9 +444,10 @@ def test_train_probe_fine_tunes_a_request_classifier_that_scoring_needs(
     params = replace(TINY_PROBE_PARAMS, request_epochs=1)
     log = ResumeLog(tmp_path, "train_critic", {"test": 2})
     probe, classifier, metrics = train_probe(
-        critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0
+        critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0, precision="bfloat16"
     )
     assert classifier is not None and probe.request_classifier == classifier.digest
+    assert classifier.settings.precision == "bfloat16"
     # Its k-fold estimate still scores every request out of fold, now through both halves.
     assert metrics["request_grouped_cv"]["n"] == 8
     save_probe(tmp_path / "probe.json", probe)
@@ -478,7 +488,9 @@ def test_train_probe_gates_the_harm_head_by_out_of_fold_request_probabilities(
     monkeypatch.setattr(critic_training, "fit_reply_heads", recording_fit)
     params = replace(TINY_PROBE_PARAMS, gated_harm=True)
     log = ResumeLog(tmp_path, "train_critic", {"test": 3})
-    probe, _, metrics = train_probe(critic, rows, REQUESTS, params, batch_size=2, log=log, seed=0)
+    probe, _, metrics = train_probe(
+        critic, rows, REQUESTS, params, batch_size=2, log=log, seed=0, precision="float32"
+    )
     assert probe.harm_gated and metrics["gated_harm"]
     # The refusal head reads the on-task head's blocks and the reply's opening; the harm head
     # the refusal head's and the reply's own states, gated.
@@ -525,7 +537,9 @@ def test_a_gated_harm_head_needs_the_request_cross_validation(
         match="gated_harm needs the request head's cross-validation.*"
         "fold 2's training part lacks harmful requests",
     ):
-        train_probe(critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0)
+        train_probe(
+            critic, ROWS, REQUESTS, params, batch_size=2, log=log, seed=0, precision="float32"
+        )
 
 
 def test_extract_features_reads_every_rows_request_before_the_first_batch(

@@ -1,12 +1,17 @@
 """The fine-tuned request classifier: learns, is deterministic, saves whole, refuses a swap."""
 
+import json
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from minicc import request_classifier
 from minicc.errors import UserError
+from minicc.params import Precision
 from minicc.probe import Features, LinearHead, Probe, combined_request
 from minicc.request_classifier import (
     MANIFEST,
@@ -18,6 +23,7 @@ from minicc.request_classifier import (
     load_request_classifier,
     save_request_classifier,
     training_batches,
+    training_precision,
 )
 
 HARMFUL = [
@@ -34,7 +40,7 @@ HARMLESS = [
 ]
 TEXTS = HARMFUL + HARMLESS
 LABELS = np.array([True] * len(HARMFUL) + [False] * len(HARMLESS))
-SETTINGS = ClassifierSettings(epochs=8, lr=3e-4, seed=0)
+SETTINGS = ClassifierSettings(epochs=8, lr=3e-4, seed=0, precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,52 @@ def test_it_learns_which_requests_are_harmful(fitted: RequestClassifier) -> None
 
 def test_the_same_seed_gives_the_same_weights(fitted: RequestClassifier) -> None:
     assert fit_request_classifier(TEXTS, LABELS, SETTINGS).digest == fitted.digest
-    other = fit_request_classifier(TEXTS, LABELS, ClassifierSettings(8, 3e-4, seed=1))
+    other = fit_request_classifier(
+        TEXTS, LABELS, ClassifierSettings(8, 3e-4, seed=1, precision="float32")
+    )
     assert other.digest != fitted.digest
+
+
+def test_bfloat16_training_learns_is_seeded_and_keeps_float32_weights(tmp_path: Path) -> None:
+    settings = replace(SETTINGS, precision="bfloat16")
+    fitted = fit_request_classifier(TEXTS, LABELS, settings)
+    logits = fitted.logits(TEXTS)
+    assert logits[LABELS].min() > logits[~LABELS].max()
+    assert fit_request_classifier(TEXTS, LABELS, settings).digest == fitted.digest
+    # Autocast changed the training's arithmetic, not the weights' type: they are saved, and
+    # score, in float32.
+    assert fitted.digest != fit_request_classifier(TEXTS, LABELS, SETTINGS).digest
+    assert {p.dtype for p in fitted.model.parameters()} == {torch.float32}
+    save_request_classifier(tmp_path / "c", fitted)
+    assert load_request_classifier(tmp_path / "c", fitted.digest).settings == settings
+
+
+@pytest.mark.parametrize(
+    ("setting", "native", "expected"),
+    [
+        ("auto", True, "bfloat16"),
+        ("auto", False, "float32"),
+        ("bfloat16", False, "bfloat16"),
+        ("float32", True, "float32"),
+        ("float16", True, "float32"),
+    ],
+)
+def test_training_precision_follows_models_dtype_and_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, setting: Precision, native: bool, expected: str
+) -> None:
+    monkeypatch.setattr(request_classifier, "native_bfloat16", lambda device: native)
+    assert training_precision(setting) == expected
+
+
+def test_a_manifest_without_the_training_precision_is_refused(
+    fitted: RequestClassifier, tmp_path: Path
+) -> None:
+    save_request_classifier(tmp_path / "c", fitted)
+    manifest = tmp_path / "c" / MANIFEST
+    written = json.loads(manifest.read_text(encoding="utf-8"))
+    manifest.write_text(json.dumps({k: v for k, v in written.items() if k != "precision"}))
+    with pytest.raises(UserError, match=f"{MANIFEST}: not a request classifier's manifest"):
+        load_request_classifier(tmp_path / "c", fitted.digest)
 
 
 def test_a_request_scores_the_same_whatever_shares_its_call(
