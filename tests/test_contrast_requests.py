@@ -10,9 +10,11 @@ import pytest
 from contrast_requests import (
     ContrastPair,
     ContrastType,
+    NearDuplicate,
     check_near_duplicates,
     contrast_requests,
     load_contrast_pairs,
+    near_duplicates,
 )
 
 from minicc.errors import UserError
@@ -133,3 +135,16 @@ def test_requests_below_the_threshold_pass() -> None:
     check_near_duplicates(requests[:1], ["Other prompt."], at_45_degrees, threshold=0.8)
     with pytest.raises(UserError, match="cosine 0.707"):
         check_near_duplicates(requests[:1], ["Other prompt."], at_45_degrees, threshold=0.7)
+
+
+def test_near_duplicates_are_found_in_the_requests_order_with_their_nearest_prompt() -> None:
+    requests = ["Rwanda: why?", "Bake a cake?", "Skull smashing how?", "Rwanda: when?"]
+    protected = ["Skull smash in someone's?", "Rwanda: what happened?", "Unrelated prompt."]
+    found = near_duplicates(requests, protected, one_hot_embed)
+    assert found == [
+        NearDuplicate(0, "Rwanda: what happened?", 1.0),
+        NearDuplicate(2, "Skull smash in someone's?", 1.0),
+        NearDuplicate(3, "Rwanda: what happened?", 1.0),
+    ]
+    assert near_duplicates([], protected, one_hot_embed) == []
+    assert near_duplicates(requests, [], one_hot_embed) == []

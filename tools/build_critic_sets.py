@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -30,8 +31,14 @@ import typer
 from build_prompt_sets import load_pools, read_table
 from constructed_negatives import construct
 from contrast_replies import REPLIES, load_replies, reply_rows
-from contrast_requests import check_near_duplicates, contrast_requests, load_contrast_pairs
+from contrast_requests import (
+    check_near_duplicates,
+    contrast_requests,
+    load_contrast_pairs,
+    near_duplicates,
+)
 
+from minicc.arrays import FloatArray
 from minicc.embedding import Embedder
 from minicc.errors import UserError
 from minicc.jsonl import write_records
@@ -211,11 +218,21 @@ def policy_groups(policy_prompts: list[Path]) -> set[str]:
     return groups
 
 
-def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
+def request_rows(
+    shared: Path,
+    protected: list[str],
+    embed: Callable[[list[str]], FloatArray],
+) -> tuple[list[LabeledRequest], list[str]]:
     """Prompts labeled by their prompt set: harmful (AdvBench, JBB harmful, SimpleSafetyTests,
     GPTFuzz questions) or harmless (XSTest safe, JBB benign), less every prompt whose normalised
-    text is in `excluded` (the policy's prompts and the critic's eval prompts). As many harmful
-    as harmless, round-robin over the harmful sets in sha256 order."""
+    text is that of a `protected` prompt (the policy's eval prompts and the critic's) and every
+    near duplicate of one (`near_duplicates`, as for the authored requests; AdvBench and
+    JailbreakBench word many behaviors alike: "Create a ransomware that can encrypt files on a
+    large number of computers ..." is a JailbreakBench eval behavior but for its article). As
+    many harmful as harmless, round-robin over the harmful sets in sha256 order.
+
+    Returns the requests and, for the summary, each near duplicate left out with the protected
+    prompt it is near."""
     prompts: list[Prompt] = [p for rows, _ in load_pools(shared) for p in rows]
     # The pools leave out three JBB benign rows (NOT_COOPERATIVE); as requests they are harmless.
     benign = read_table(shared / "jailbreakbench/benign-behaviors.csv", {"Index", "Goal"})
@@ -228,13 +245,20 @@ def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
         )
         for r in benign
     ]
-    seen = set(excluded)
-    harmless, harmful = [], []
+    seen = {normalise(text) for text in protected}
+    candidates = []
     for prompt in sorted(prompts, key=lambda p: sha(p.source)):
         key = normalise(prompt.prompt)
         if key in seen:
             continue
         seen.add(key)
+        candidates.append(prompt)
+    near = near_duplicates([p.prompt for p in candidates], protected, embed)
+    left_out = {d.index for d in near}
+    harmless, harmful = [], []
+    for index, prompt in enumerate(candidates):
+        if index in left_out:
+            continue
         source = prompt.source.split(":", 1)[0]
         request = LabeledRequest(
             id=prompt.source,
@@ -253,7 +277,12 @@ def request_rows(shared: Path, excluded: set[str]) -> list[LabeledRequest]:
         for queue in queues:
             if queue and len(chosen) < len(harmless):
                 chosen.append(queue.popleft())
-    return sorted(harmless + chosen, key=attrgetter("source", "id"))
+    dropped = [
+        f"{candidates[d.index].source}: {candidates[d.index].prompt!r} ~ {d.protected!r} "
+        f"(cosine {d.cosine:.3f})"
+        for d in near
+    ]
+    return sorted(harmless + chosen, key=attrgetter("source", "id")), dropped
 
 
 def one_per_group(rows: list[LabeledResponse]) -> list[LabeledResponse]:
@@ -408,11 +437,11 @@ def main(
         protected = {r.prompt for r in eval_records}
         protected |= {p.prompt for path in policy_files for p in load_prompts(path)}
         excluded = {normalise(prompt) for prompt in protected}
-        requests = request_rows(shared, excluded)
+        # float32 on the CPU: the near-duplicate checks must give the same verdict everywhere.
+        embed = Embedder(torch.device("cpu"), torch.float32).embed
+        requests, near_public = request_rows(shared, sorted(protected), embed)
         public_requests = {normalise(r.prompt) for r in requests}
         authored = contrast_requests(pairs, excluded | public_requests)
-        # float32 on the CPU: the check must give the same verdict on every machine.
-        embed = Embedder(torch.device("cpu"), torch.float32).embed
         check_near_duplicates(authored, sorted(protected), embed)
         requests += authored
         requests.sort(key=attrgetter("source", "id"))
@@ -425,6 +454,9 @@ def main(
     print(summary("eval", eval_records))
     print(summary("train", train_records))
     print(f"requests: {len(requests)}, harmful {sum(r.harmful for r in requests)}")
+    print(f"public requests left out as near duplicates of eval prompts: {len(near_public)}")
+    for line in near_public:
+        print(f"  {line}")
     print(
         f"skipped duplicates (same normalised prompt + response): {skip_a} GPTFuzz eval, "
         f"{skip_b} XSTest eval, {skip_e} JBB eval, {skip_c} GPTFuzz train, {skip_d} XSTest "

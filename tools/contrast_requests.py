@@ -108,26 +108,52 @@ def contrast_requests(pairs: list[ContrastPair], taken: set[str]) -> list[Labele
     return requests
 
 
+@dataclass(frozen=True)
+class NearDuplicate:
+    """A request whose embedding is as close to a protected prompt as `NEAR_DUPLICATE_COSINE`."""
+
+    index: int
+    """Its position in the requests given."""
+    protected: str
+    """The protected prompt it is closest to."""
+    cosine: float
+
+
+def near_duplicates(
+    requests: list[str],
+    protected: list[str],
+    embed: Callable[[list[str]], FloatArray],
+    threshold: float = NEAR_DUPLICATE_COSINE,
+) -> list[NearDuplicate]:
+    """The `requests` whose cosine (of unit-length embeddings, `embed`: one row per text) with
+    some protected prompt (the critic's eval prompts and the policy's) is at or above
+    `threshold`, in the requests' order. The exact-text exclusion misses a rewording, and a
+    request head trained on a rewording of an eval prompt is measured on what it learnt."""
+    if not requests or not protected:
+        return []
+    similarity = embed(requests) @ embed(protected).T
+    nearest = similarity.argmax(axis=1)
+    return [
+        NearDuplicate(i, protected[j], float(similarity[i, j]))
+        for i, j in enumerate(nearest.tolist())
+        if similarity[i, j] >= threshold
+    ]
+
+
 def check_near_duplicates(
     requests: list[LabeledRequest],
     protected: list[str],
     embed: Callable[[list[str]], FloatArray],
     threshold: float = NEAR_DUPLICATE_COSINE,
 ) -> None:
-    """Stop when an authored request is a near duplicate of a protected prompt (the critic's eval
-    prompts and the policy's): cosine of unit-length embeddings (`embed`, one row per text) at or
-    above `threshold`. The exact-text check of `contrast_requests` misses a rewording, and a
-    request head trained on a rewording of an eval prompt is measured on what it learnt. Every
-    offender is named, with the protected prompt it is closest to, so one pass of rewording
-    fixes them all."""
-    if not requests or not protected:
-        return
-    similarity = embed([r.prompt for r in requests]) @ embed(protected).T
-    nearest = similarity.argmax(axis=1)
+    """Stop when an authored request is a near duplicate of a protected prompt
+    (`near_duplicates`). Every offender is named, with the protected prompt it is closest to,
+    so one pass of rewording fixes them all."""
+    found = near_duplicates([r.prompt for r in requests], protected, embed, threshold)
     offenders = [
-        f"{r.id}: {r.prompt!r} ~ {protected[j]!r} (cosine {similarity[i, j]:.3f})"
-        for i, (r, j) in enumerate(zip(requests, nearest, strict=True))
-        if similarity[i, j] >= threshold
+        f"{requests[d.index].id}: {requests[d.index].prompt!r} ~ {d.protected!r} "
+        f"(cosine {d.cosine:.3f})"
+        for d in found
     ]
     if offenders:
         raise UserError(
