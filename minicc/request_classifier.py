@@ -19,13 +19,14 @@ The word-embedding matrix (half the parameters) stays frozen, as the package shi
 the rest is saved: the directory holds `weights.safetensors` and `classifier.json` (settings and
 the weights' digest), written last. Scoring reads one request per pass (no padding), so a
 request's logit does not depend on which others share its batch: a resumed stage scores as an
-uninterrupted one. It trains and scores on the CPU in float32 whatever the critic's device: a
-22M-parameter encoder over a few hundred distinct requests per stage takes seconds there, and
-float32 keeps its logits the same across devices' half-precision kernels. Training, six fits per
-train_critic (the final one and the k-fold's five), runs under bfloat16 autocast where the CPU
-computes bfloat16 natively (`training_precision`): half the time of float32 there (about 17 s a
-fit against 32 s on the committed data), with the same k-fold AUROC (README's train_critic
-timings); the weights stay float32, so the saved classifier scores in float32 either way.
+uninterrupted one. It trains and scores on the CPU whatever the critic's device, and scores in
+float32: a 22M-parameter encoder over a few hundred distinct requests per stage takes seconds
+there, and float32 keeps its logits the same across devices' half-precision kernels.
+Training, six fits per train_critic (the final one and the k-fold's five), runs under bfloat16
+autocast where the CPU computes bfloat16 natively (`training_precision`): half the time of
+float32 there (about 17 s a fit against 32 s on the committed data), with the same k-fold AUROC
+(README's train_critic timings); the weights stay float32, so the saved classifier scores in
+float32 either way.
 """
 
 import hashlib

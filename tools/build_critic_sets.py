@@ -277,11 +277,7 @@ def request_rows(
         for queue in queues:
             if queue and len(chosen) < len(harmless):
                 chosen.append(queue.popleft())
-    dropped = [
-        f"{candidates[d.index].source}: {candidates[d.index].prompt!r} ~ {d.protected!r} "
-        f"(cosine {d.cosine:.3f})"
-        for d in near
-    ]
+    dropped = [d.line(candidates[d.index].source, candidates[d.index].prompt) for d in near]
     return sorted(harmless + chosen, key=attrgetter("source", "id")), dropped
 
 

@@ -118,6 +118,10 @@ class NearDuplicate:
     """The protected prompt it is closest to."""
     cosine: float
 
+    def line(self, name: str, request: str) -> str:
+        """How the builder names it: the request (`name`, its text) and the prompt it is near."""
+        return f"{name}: {request!r} ~ {self.protected!r} (cosine {self.cosine:.3f})"
+
 
 def near_duplicates(
     requests: list[str],
@@ -150,11 +154,7 @@ def check_near_duplicates(
     (`near_duplicates`). Every offender is named, with the protected prompt it is closest to,
     so one pass of rewording fixes them all."""
     found = near_duplicates([r.prompt for r in requests], protected, embed, threshold)
-    offenders = [
-        f"{requests[d.index].id}: {requests[d.index].prompt!r} ~ {d.protected!r} "
-        f"(cosine {d.cosine:.3f})"
-        for d in found
-    ]
+    offenders = [d.line(requests[d.index].id, requests[d.index].prompt) for d in found]
     if offenders:
         raise UserError(
             f"{len(offenders)} contrast request(s) are near duplicates (cosine >= {threshold}) "
