@@ -226,6 +226,10 @@ class SelectParams:
     """diverse policy: every kept good candidate outscores every kept bad one by at least this."""
     near_duplicate_threshold: float
     """Two texts whose word-set Jaccard similarity reaches this count as one (diverse policy)."""
+    refusal_by_category: bool
+    """A chosen reply refuses a harmful prompt and does not refuse a harmless one, by the
+    prompt's category and `minicc.refusal.is_refusal` (minicc/selection.py); false: the critic
+    alone decides."""
 
     def __post_init__(self) -> None:
         _require(0 <= self.margin <= 4, "select.margin", "a number in [0, 4]", self.margin)

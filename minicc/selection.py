@@ -29,22 +29,40 @@ guard the critic cannot talk its way past. For the same reason a reply the off-t
 in the same run the critic gave "Sure, I can certainly assist you with that. However, I'm afraid
 I'm currently offline ..." 4.59 and a rambling revision ("You can't help, but I'm here to help,
 but I'm not sure I'm sure I'm helping. ...") 4.29, and both became SFT examples. The caller runs
-the detector (it needs an embedding model) and passes the flagged ids. Both guards make
-evaluation's degeneration and off-topic rates less blind to selection: they are data filters
-here, not objectives, but a fine-tuned model that learned from filtered data may score better on
-them for that reason alone. Ordering is deterministic so that `dvc repro` reproduces
-the same files: candidates rank by higher score first, ties broken by the smaller `candidate_id`;
-"worst first" ranks by lower score first, ties again broken by the smaller `candidate_id`. Output:
-prompts in input order; within a prompt the chosen rows best first, then the rejected rows worst
-first; the revised > original pairs follow the policy's pairs, in input order.
+the detector (it needs an embedding model) and passes the flagged ids.
+
+With `select.refusal_by_category` (the default) a third guard reads the prompt's own label: a
+chosen reply to a harmful prompt (category in `minicc.records.HARMFUL`) must be a refusal, and
+one to a harmless prompt must not be, by `minicc.refusal.is_refusal`. The rubric rates an
+engaged harmful request without harmful help 4, so its expectation passes `sft.min_score`: in
+the default run and two more seeds such replies became SFT examples for harmful prompts ("This
+tutorial is designed to assist with identity theft ..." 3.93; a story in which an older man and
+a child "decided to marry for love" 4.31, where the critic's request head took the request for a
+harmless one). The prompt files say which prompts are harmful; the critic only guesses. A
+harmful prompt none of whose replies refuses gets no chosen reply and no pair: there is nothing
+to imitate. The refusal rule is the one evaluation reports refusal and over-refusal rates by, so
+a model trained on this data learns the rule's phrases as well as the behaviour: read those
+rates beside the critic's harm rate, which the rule does not decide.
+
+All three guards make evaluation's degeneration, off-topic and refusal rates less blind to
+selection: they are data filters here, not objectives, but a fine-tuned model that learned from
+filtered data may score better on them for that reason alone.
+
+Ordering is deterministic so that `dvc repro` reproduces the same files: candidates rank by
+higher score first, ties broken by the smaller `candidate_id`; "worst first" ranks by lower score
+first, ties again broken by the smaller `candidate_id`. Output: prompts in input order; within a
+prompt the chosen rows best first, then the rejected rows worst first; the revised > original
+pairs follow the policy's pairs, in input order.
 """
 
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 
 from minicc.degeneration import is_degenerate
 from minicc.off_topic import OffTopicCheck
 from minicc.params import Policy, SelectParams
-from minicc.records import Critique, PreferencePair, Role, Selected, critique_score
+from minicc.records import HARMFUL, Critique, PreferencePair, Role, Selected, critique_score
+from minicc.refusal import is_refusal
 from minicc.text import jaccard, normalise
 
 
@@ -60,6 +78,16 @@ def imitable(critique: Critique, off_topic: Collection[str] = frozenset()) -> bo
     """Whether a reply may be chosen (one to imitate, or the better side of a pair): not
     degenerate and not among the `off_topic` candidate ids."""
     return not is_degenerate(critique.response) and critique.candidate_id not in off_topic
+
+
+def fits_category(critique: Critique) -> bool:
+    """Whether a reply does what its prompt's label asks: refuses a harmful prompt, answers
+    (does not refuse) a harmless one."""
+    return is_refusal(critique.response) == (critique.category in HARMFUL)
+
+
+Choosable = Callable[[Critique], bool]
+"""Whether a reply may be chosen: `imitable`, and `fits_category` where the params ask."""
 
 
 def _best_first(critiques: list[Critique]) -> list[Critique]:
@@ -102,7 +130,7 @@ def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
 
 
 def _margin(
-    critiques: list[Critique], margin: float, off_topic: Collection[str]
+    critiques: list[Critique], margin: float, choosable: Choosable
 ) -> tuple[Critique, Critique] | None:
     """Best imitable and worst candidate, or None when they are too close to trust (or no
     candidate is imitable).
@@ -110,7 +138,7 @@ def _margin(
     The rejected text must differ from the chosen one after normalising: a pair of the same
     answer twice would teach the model nothing but the critic's noise.
     """
-    candidates = [c for c in critiques if imitable(c, off_topic)]
+    candidates = [c for c in critiques if choosable(c)]
     if not candidates:
         return None
     chosen = _best_first(candidates)[0]
@@ -126,7 +154,7 @@ def _margin(
 
 
 def _diverse(
-    critiques: list[Critique], params: SelectParams, off_topic: Collection[str]
+    critiques: list[Critique], params: SelectParams, choosable: Choosable
 ) -> tuple[list[Critique], list[Critique]]:
     """Chosen (best first, imitable only) and rejected (worst first) among distinct candidates.
 
@@ -139,7 +167,7 @@ def _diverse(
             for other in kept
         ):
             kept.append(critique)
-    chosen = [c for c in kept if imitable(c, off_topic)][: params.top_k]
+    chosen = [c for c in kept if choosable(c)][: params.top_k]
     if not chosen:
         return [], []
     # Trailing the weakest chosen by min_gap means trailing every chosen by at least that.
@@ -153,7 +181,7 @@ def _diverse(
 
 
 def _revision_pairs(
-    critiques: list[Critique], origins: Mapping[str, str], gap: float, off_topic: Collection[str]
+    critiques: list[Critique], origins: Mapping[str, str], gap: float, choosable: Choosable
 ) -> list[PreferencePair]:
     """Revised > original, for each scored revision the critic prefers by at least `gap`."""
     by_id = {c.candidate_id: c for c in critiques if c.scored}
@@ -162,12 +190,20 @@ def _revision_pairs(
         original = by_id.get(origins.get(revision.candidate_id, ""))
         if (
             original is not None
-            and imitable(revision, off_topic)
+            and choosable(revision)
             and critique_score(revision) - critique_score(original) >= gap
             and normalise(revision.response) != normalise(original.response)
         ):
             pairs.append(_pair(revision, original))
     return pairs
+
+
+def unchosen_prompts(critiques: list[Critique], selected: list[Selected]) -> Counter[str]:
+    """Per category, the prompts with a scored reply of which none was chosen (no imitable
+    reply, too small a margin, or none fitting the category guard)."""
+    chosen = {s.prompt_id for s in selected if s.role == "chosen"}
+    categories = {c.prompt_id: c.category for c in critiques if c.scored}
+    return Counter(category for p, category in categories.items() if p not in chosen)
 
 
 def select(
@@ -183,6 +219,12 @@ def select(
     the candidate ids never to choose (`off_topic_ids`).
     """
     origins = origins or {}
+
+    def choosable(critique: Critique) -> bool:
+        return imitable(critique, off_topic) and (
+            not params.refusal_by_category or fits_category(critique)
+        )
+
     by_prompt: dict[str, list[Critique]] = {}
     for critique in critiques:
         if critique.scored:
@@ -195,18 +237,18 @@ def select(
         rejected: list[Critique] = []
         match params.policy:
             case "best":
-                chosen = _best_first([c for c in group if imitable(c, off_topic)])[:1]
+                chosen = _best_first([c for c in group if choosable(c)])[:1]
             case "margin":
-                found = _margin(group, params.margin, off_topic)
+                found = _margin(group, params.margin, choosable)
                 if found is not None:
                     chosen, rejected = [found[0]], [found[1]]
             case "diverse":
-                chosen, rejected = _diverse(group, params, off_topic)
+                chosen, rejected = _diverse(group, params, choosable)
         selected += [_selected(c, "chosen", params.policy, origins) for c in chosen]
         selected += [_selected(r, "rejected", params.policy, origins) for r in rejected]
         pairs += [_pair(c, r) for c in chosen for r in rejected]
     gap = params.margin if params.policy == "margin" else params.min_gap
     seen = {(p.chosen_id, p.rejected_id) for p in pairs}
-    revised = _revision_pairs(critiques, origins, gap, off_topic)
+    revised = _revision_pairs(critiques, origins, gap, choosable)
     pairs += [p for p in revised if (p.chosen_id, p.rejected_id) not in seen]
     return selected, pairs

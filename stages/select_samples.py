@@ -6,7 +6,9 @@
 
 Candidates and their revisions compete alike (see minicc/selection.py). Every policy writes the
 same flat schema; for `best` the pairs file (TRL DPO format) holds only revised > original pairs.
-Degenerate and off-topic replies are never chosen; the off-topic detector's embedding model
+Degenerate and off-topic replies are never chosen, nor (with `select.refusal_by_category`) a
+reply that does not refuse a harmful prompt or refuses a harmless one; the output line counts the
+prompts left without a chosen reply, per category. The off-topic detector's embedding model
 (minicc/off_topic.py) runs on `models.device` in `models.dtype`.
 """
 
@@ -22,7 +24,7 @@ from minicc.jsonl import atomic_write_files, read_numbered_records, read_records
 from minicc.off_topic import OffTopicDetector
 from minicc.params import load_params
 from minicc.records import Critique, Revision
-from minicc.selection import imitable, off_topic_ids, select
+from minicc.selection import imitable, off_topic_ids, select, unchosen_prompts
 
 
 def read_revisions(
@@ -66,12 +68,16 @@ def main(
         atomic_write_files({out: records_text(selected), pairs_out: records_text(pairs)})
         roles = Counter(s.role for s in selected)
         chosen_revisions = sum(s.role == "chosen" and s.revision_of is not None for s in selected)
+        unchosen = unchosen_prompts(rows + revised, selected)
+        per_category = ", ".join(f"{n} {c}" for c, n in sorted(unchosen.items())) or "none"
         print(
             f"select ({params.select.policy}): {roles['chosen']} chosen ({chosen_revisions} "
             f"revisions), {roles['rejected']} rejected from "
             f"{len({s.prompt_id for s in selected})} prompts, {len(pairs)} pairs; "
-            f"{degenerate} degenerate and {len(off_topic)} off-topic replies never chosen -> "
-            f"{out}, {pairs_out}"
+            f"{degenerate} degenerate and {len(off_topic)} off-topic replies never chosen; "
+            f"no reply chosen for {sum(unchosen.values())} prompts "
+            f"({per_category}) "
+            f"-> {out}, {pairs_out}"
         )
 
 

@@ -298,8 +298,10 @@ def select_params(
     bottom_k: int = 1,
     min_gap: float = 0.0,
     threshold: float = 0.8,
+    refusal_by_category: bool = False,
 ) -> SelectParams:
-    """Selection settings; every policy's knobs at their test defaults."""
+    """Selection settings; every policy's knobs at their test defaults. The category guard is
+    off unless asked for, so that the policies' tests can use any reply under any category."""
     return SelectParams(
         policy=policy,
         margin=margin,
@@ -307,6 +309,7 @@ def select_params(
         bottom_k=bottom_k,
         min_gap=min_gap,
         near_duplicate_threshold=threshold,
+        refusal_by_category=refusal_by_category,
     )
 
 

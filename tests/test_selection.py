@@ -9,7 +9,7 @@ from conftest import make_critique, select_params
 from minicc.errors import UserError
 from minicc.params import Policy
 from minicc.records import Category, Critique, Selected
-from minicc.selection import off_topic_ids, select
+from minicc.selection import fits_category, off_topic_ids, select, unchosen_prompts
 
 
 def crit(
@@ -414,3 +414,68 @@ def test_off_topic_ids_checks_the_scored_replies_as_one_set() -> None:
     assert off_topic_ids(critiques, detector) == frozenset({"q/0"})
     # One call, on the scored rows only (an unscored row is never chosen anyway).
     assert seen == [(["prompt p", "prompt q"], ["About p.", "The weather is fine."])]
+
+
+# --- the category guard (select.refusal_by_category) ---
+
+REFUSAL = "I'm sorry, but I can't help with that."
+ENGAGED = "What a wonderful idea. Imagine a game where ..."
+
+
+def test_fits_category_wants_a_refusal_exactly_for_harmful_prompts() -> None:
+    assert fits_category(crit("p/0", 4.0, REFUSAL, category="adversarial"))
+    assert not fits_category(crit("p/0", 4.0, ENGAGED, category="adversarial"))
+    for harmless in ("borderline", "cooperative"):
+        assert fits_category(crit("p/0", 4.0, ENGAGED, category=harmless))
+        assert not fits_category(crit("p/0", 4.0, REFUSAL, category=harmless))
+
+
+@pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
+def test_the_category_guard_chooses_the_best_reply_that_fits_the_label(policy: Policy) -> None:
+    critiques = [
+        crit("a/0", 4.3, ENGAGED),  # the critic's favourite, but it engages a harmful request
+        crit("a/1", 3.9, REFUSAL),
+        crit("a/2", 1.0, "Step 1: buy the parts."),
+        crit("b/0", 4.6, REFUSAL, category="borderline"),  # refuses a harmless request
+        crit("b/1", 4.0, "Kill the process with `kill -9`.", category="borderline"),
+        crit("b/2", 1.0, "Step 1.", category="borderline"),
+    ]
+    params = select_params(policy, margin=1.0, min_gap=0.5, refusal_by_category=True)
+    selected, pairs = select(critiques, params)
+    chosen = [s.candidate_id for s in selected if s.role == "chosen"]
+    assert chosen == ["a/1", "b/1"]
+    assert all(p.chosen_id in chosen for p in pairs)
+    # Off, the critic alone decides: its favourites are chosen.
+    selected, _ = select(critiques, dataclasses.replace(params, refusal_by_category=False))
+    assert [s.candidate_id for s in selected if s.role == "chosen"] == ["a/0", "b/0"]
+
+
+@pytest.mark.parametrize("policy", ["best", "margin", "diverse"])
+def test_a_harmful_prompt_without_a_refusal_gets_no_chosen_reply_and_no_pair(
+    policy: Policy,
+) -> None:
+    critiques = [crit("a/0", 4.3, ENGAGED), crit("a/1", 1.0, "Step 1: buy the parts.")]
+    params = select_params(policy, margin=1.0, min_gap=0.5, refusal_by_category=True)
+    assert select(critiques, params) == ([], [])
+
+
+def test_the_category_guard_stops_a_revised_over_original_pair_that_does_not_refuse() -> None:
+    critiques = [crit("p/0", 1.0, "Step 1: buy the parts."), revision("p/0", 4.0, ENGAGED)]
+    origins = {"p/0/rev1.0": "p/0"}
+    params = select_params("best", min_gap=0.5, refusal_by_category=True)
+    assert select(critiques, params, origins) == ([], [])
+    refused = [critiques[0], revision("p/0", 4.0, REFUSAL)]
+    selected, pairs = select(refused, params, origins)
+    assert ids(selected) == [("p/0/rev1.0", "chosen")]
+    assert [(p.chosen_id, p.rejected_id) for p in pairs] == [("p/0/rev1.0", "p/0")]
+
+
+def test_unchosen_prompts_counts_scored_prompts_without_a_chosen_reply_per_category() -> None:
+    critiques = [
+        crit("a/0", 4.3, ENGAGED),
+        crit("b/0", 4.0, REFUSAL),
+        crit("c/0", 4.0, "An answer.", category="cooperative"),
+        crit("d/0", None, category="cooperative"),  # unscored: not a candidate for choice
+    ]
+    selected, _ = select(critiques, select_params("best", refusal_by_category=True))
+    assert unchosen_prompts(critiques, selected) == {"adversarial": 1}
