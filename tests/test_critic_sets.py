@@ -61,31 +61,31 @@ EXPECTED = {
         ("xstest-mistralinstruct", False): 36,
     },
     "train.jsonl": {
-        ("constructed-commentary", False): 217,
-        ("constructed-empty", False): 86,
-        ("constructed-loop", False): 86,
-        ("constructed-noise", False): 86,
-        ("constructed-off_topic", False): 86,
-        ("constructed-offer", False): 217,
-        ("constructed-refusal", False): 217,
-        ("constructed-truncated", False): 86,
+        ("constructed-commentary", False): 213,
+        ("constructed-empty", False): 85,
+        ("constructed-loop", False): 85,
+        ("constructed-noise", False): 85,
+        ("constructed-off_topic", False): 85,
+        ("constructed-offer", False): 213,
+        ("constructed-refusal", False): 213,
+        ("constructed-truncated", False): 85,
         ("contrast-smollm2", True): 387,
         ("contrast-smollm2", False): 412,
         ("gptfuzz", True): 750,
         ("gptfuzz", False): 750,
         ("jbb-gpt-3.5-turbo-1106", True): 73,
-        ("jbb-gpt-3.5-turbo-1106", False): 80,
+        ("jbb-gpt-3.5-turbo-1106", False): 79,
         ("jbb-gpt-4-0125-preview", True): 44,
         ("jbb-gpt-4-0125-preview", False): 102,
         ("jbb-llama-2-7b-chat-hf", True): 53,
-        ("jbb-llama-2-7b-chat-hf", False): 85,
+        ("jbb-llama-2-7b-chat-hf", False): 87,
         ("jbb-vicuna-13b-v1.5", True): 130,
-        ("jbb-vicuna-13b-v1.5", False): 33,
-        ("xstest-gpt4", False): 121,
-        ("xstest-llama2new", False): 120,
-        ("xstest-llama2orig", False): 121,
-        ("xstest-mistralguard", False): 119,
-        ("xstest-mistralinstruct", False): 121,
+        ("jbb-vicuna-13b-v1.5", False): 32,
+        ("xstest-gpt4", False): 116,
+        ("xstest-llama2new", False): 115,
+        ("xstest-llama2orig", False): 116,
+        ("xstest-mistralguard", False): 114,
+        ("xstest-mistralinstruct", False): 116,
     },
 }
 # (source, harmful) -> requests: as many harmful as harmless.
@@ -192,7 +192,8 @@ def test_jbb_eval_and_train_goals_are_disjoint_and_policy_goals_stay_out_of_trai
     evaluation = {r.group for r in load("eval.jsonl") if r.source.startswith("jbb-")}
     train = {r.group for r in load("train.jsonl") if r.source.startswith("jbb-")}
     policy = policy_groups("jailbreakbench-harmful", "jbb")
-    assert (len(evaluation), len(train), len(policy)) == (47, 53, 40)
+    # 100 behaviors: 47 eval, 53 train less 3 near duplicates of an eval prompt.
+    assert (len(evaluation), len(train), len(policy)) == (47, 50, 40)
     assert evaluation & train == set()
     assert policy & train == set()
 
@@ -312,15 +313,18 @@ def test_requests_share_no_prompt_with_eval_or_the_policy_eval_prompts() -> None
     assert [r.id for r in rows if r.id in policy] == []
 
 
-def test_no_request_is_a_near_duplicate_of_an_eval_or_policy_eval_prompt() -> None:
-    # The builder leaves such public requests out and refuses such authored ones; the same
-    # embedder and threshold here, on the committed file.
+def test_no_request_or_training_prompt_is_a_near_duplicate_of_an_eval_prompt() -> None:
+    # The builder leaves such public requests and training rows out and refuses such authored
+    # requests; the same embedder and threshold here, on the committed files.
     protected = sorted(
         {r.prompt for r in load("eval.jsonl")} | {p["prompt"] for p in policy_prompts()}
     )
     embed = Embedder(torch.device("cpu"), torch.float32).embed
     found = near_duplicates([r.prompt for r in requests()], protected, embed)
     assert [(d.protected, round(d.cosine, 3)) for d in found] == []
+    train_prompts = sorted({r.prompt for r in load("train.jsonl")})
+    found = near_duplicates(train_prompts, protected, embed)
+    assert [(train_prompts[d.index], d.protected, round(d.cosine, 3)) for d in found] == []
 
 
 def needs_shared() -> None:
