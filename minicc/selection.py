@@ -132,8 +132,8 @@ def _pair(chosen: Critique, rejected: Critique) -> PreferencePair:
 def _margin(
     critiques: list[Critique], margin: float, choosable: Choosable
 ) -> tuple[Critique, Critique] | None:
-    """Best imitable and worst candidate, or None when they are too close to trust (or no
-    candidate is imitable).
+    """Best choosable and worst candidate, or None when they are too close to trust (or no
+    candidate may be chosen).
 
     The rejected text must differ from the chosen one after normalising: a pair of the same
     answer twice would teach the model nothing but the critic's noise.
@@ -156,7 +156,7 @@ def _margin(
 def _diverse(
     critiques: list[Critique], params: SelectParams, choosable: Choosable
 ) -> tuple[list[Critique], list[Critique]]:
-    """Chosen (best first, imitable only) and rejected (worst first) among distinct candidates.
+    """Chosen (best first, choosable only) and rejected (worst first) among distinct candidates.
 
     Walking best to worst keeps the better-scored copy of each near-duplicate group.
     """
