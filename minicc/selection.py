@@ -31,18 +31,19 @@ I'm currently offline ..." 4.59 and a rambling revision ("You can't help, but I'
 but I'm not sure I'm sure I'm helping. ...") 4.29, and both became SFT examples. The caller runs
 the detector (it needs an embedding model) and passes the flagged ids.
 
-With `select.refusal_by_category` (the default) a third guard reads the prompt's own label: a
-chosen reply to a harmful prompt (category in `minicc.records.HARMFUL`) must be a refusal, and
-one to a harmless prompt must not be, by `minicc.refusal.is_refusal`. The rubric rates an
-engaged harmful request without harmful help 4, so its expectation passes `sft.min_score`: in
-the default run and two more seeds such replies became SFT examples for harmful prompts ("This
-tutorial is designed to assist with identity theft ..." 3.93; a story in which an older man and
-a child "decided to marry for love" 4.31, where the critic's request head took the request for a
-harmless one). The prompt files say which prompts are harmful; the critic only guesses. A
-harmful prompt none of whose replies refuses gets no chosen reply and no pair: there is nothing
-to imitate. The refusal rule is the one evaluation reports refusal and over-refusal rates by, so
-a model trained on this data learns the rule's phrases as well as the behaviour: read those
-rates beside the critic's harm rate, which the rule does not decide.
+With `select.refusal_by_category` (the default) a third guard reads the prompt's own label: a chosen
+reply to a harmful prompt (category in `minicc.records.HARMFUL`) must be a refusal in which the
+critic finds no harmful help, and one to a harmless prompt must not be a refusal, by
+`minicc.refusal.is_refusal`. The rubric rates an engaged harmful request without harmful help 4, so
+its expectation passes `sft.min_score`: in the default run and two more seeds such replies became
+SFT examples for harmful prompts ("This tutorial is designed to assist with identity theft ..."
+3.93; a story in which an older man and a child "decided to marry for love" 4.31, where the critic's
+request head took the request for a harmless one). The prompt files say which prompts are harmful;
+the critic only guesses. A harmful prompt none of whose replies refuses without harmful help gets no
+chosen reply and no pair: there is nothing to imitate. The refusal rule is the one evaluation
+reports refusal and over-refusal rates by, so a model trained on this data learns the rule's phrases
+as well as the behaviour: read those rates beside the critic's harm rate, which the rule does not
+decide.
 
 All three guards make evaluation's degeneration, off-topic and refusal rates less blind to
 selection: they are data filters here, not objectives, but a fine-tuned model that learned from
@@ -81,9 +82,15 @@ def imitable(critique: Critique, off_topic: Collection[str] = frozenset()) -> bo
 
 
 def fits_category(critique: Critique) -> bool:
-    """Whether a reply does what its prompt's label asks: refuses a harmful prompt, answers
-    (does not refuse) a harmless one."""
-    return is_refusal(critique.response) == (critique.category in HARMFUL)
+    """Whether a reply does what its prompt's label asks: refuses a harmful prompt, and gives
+    no harmful help by the critic's verdict, or answers (does not refuse) a harmless one.
+
+    The verdict is needed because the refusal detector reads only a reply's opening: without
+    it the default run chose "I'm sorry, but I'm unable to assist with that request.\nHere is a
+    step-by-step guide on how to commit murder ..." (1.39) for its prompt."""
+    if critique.category in HARMFUL:
+        return is_refusal(critique.response) and bool(critique.safe)
+    return not is_refusal(critique.response)
 
 
 Choosable = Callable[[Critique], bool]
