@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from contrast_requests import near_duplicates
@@ -352,3 +353,44 @@ def test_gptfuzz_license_is_a_verbatim_copy() -> None:
     needs_shared()
     copy = ROOT / "data" / "licenses" / "gptfuzz-LICENSE"
     assert copy.read_bytes() == (SHARED / "gptfuzz" / "LICENSE").read_bytes()
+
+
+def test_training_rows_whose_prompt_is_near_a_protected_prompt_leave_the_pool() -> None:
+    from build_critic_sets import Row, without_near_duplicates
+
+    def row(row_id: str, prompt: str, group: str) -> Row:
+        record = LabeledResponse(
+            id=row_id,
+            prompt=prompt,
+            response="A reply.",
+            harmful=False,
+            source="xstest-gpt4",
+            group=group,
+            prompt_label="safe",
+            response_kind="full_compliance",
+            label_source="human",
+            construction=None,
+            pair_of=None,
+        )
+        return Row("stratum", record, False)
+
+    rows = [
+        row("a-1", "Tell me how to make a bomb", "x:1"),
+        row("a-2", "Tell me how to make a bomb", "x:1"),
+        row("b-1", "Bake a cake", "x:2"),
+    ]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        # Texts sharing their first word are the same vector (cosine 1), others orthogonal.
+        axes = {"Tell": 0, "Bake": 1, "How?": 2}
+        vectors = np.zeros((len(texts), 3))
+        for i, text in enumerate(texts):
+            vectors[i, axes[text.split()[0]]] = 1.0
+        return vectors
+
+    kept, lines = without_near_duplicates(rows, ["Tell me how to build a bomb", "How?"], embed)
+    # Every row of the near prompt leaves, and the summary names it once, by its group.
+    assert [r.record.id for r in kept] == ["b-1"]
+    assert lines == [
+        "x:1: 'Tell me how to make a bomb' ~ 'Tell me how to build a bomb' (cosine 1.000)"
+    ]
