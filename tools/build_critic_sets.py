@@ -17,6 +17,7 @@ an RNG seeded with --seed, so a rerun is byte-identical. data/critic/README.md g
 selection rule and the licenses.
 """
 
+import functools
 import hashlib
 import json
 import sys
@@ -281,6 +282,14 @@ def request_rows(
     return sorted(harmless + chosen, key=attrgetter("source", "id")), dropped
 
 
+def memoized(embed: Callable[[list[str]], FloatArray]) -> Callable[[list[str]], FloatArray]:
+    """`embed` computed once per distinct list of texts: the five near-duplicate checks share
+    one list of protected prompts, embedded once, as one batch, so every check sees the very
+    same vectors. Callers must not modify the arrays returned."""
+    once = functools.cache(lambda texts: embed(list(texts)))
+    return lambda texts: once(tuple(texts))
+
+
 def without_near_duplicates(
     rows: list[Row], protected: list[str], embed: Callable[[list[str]], FloatArray]
 ) -> tuple[list[Row], list[str]]:
@@ -432,7 +441,7 @@ def main(
             | {p.prompt for path in policy_files for p in load_prompts(path)}
         )
         # float32 on the CPU: the near-duplicate checks must give the same verdict everywhere.
-        embed = Embedder(torch.device("cpu"), torch.float32).embed
+        embed = memoized(Embedder(torch.device("cpu"), torch.float32).embed)
         # Near duplicates leave each training pool before it is balanced, so the quotas hold.
         gptfuzz_pool, near_gptfuzz = without_near_duplicates(
             gptfuzz_rows(shared, "train"), protected, embed
