@@ -358,6 +358,9 @@ class TrainParams:
     the SFT adapter (reference: a frozen copy of that adapter)."""
     dpo_beta: float = 0.1
     """DPO's KL strength: higher keeps the policy closer to its reference."""
+    dpo_lr: float = 2e-4
+    """Peak learning rate of the DPO phase (`lr` is the SFT phase's): at the SFT rate of 1e-3,
+    DPO on the default run's pairs made a looping model (README "Training methods")."""
     dpo_epochs: int = 1
     """Passes over the preference pairs (the SFT part uses `epochs`)."""
     checkpoint_steps: int = 10
@@ -378,6 +381,7 @@ class TrainParams:
         _require(self.grad_accum >= 1, "train.grad_accum", "an integer >= 1", self.grad_accum)
         _require(self.max_seq_len >= 16, "train.max_seq_len", "an integer >= 16", self.max_seq_len)
         _require(self.dpo_beta > 0, "train.dpo_beta", "a number > 0", self.dpo_beta)
+        _require(0 < self.dpo_lr <= 1, "train.dpo_lr", "a number in (0, 1]", self.dpo_lr)
         _require(self.dpo_epochs >= 1, "train.dpo_epochs", "an integer >= 1", self.dpo_epochs)
         _require(
             self.checkpoint_steps >= 1,

@@ -90,14 +90,16 @@ class PhaseResult:
     """The Trainer's evaluation on the validation set (empty without one)."""
 
 
-def _config_kwargs(params: TrainParams, output_dir: Path, epochs: int, seed: int) -> dict[str, Any]:
+def _config_kwargs(
+    params: TrainParams, output_dir: Path, epochs: int, lr: float, seed: int
+) -> dict[str, Any]:
     return {
         "output_dir": str(output_dir),
         "num_train_epochs": epochs,
         "per_device_train_batch_size": params.batch_size,
         "per_device_eval_batch_size": params.batch_size,
         "gradient_accumulation_steps": params.grad_accum,
-        "learning_rate": params.lr,
+        "learning_rate": lr,
         "lr_scheduler_type": params.scheduler,
         "max_length": params.max_seq_len,
         "logging_steps": 1,
@@ -147,7 +149,7 @@ def sft_trainer(
 ) -> SFTTrainer:
     """SFTTrainer for `model`'s LoRA adapter, loss on the completions only."""
     config = SFTConfig(
-        **_config_kwargs(params, phase_dir, params.epochs, seed),
+        **_config_kwargs(params, phase_dir, params.epochs, params.lr, seed),
         completion_only_loss=True,
         packing=False,
     )
@@ -173,7 +175,8 @@ def run_dpo(
     peft model whose adapter goes on training (against a frozen copy of it).
     """
     config = DPOConfig(
-        **_config_kwargs(params, phase_dir, params.dpo_epochs, seed), beta=params.dpo_beta
+        **_config_kwargs(params, phase_dir, params.dpo_epochs, params.dpo_lr, seed),
+        beta=params.dpo_beta,
     )
     trainer = DPOTrainer(
         model=model,

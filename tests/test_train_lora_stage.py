@@ -88,7 +88,8 @@ def prepare(
     (run / "pairs_val.jsonl").write_text(val_pairs, encoding="utf-8")
     models = {"generator": str(model), "device": "cpu", "dtype": "float32"}
     # No dropout: the runs compared must differ only in what the test changes.
-    settings = {"epochs": 2, "lora_dropout": 0.0, "lr": 0.01, "max_seq_len": 64, **train}
+    settings = {"epochs": 2, "lora_dropout": 0.0, "lr": 0.01, "dpo_lr": 0.01, "max_seq_len": 64}
+    settings |= train
     params = write_params(run / "params.yaml", {"models": models, "train": settings})
     options = ["--train", "train.jsonl", "--val", "val.jsonl", "--out", "lora"]
     options += ["--pairs-train", "pairs_train.jsonl", "--pairs-val", "pairs_val.jsonl"]
@@ -181,6 +182,22 @@ def test_dpo_trains_the_adapter_towards_the_chosen_answers(
         before = base.model(input_ids=ids).logits
         after = apply_adapter(base, adapter).model(input_ids=ids).logits
     assert not torch.allclose(before, after, atol=1e-4)
+
+
+def test_the_dpo_phase_takes_its_own_learning_rate(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """`train.dpo_lr`, not `train.lr`, drives DPO: at a rate too small to move the adapter the
+    policy stays equal to its reference (each DPO loss ln 2) while the SFT phase before it,
+    at `lr`, learns."""
+    model = make_tiny_model("llama")
+    settings = {"method": "sft_dpo", "batch_size": 4, "dpo_epochs": 2, "dpo_lr": 1e-12}
+    adapter, metrics = train(tmp_path, model, "frozen-dpo", settings, [sys.executable])
+    sft_steps = 2 * EXAMPLES // 4
+    assert metrics["val_loss"] < metrics["val_loss_before"]
+    dpo = losses(adapter.parent)[sft_steps:]
+    assert len(dpo) == 2 * EXAMPLES // 4
+    assert dpo == pytest.approx([math.log(2)] * len(dpo), abs=1e-4)  # the CSV keeps 4 decimals
 
 
 @pytest.mark.parametrize(
