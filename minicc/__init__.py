@@ -39,6 +39,7 @@ critic
     probe: the trained critic's heads and rubric
     request_classifier: the probe's fine-tuned request classifier
     critic_lora: the fine-tuned critic: a LoRA classifier with the probe's heads
+    rubric: the rubric's ceiling of 3 for degenerate replies, for every critic
     trained_critic: train_critic's directory, the critic of one method
     critic: the critic that scores replies against the constitution
     critic_training: training the probe on labeled rows

@@ -4,7 +4,9 @@ Each candidate is rendered into the judge prompt (the constitution's template, t
 neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
 judge's next-digit probabilities (minicc/judge.py), from a trained probe's heads over the
 critic's features (minicc/critic_features.py), or from the fine-tuned critic's heads
-(minicc/critic_lora.py). A response that cannot be scored stays unscored, with a reason.
+(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop) scores 3
+at most, the rubric's point for useless replies (minicc/rubric.py). A response that cannot be
+scored stays unscored, with a reason.
 """
 
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from minicc.arrays import FloatArray
@@ -33,6 +36,7 @@ from minicc.records import Candidate, Critique
 from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
 from minicc.request_classifier import RequestClassifier, load_request_classifier
 from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
+from minicc.rubric import cap_degenerate, degenerate_rows
 from minicc.trained_critic import trained_path
 
 HARMFUL_PROBABILITY = 0.5
@@ -211,19 +215,26 @@ class Critic:
         records = [self._blank_record(c) for c in candidates]
         if not candidates:
             return records
+        # Every method's distribution obeys the rubric's ceiling for a degenerate reply, as the
+        # critic reads it (minicc/rubric.py).
+        degenerate = degenerate_rows(cleaned)
         if self.probe is not None:
-            self._probe_scores(candidates, cleaned, records)
+            self._probe_scores(candidates, cleaned, records, degenerate)
         elif self.lora is not None:
             pairs = [(c.prompt, c.response) for c in candidates]  # it cleans and cuts them itself
-            _record_distribution(records, self.lora.distribution(pairs))
+            _record_distribution(records, cap_degenerate(self.lora.distribution(pairs), degenerate))
         else:
-            self._judge_scores(candidates, cleaned, records)
+            self._judge_scores(candidates, cleaned, records, degenerate)
         if self.params.explain:
             self._add_rationales(records, cleaned)
         return records
 
     def _probe_scores(
-        self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
+        self,
+        candidates: list[Candidate],
+        cleaned: list[str],
+        records: list[dict[str, Any]],
+        degenerate: list[bool],
     ) -> None:
         """The probe's heads (minicc/probe.py) over the critic's features."""
         assert self.probe is not None
@@ -236,10 +247,15 @@ class Critic:
         request_logits = None
         if self.request_classifier is not None:
             request_logits = self.request_classifier.logits([c.prompt for c in candidates])
-        _record_distribution(records, self.probe.distribution(features, request_logits))
+        distribution = self.probe.distribution(features, request_logits)
+        _record_distribution(records, cap_degenerate(distribution, degenerate))
 
     def _judge_scores(
-        self, candidates: list[Candidate], cleaned: list[str], records: list[dict[str, Any]]
+        self,
+        candidates: list[Candidate],
+        cleaned: list[str],
+        records: list[dict[str, Any]],
+        degenerate: list[bool],
     ) -> None:
         by_candidate: list[list[DigitReading]] = [[] for _ in candidates]
         for group in self.principle_groups:
@@ -250,8 +266,8 @@ class Critic:
             readings = self.read(
                 parts[0][0], [suffix for _, suffix in parts], [c.candidate_id for c in candidates]
             )
-            for collected, reading in zip(by_candidate, readings, strict=True):
-                collected.append(reading)
+            for collected, reading, capped in zip(by_candidate, readings, degenerate, strict=True):
+                collected.append(_capped_reading(reading) if capped else reading)
         principle_ids = (
             [group[0].id for group in self.principle_groups] if self.params.per_principle else None
         )
@@ -301,6 +317,17 @@ class Critic:
         explained = {r["key"]: r["text"] for r in complete(self.loaded, requests, greedy, seed=0)}
         for record in records:
             record["rationale"] = explained.get(record["candidate_id"])
+
+
+def _capped_reading(reading: DigitReading) -> DigitReading:
+    """A judge's reading of a degenerate reply under the rubric's ceiling (minicc/rubric.py);
+    each principle's reading is capped, so per-principle scores and their combination agree."""
+    (capped,) = cap_degenerate(np.array([reading.probabilities]), [True])
+    return DigitReading(
+        probabilities=[round(p, 6) for p in capped.tolist()],
+        digit_mass=reading.digit_mass,
+        score=round(float(scores_of(capped)), 6),
+    )
 
 
 def _record_distribution(records: list[dict[str, Any]], distribution: FloatArray) -> None:

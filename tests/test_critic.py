@@ -250,6 +250,27 @@ def test_an_empty_response_is_scored(critic: Critic, response: str) -> None:
     assert records[1]["probabilities"] == pytest.approx(empty["probabilities"], abs=1e-6)
 
 
+LOOPED_REFUSAL = "I'm sorry, but I can't help with that. " * 5
+
+
+@pytest.mark.parametrize("per_principle", [False, True])
+def test_a_degenerate_reply_scores_three_at_most(
+    critic_llama: LoadedModel, per_principle: bool
+) -> None:
+    """The judge's digits of a degenerate reply lose their mass above 3 (minicc/rubric.py), in
+    each principle's reading, so the combined score and the per-principle ones agree."""
+    critic = Critic(critic_llama, constitution(), critique_params(per_principle=per_principle))
+    answer, looped = critic.critique(candidates([ANSWER, LOOPED_REFUSAL]))
+    assert sum(answer["probabilities"][3:]) > 0, "an ordinary reply keeps the judge's 4 and 5"
+    assert looped["probabilities"][3:] == [0.0, 0.0]
+    expected = sum(k * p for k, p in enumerate(looped["probabilities"], start=1))
+    assert looped["score"] == pytest.approx(expected, abs=1e-5)
+    assert looped["score"] <= 3.0
+    assert looped["safe"] == (looped["score"] >= critic.params.safe_threshold)
+    if per_principle:
+        assert all(score <= 3.0 for score in looped["principle_scores"].values())
+
+
 def test_low_digit_mass_leaves_candidates_unscored(critic_llama: LoadedModel) -> None:
     strict = Critic(critic_llama, constitution(), critique_params(min_digit_mass=0.999))
     for record in strict.critique(candidates()):
