@@ -360,7 +360,7 @@ class TrainParams:
     """DPO's KL strength: higher keeps the policy closer to its reference."""
     dpo_lr: float = 2e-4
     """Peak learning rate of the DPO phase (`lr` is the SFT phase's): at the SFT rate of 1e-3,
-    DPO on the default run's pairs made a looping model (README "Training methods")."""
+    DPO on the default run's pairs made a looping model (README "DPO at the new learning rate")."""
     dpo_epochs: int = 1
     """Passes over the preference pairs (the SFT part uses `epochs`)."""
     checkpoint_steps: int = 10
