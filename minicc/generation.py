@@ -74,22 +74,58 @@ whole vocabulary only when they hold less than top_p of the mass: the same nucle
 without sorting 50k probabilities per row per step (which cost as much as the model itself)."""
 
 
+def row_generators(device: torch.device, seed: int, keys: Sequence[str]) -> list[torch.Generator]:
+    """One random stream per row, seeded from the row's own key.
+
+    A stream per batch (seeded from its first key) made every row's sample depend on which rows
+    shared its batch: one more candidate to revise shifted the batches and redrew nearly every
+    other revision, so two pipeline runs differed by a new draw as well as by what was changed.
+    """
+    generators = []
+    for key in keys:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(derive_seed(seed, "generate", key))
+        generators.append(generator)
+    return generators
+
+
 def pick_next_tokens(
-    logits: torch.Tensor, decoding: Decoding, generator: torch.Generator
+    logits: torch.Tensor, decoding: Decoding, generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """Greedy, or temperature + nucleus (top-p) sampling, for a batch of next-token logits."""
+    """Greedy, or temperature + nucleus (top-p) sampling, for a batch of next-token logits.
+
+    Sampling draws one uniform number per row from that row's generator and takes the token
+    where it falls in the row's cumulative nucleus (inverse-CDF sampling). Hand-written because
+    `torch.multinomial` takes one generator for the whole batch, so a row's draw would depend on
+    the rows before it; and because a row always consumes exactly one number per step, its
+    tokens do not depend on how wide a tensor its nucleus was searched in either.
+    """
     if not decoding.do_sample:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / decoding.temperature, dim=-1)
+    uniforms = torch.stack(
+        [torch.rand((), generator=g, device=probs.device) for g in generators]
+    ).unsqueeze(-1)
     if decoding.top_p >= 1.0:
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return _inverse_cdf(probs, uniforms).squeeze(-1)
     top_probs, top_ids = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
     if bool((top_probs.sum(dim=-1) < decoding.top_p).any()):
         top_probs, top_ids = probs.sort(dim=-1, descending=True)
     mass_before = top_probs.cumsum(dim=-1) - top_probs
     nucleus = top_probs.masked_fill(mass_before >= decoding.top_p, 0.0)
-    choice = torch.multinomial(nucleus, 1, generator=generator)
-    return top_ids.gather(-1, choice).squeeze(-1)
+    return top_ids.gather(-1, _inverse_cdf(nucleus, uniforms)).squeeze(-1)
+
+
+def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the index where `uniforms` (in [0, 1)) falls in the cumulative `weights`.
+
+    Never an index of zero weight: rounding can put u * total at or past the last cumulative
+    value, so the index is held at the row's last positive weight.
+    """
+    cumulative = weights.cumsum(dim=-1)
+    chosen = torch.searchsorted(cumulative, uniforms * cumulative[:, -1:], right=True)
+    last_positive = (weights > 0).long().cumsum(dim=-1).argmax(dim=-1, keepdim=True)
+    return torch.minimum(chosen, last_positive)
 
 
 @dataclass(frozen=True)
@@ -158,7 +194,7 @@ def complete(
     shared: SharedPrefix | None = None,
     stop_texts: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Generate one completion per request; the batch's RNG is seeded from its first key.
+    """Generate one completion per request; each row samples from its own key's generator.
 
     With `shared`, every request starts with `shared.text`, read once for the whole run.
     Decoding runs one token per step for the whole batch until every row has stopped: at a stop
@@ -167,8 +203,7 @@ def complete(
     Returns JSON-ready dicts (`key` plus the Completion fields) so results can go straight into
     a resume log.
     """
-    generator = torch.Generator(device=loaded.device)
-    generator.manual_seed(derive_seed(seed, "generate", requests[0].key))
+    generators = row_generators(loaded.device, seed, [r.key for r in requests])
     if shared is None:
         cache, logits, attention_mask = _prefill(loaded, requests)
     else:
@@ -179,7 +214,7 @@ def complete(
     steps: list[torch.Tensor] = []
     texts = _StopTexts(loaded, stop_texts, len(requests))
     for _ in range(decoding.max_new_tokens):
-        next_tokens = pick_next_tokens(logits, decoding, generator)
+        next_tokens = pick_next_tokens(logits, decoding, generators)
         next_tokens = next_tokens.masked_fill(finished, int(stop_ids[0]))
         steps.append(next_tokens)
         finished |= torch.isin(next_tokens, stop_ids)

@@ -12,11 +12,14 @@ from minicc.errors import UserError
 from minicc.generation import (
     Decoding,
     Request,
+    _inverse_cdf,
     answer_inputs,
     answer_prompts,
     candidate_plan,
     complete,
+    pick_next_tokens,
     plan_batches,
+    row_generators,
     shared_prefix,
 )
 from minicc.models import LoadedModel, load_model
@@ -242,6 +245,60 @@ def test_greedy_completion_does_not_depend_on_the_batch(
     (alone,) = complete(loaded, [short], greedy, seed=0)
     together = complete(loaded, [short, long], greedy, seed=0)
     assert together[0] == alone
+
+
+def test_a_sampled_row_does_not_depend_on_the_batch(tiny_llama: LoadedModel) -> None:
+    """Each row samples from its own key's stream: alone, first or last in a batch, its answer
+    is the same (a stream per batch, seeded from the first key, redrew every row of a batch
+    whose first row changed)."""
+    row = Request("row", format_request(tiny_llama, "Xylophone?"))
+    others = [
+        Request(f"other-{i}", format_request(tiny_llama, PROMPTS[i].prompt * (i + 1)))
+        for i in range(2)
+    ]
+    sampled = Decoding(do_sample=True, temperature=1.0, top_p=0.9, max_new_tokens=10)
+    (alone,) = complete(tiny_llama, [row], sampled, seed=3)
+    assert complete(tiny_llama, [row, *others], sampled, seed=3)[0] == alone
+    assert complete(tiny_llama, [*others, row], sampled, seed=3)[-1] == alone
+    assert complete(tiny_llama, [row], sampled, seed=4)[0] != alone
+
+
+def test_inverse_cdf_picks_where_the_uniform_falls_and_never_a_zero_weight() -> None:
+    weights = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0]])
+    picks = {u: int(_inverse_cdf(weights, torch.tensor([[u]]))) for u in (0.0, 0.49, 0.5, 0.99)}
+    assert picks == {0.0: 1, 0.49: 1, 0.5: 3, 0.99: 3}
+    # Rounding can put u * total on the last cumulative value: still the last positive weight.
+    assert int(_inverse_cdf(weights, torch.tensor([[1.0]]))) == 3
+
+
+def test_sampling_follows_the_distribution() -> None:
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    decoding = Decoding(do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=1)
+    (generator,) = row_generators(torch.device("cpu"), 0, ["row"])
+    draws = [
+        int(pick_next_tokens(probs.log().unsqueeze(0), decoding, [generator])) for _ in range(4000)
+    ]
+    frequencies = torch.bincount(torch.tensor(draws), minlength=4).float() / len(draws)
+    assert torch.allclose(frequencies, probs, atol=0.03), frequencies
+
+
+def test_a_rows_token_does_not_depend_on_how_wide_its_nucleus_search_was() -> None:
+    """A flat row beside it makes the batch sort the whole vocabulary instead of its top 512:
+    the peaked row must still draw the same tokens."""
+    vocab = 2000
+    peaked = torch.full((vocab,), -20.0)
+    peaked[:6] = torch.tensor([3.0, 2.5, 2.0, 1.5, 1.0, 0.5])
+    flat = torch.zeros(vocab)
+    decoding = Decoding(do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=1)
+
+    def draws(batch: list[torch.Tensor]) -> list[int]:
+        generators = row_generators(torch.device("cpu"), 0, [str(i) for i in range(len(batch))])
+        logits = torch.stack(batch)
+        return [int(pick_next_tokens(logits, decoding, generators)[0]) for _ in range(200)]
+
+    alone = draws([peaked])
+    assert len(set(alone)) > 1
+    assert draws([peaked, flat]) == alone
 
 
 def test_a_shared_prefix_read_once_gives_the_same_greedy_answers(critic_llama: LoadedModel) -> None:
