@@ -80,6 +80,9 @@ def row_generators(device: torch.device, seed: int, keys: Sequence[str]) -> list
     A stream per batch (seeded from its first key) made every row's sample depend on which rows
     shared its batch: one more candidate to revise shifted the batches and redrew nearly every
     other revision, so two pipeline runs differed by a new draw as well as by what was changed.
+    A row's logits still depend on its batch in their last bits: in float32 that tips no sampled
+    token, in bfloat16 it does (benchmarks/batch_invariance.py), so there a regrouped batch still
+    redraws its rows.
     """
     generators = []
     for key in keys:
