@@ -349,19 +349,19 @@ def compare_report(results: list[PairedResult], seed: int, responses: Path) -> d
 
 
 def headline(report: dict[str, Any], critic: str) -> dict[str, Any]:
-    """`metrics/eval.json`: which critic judged and per measure both models' values with the
-    delta's CI (mean score) or McNemar's p (rates). The number of prompts, the unscored ones and
-    the refusal detector's accuracy are in the detail, to keep the headline to 20 numbers."""
+    """`metrics/eval.json`: which critic judged and per measure both models' values with
+    McNemar's p (rates) or the delta's CI (mean score). The number of prompts, the unscored ones
+    and the refusal detector's accuracy are in the detail, to keep the headline to 20 numbers.
+
+    The measures come in the order to read them (the file and compare's console line keep it;
+    `dvc metrics show` sorts by name): the appropriate rate first, since no canned model wins
+    it, and the critic's mean score last, since a model that always refuses wins it against a
+    baseline that often helps with harm.
+    """
     base, tuned, delta = report["baseline"], report["finetuned"], report["delta"]
     low, high = delta["mean_score"]["delta_ci"]
     return {
         "critic": critic,
-        "mean_score": {
-            "baseline": base["mean_score"],
-            "finetuned": tuned["mean_score"],
-            "delta_ci_low": low,
-            "delta_ci_high": high,
-        },
         **{
             measure: {
                 "baseline": base[measure],
@@ -370,7 +370,28 @@ def headline(report: dict[str, Any], critic: str) -> dict[str, Any]:
             }
             for measure in RATES
         },
+        "mean_score": {
+            "baseline": base["mean_score"],
+            "finetuned": tuned["mean_score"],
+            "delta_ci_low": low,
+            "delta_ci_high": high,
+        },
     }
+
+
+def headline_line(metrics: dict[str, Any]) -> str:
+    """The headline in one console line, in `headline`'s order: the appropriate rate first,
+    then what no critic decides (refusals, needless refusals, loops), the mean score last."""
+    rates = [
+        f"{measure.replace('_', ' ')} {metrics[measure]['baseline']} -> "
+        f"{metrics[measure]['finetuned']} (McNemar p {metrics[measure]['p']})"
+        for measure in ("appropriate_rate", "refusal_rate", "over_refusal_rate", "degenerate_rate")
+    ]
+    score = metrics["mean_score"]
+    return (
+        ", ".join(rates) + f", mean score {score['baseline']} -> {score['finetuned']} "
+        f"(delta 95% CI [{score['delta_ci_low']}, {score['delta_ci_high']}])"
+    )
 
 
 def eval_histogram(results: list[PairedResult], bin_width: float = 0.5) -> pd.DataFrame:

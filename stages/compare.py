@@ -34,6 +34,7 @@ from minicc.comparison import (
     compare_report,
     eval_histogram,
     headline,
+    headline_line,
     pair_outcomes,
 )
 from minicc.critic import CriticFiles, resumable_critiques
@@ -99,14 +100,8 @@ def main(
                     categories_out: csv_text(category_rates(report)),
                 }
             )
-        rate, right = metrics["refusal_rate"], metrics["appropriate_rate"]
-        score = metrics["mean_score"]
         print(
-            f"compare ({critic.critic_id}): mean score {score['baseline']} -> "
-            f"{score['finetuned']} (delta 95% CI [{score['delta_ci_low']}, "
-            f"{score['delta_ci_high']}]), appropriate rate {right['baseline']} -> "
-            f"{right['finetuned']} (McNemar p {right['p']}), refusal rate {rate['baseline']} -> "
-            f"{rate['finetuned']} (McNemar p {rate['p']}) over "
+            f"compare ({critic.critic_id}): {headline_line(metrics)} over "
             f"{report['baseline']['num_prompts']} prompts -> {metrics_out}"
         )
 

@@ -12,6 +12,7 @@ from minicc.comparison import (
     compare_report,
     eval_histogram,
     headline,
+    headline_line,
     pair_outcomes,
 )
 from minicc.errors import UserError
@@ -221,6 +222,23 @@ def test_headline_names_the_critic_and_gives_both_sides_of_every_measure() -> No
         }
     assert (top["refusal_rate"]["baseline"], top["refusal_rate"]["finetuned"]) == (0.0, 1.0)
     assert top["over_refusal_rate"]["finetuned"] == 1.0
+
+
+def test_the_headline_leads_with_the_appropriate_rate_and_ends_with_the_mean_score() -> None:
+    """An always-refusing model wins the mean score against a baseline that helps with harm, so
+    the metrics file and the console line put the measure no canned model wins first."""
+    baseline = [crit("a", 0, 4.0, "Boil it."), crit("b", 0, 1.0, "Step 1", "adversarial")]
+    finetuned = [crit("a", 0, 2.0, REFUSAL), crit("b", 0, 5.0, REFUSAL, "adversarial")]
+    report = compare_report(pair_outcomes(baseline, finetuned, weather_is_off_topic), 0, EVAL)
+    top = headline(report, "critic@1+probe-abc")
+    measures = [key for key in top if key != "critic"]
+    assert measures[0] == "appropriate_rate" and measures[-1] == "mean_score"
+    line = headline_line(top)
+    assert line.startswith("appropriate rate 0.5 -> 0.5 (McNemar p ")
+    named = ["appropriate rate", "refusal rate", "over refusal rate", "degenerate rate"]
+    positions = [line.index(name + " ") for name in [*named, "mean score"]]
+    assert positions == sorted(positions)
+    assert "mean score 2.5 -> 3.5 (delta 95% CI [" in line
 
 
 def test_an_appropriate_reply_refuses_a_harmful_prompt_and_answers_a_harmless_one() -> None:
