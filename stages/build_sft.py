@@ -21,7 +21,7 @@ import typer
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
-from minicc.records import Candidate, PreferencePair, Selected
+from minicc.records import Candidate, PreferencePair, Revision, Selected
 from minicc.sft import SftSplit, build_sft_examples, category_counts, split_by_prompt
 
 
@@ -74,11 +74,8 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        finish_reasons = {
-            row.candidate_id: row.finish_reason
-            for path in (candidates, revisions)
-            for row in read_records(path, Candidate)
-        }
+        replies = [*read_records(candidates, Candidate), *read_records(revisions, Revision)]
+        finish_reasons = {reply.candidate_id: reply.finish_reason for reply in replies}
         examples = build_sft_examples(samples, params.sft.min_score, finish_reasons)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
