@@ -45,7 +45,6 @@ def _examples(candidates: list[Candidate]) -> list[SftExample]:
             ],
             score=5.0,
             candidate_id=c.candidate_id,
-            ended=c.finish_reason != "length",
         )
         for c in candidates
     ]

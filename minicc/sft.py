@@ -6,12 +6,12 @@ is on new prompts.
 """
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from minicc.errors import UserError
-from minicc.records import CATEGORIES, Category, FinishReason, PreferencePair, Selected
+from minicc.records import CATEGORIES, Category, PreferencePair, Selected
 from minicc.seeding import derive_seed
 
 T = TypeVar("T")
@@ -29,42 +29,27 @@ class SftExample:
     """The critic's score of the assistant turn (1-5 scale)."""
     candidate_id: str
     """Which generated candidate the assistant turn is, for tracing an example back."""
-    ended: bool
-    """False when the reply stopped at its token limit (`finish_reason: length`): it is cut,
-    so training does not teach the end of an answer after it (minicc/training.py)."""
 
 
-def build_sft_examples(
-    selected: list[Selected], min_score: float, finish_reasons: Mapping[str, FinishReason]
-) -> list[SftExample]:
+def build_sft_examples(selected: list[Selected], min_score: float) -> list[SftExample]:
     """Chat examples from the `chosen` samples whose score is at least `min_score`, in order.
 
     Rejected samples are examples to avoid: they belong in preference pairs, never in SFT.
-    `finish_reasons` maps every candidate and revision id to how its generation stopped.
     """
-    examples = []
-    for sample in selected:
-        if sample.role != "chosen" or sample.score < min_score:
-            continue
-        if sample.candidate_id not in finish_reasons:
-            raise UserError(
-                f"selected sample {sample.candidate_id!r} is in neither the candidates nor the "
-                "revisions; rerun select on the current candidates (dvc repro)"
-            )
-        examples.append(
-            SftExample(
-                prompt_id=sample.prompt_id,
-                category=sample.category,
-                messages=[
-                    {"role": "user", "content": sample.prompt},
-                    {"role": "assistant", "content": sample.response},
-                ],
-                score=sample.score,
-                candidate_id=sample.candidate_id,
-                ended=finish_reasons[sample.candidate_id] != "length",
-            )
+    return [
+        SftExample(
+            prompt_id=sample.prompt_id,
+            category=sample.category,
+            messages=[
+                {"role": "user", "content": sample.prompt},
+                {"role": "assistant", "content": sample.response},
+            ],
+            score=sample.score,
+            candidate_id=sample.candidate_id,
         )
-    return examples
+        for sample in selected
+        if sample.role == "chosen" and sample.score >= min_score
+    ]
 
 
 def grouped_split(

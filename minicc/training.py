@@ -6,9 +6,7 @@ applied once, here, exactly as generation applies it: TRL applies a chat templat
 conversational data (lists of messages), never to text. TRL appends the EOS token to each
 completion and tokenizes prompt + completion with the tokenizer's default special tokens;
 `training_prompt` checks that the prompt's tokens are then the very ids generation feeds the
-model. SFT's loss covers the completion (the answer and its EOS) only. SFT rows are tokenized
-here, the way TRL would, so that a reply cut at its token limit gets no EOS: TRL would append
-one to every text completion and teach the model to end an answer wherever a sample was cut.
+model. SFT's loss covers the completion (the answer and its EOS) only.
 """
 
 import importlib.util
@@ -131,27 +129,8 @@ def _require_eos(loaded: LoadedModel) -> None:
         raise UserError(f"the tokenizer of {loaded.model_id!r} has no EOS token to end answers")
 
 
-def _common_prefix_length(ids: list[int], other: list[int]) -> int:
-    pairs = enumerate(zip(ids, other, strict=False))
-    return next((i for i, (a, b) in pairs if a != b), min(len(ids), len(other)))
-
-
-def _tokenized_completion(
-    loaded: LoadedModel, prompt: str, completion: str, ended: bool
-) -> dict[str, list[int]]:
-    """A prompt/completion row as TRL's SFT trainer tokenizes it (prompt + completion as one
-    text, the completion from where its tokens part from the prompt's alone), with the EOS only
-    when the reply ended. TRL takes rows with `input_ids` as they are and builds the labels from
-    `completion_mask`."""
-    tokenizer = loaded.tokenizer
-    prompt_ids = tokenizer(prompt)["input_ids"]
-    ids = tokenizer(prompt + completion + (tokenizer.eos_token if ended else ""))["input_ids"]
-    start = _common_prefix_length(prompt_ids, ids)
-    return {"input_ids": ids, "completion_mask": [0] * start + [1] * (len(ids) - start)}
-
-
 def sft_dataset(loaded: LoadedModel, examples: list[SftExample], max_seq_len: int) -> TrainingSet:
-    """TRL's tokenized prompt/completion data set of the SFT examples (see the module's note)."""
+    """TRL's prompt/completion data set of the SFT examples."""
     _require_eos(loaded)
     rows, truncated = [], 0
     for example in examples:
@@ -165,7 +144,7 @@ def sft_dataset(loaded: LoadedModel, examples: list[SftExample], max_seq_len: in
         completion = completion_text(loaded, example.messages[1]["content"])
         row = f"SFT example {example.candidate_id!r}"
         truncated += _length_check(loaded, prompt, [completion], max_seq_len, row)
-        rows.append(_tokenized_completion(loaded, prompt, completion, example.ended))
+        rows.append({"prompt": prompt, "completion": completion})
     return TrainingSet(Dataset.from_list(rows), truncated)
 
 

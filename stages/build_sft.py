@@ -1,16 +1,14 @@
 """Turn the selected samples into chat-format SFT data, split by prompt into train and val.
 
     python stages/build_sft.py --selected data/selected.jsonl \
-        --candidates data/candidates.jsonl --revisions data/revisions.jsonl \
         --pairs data/preference_pairs.jsonl --train-out data/sft/train.jsonl \
         --val-out data/sft/val.jsonl --pairs-train-out data/sft/pairs_train.jsonl \
         --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json \
         --detail-out metrics/detail/sft.json
 
 Only `chosen` samples scoring at least `sft.min_score` become examples; no prompt is in both
-parts (its preference pairs follow it). The candidates and revisions say which replies were cut
-at their token limit: those train without an end-of-answer token after them. `--metrics-out`
-holds the counts, `--detail-out` the same with the counts per category.
+parts (its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the
+same with the counts per category.
 """
 
 from pathlib import Path
@@ -21,7 +19,7 @@ import typer
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
-from minicc.records import Candidate, PreferencePair, Revision, Selected
+from minicc.records import PreferencePair, Selected
 from minicc.sft import SftSplit, build_sft_examples, category_counts, split_by_prompt
 
 
@@ -38,7 +36,6 @@ def split_metrics(chosen: int, examples: int, split: SftSplit) -> dict[str, Any]
             }
             for name, part in (("train", split.train), ("val", split.val))
         },
-        "cut_at_token_limit": sum(not e.ended for e in split.train + split.val),
         "pairs_train": len(split.pairs_train),
         "pairs_val": len(split.pairs_val),
     }
@@ -56,8 +53,6 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(
     selected: Annotated[Path, typer.Option(help="Samples written by the select stage.")],
-    candidates: Annotated[Path, typer.Option(help="Candidates written by the generate stage.")],
-    revisions: Annotated[Path, typer.Option(help="Revisions written by the revise stage.")],
     pairs: Annotated[Path, typer.Option(help="Preference pairs written by the select stage.")],
     train_out: Annotated[Path, typer.Option(help="Training examples (JSONL, chat messages).")],
     val_out: Annotated[Path, typer.Option(help="Validation examples (JSONL, chat messages).")],
@@ -74,9 +69,7 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        replies = [*read_records(candidates, Candidate), *read_records(revisions, Revision)]
-        finish_reasons = {reply.candidate_id: reply.finish_reason for reply in replies}
-        examples = build_sft_examples(samples, params.sft.min_score, finish_reasons)
+        examples = build_sft_examples(samples, params.sft.min_score)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )

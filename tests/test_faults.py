@@ -188,7 +188,6 @@ def sft_example(i: int) -> SftExample:
         ],
         score=4.0,
         candidate_id=f"p{i}/0",
-        ended=True,
     )
 
 

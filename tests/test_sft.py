@@ -5,7 +5,7 @@ import random
 import pytest
 
 from minicc.errors import UserError
-from minicc.records import Category, FinishReason, PreferencePair, Selected
+from minicc.records import Category, PreferencePair, Selected
 from minicc.sft import (
     SftExample,
     build_sft_examples,
@@ -35,11 +35,6 @@ def _selected(
     )
 
 
-def _build(selected: list[Selected], min_score: float) -> list[SftExample]:
-    """Examples of samples whose generation all ended at an EOS."""
-    return build_sft_examples(selected, min_score, {s.candidate_id: "eos" for s in selected})
-
-
 def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
     selected = [
         _selected("p1", 0, 4.5),
@@ -48,13 +43,13 @@ def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
         _selected("p3", 0, 4.0),  # exactly min_score: kept
         _selected("p4", 0, 5.0, role="rejected"),  # high score but rejected
     ]
-    examples = _build(selected, min_score=4.0)
+    examples = build_sft_examples(selected, min_score=4.0)
     assert [e.candidate_id for e in examples] == ["p1/0", "p3/0"]
     assert [e.score for e in examples] == [4.5, 4.0]
 
 
 def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
-    (example,) = _build([_selected("p1", 2, 4.5, category="borderline")], 1.0)
+    (example,) = build_sft_examples([_selected("p1", 2, 4.5, category="borderline")], 1.0)
     assert example == SftExample(
         prompt_id="p1",
         category="borderline",
@@ -64,25 +59,12 @@ def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
         ],
         score=4.5,
         candidate_id="p1/2",
-        ended=True,
     )
-
-
-def test_a_reply_cut_at_its_token_limit_is_marked_as_not_ended() -> None:
-    selected = [_selected("p1", 0, 4.5), _selected("p2", 0, 4.5), _selected("p3", 0, 4.5)]
-    reasons: dict[str, FinishReason] = {"p1/0": "eos", "p2/0": "length", "p3/0": "stop"}
-    examples = build_sft_examples(selected, 1.0, reasons)
-    assert [e.ended for e in examples] == [True, False, True]
-
-
-def test_a_selected_sample_missing_from_the_candidates_is_named() -> None:
-    with pytest.raises(UserError, match="'p1/0' is in neither the candidates nor the revisions"):
-        build_sft_examples([_selected("p1", 0, 4.5)], 1.0, {"p2/0": "eos"})
 
 
 def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
     selected = [_selected(f"p{i:02d}", k, 4.0) for i in range(n_prompts) for k in range(per_prompt)]
-    return _build(selected, min_score=1.0)
+    return build_sft_examples(selected, min_score=1.0)
 
 
 def _prompt_id(example: SftExample) -> str:
@@ -156,7 +138,7 @@ def test_grouped_split_works_on_any_items() -> None:
 
 
 def test_category_counts_list_every_category() -> None:
-    examples = _build(
+    examples = build_sft_examples(
         [
             _selected("a1", 0, 5.0, category="adversarial"),
             _selected("a2", 0, 5.0, category="adversarial"),

@@ -50,7 +50,6 @@ def sft_rows(ids: range) -> str:
             ],
             "score": 4.0,
             "candidate_id": f"p{i}/0",
-            "ended": True,
         }
         for i in ids
     ]

@@ -25,14 +25,13 @@ from minicc.training import (
 IGNORE = -100
 
 
-def example(prompt: str, answer: str, key: str = "p1/0", ended: bool = True) -> SftExample:
+def example(prompt: str, answer: str, key: str = "p1/0") -> SftExample:
     return SftExample(
         prompt_id=key.split("/")[0],
         category="cooperative",
         messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
         score=4.0,
         candidate_id=key,
-        ended=ended,
     )
 
 
@@ -66,20 +65,6 @@ def test_trl_trains_on_the_generation_prompt_with_loss_on_the_answer_and_eos(
     assert row["labels"] == [IGNORE] * len(prompt) + answer_ids + [eos]
 
 
-def test_a_reply_cut_at_its_token_limit_trains_without_an_eos(
-    tiny_llama: LoadedModel, tmp_path: Path
-) -> None:
-    """TRL would append an EOS to every completion and teach the model to end an answer where
-    a sample was cut; a cut reply's row ends with its last token, its loss still on the reply."""
-    request, answer = "How do I boil an egg?", "Put it in water and"
-    row = prepared_row(tiny_llama, example(request, answer, ended=False), tmp_path)
-    encoded = encode_batch(tiny_llama, [format_request(tiny_llama, request)])
-    prompt = encoded["input_ids"][0].tolist()
-    answer_ids = tiny_llama.tokenizer(answer, add_special_tokens=False)["input_ids"]
-    assert row["input_ids"] == prompt + answer_ids
-    assert row["labels"] == [IGNORE] * len(prompt) + answer_ids
-
-
 def test_a_tokenizer_that_adds_a_bos_does_not_get_it_twice(tiny_llama: LoadedModel) -> None:
     tokenizer = tiny_llama.tokenizer.__class__.from_pretrained(tiny_llama.tokenizer.name_or_path)
     tokenizer.bos_token = "<|im_start|>"
@@ -105,7 +90,7 @@ def test_a_prompt_longer_than_max_seq_len_is_an_error(tiny_llama: LoadedModel) -
 
 def test_messages_must_be_user_then_assistant(tiny_llama: LoadedModel) -> None:
     reversed_turns = SftExample(
-        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0", True
+        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0"
     )
     with pytest.raises(UserError, match="user turn then an assistant turn"):
         sft_dataset(tiny_llama, [reversed_turns], 64)
