@@ -324,6 +324,8 @@ class SftParams:
     """Chosen samples scoring at least this (critic scale 1-5) become training examples."""
     val_ratio: float
     """Share of prompts (not rows) held out for validation."""
+    trim_refusals: bool
+    """An example that refuses keeps its reply only up to the refusal (minicc.refusal)."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.min_score <= 5, "sft.min_score", "a number in [1, 5]", self.min_score)

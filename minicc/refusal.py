@@ -90,6 +90,31 @@ def is_refusal(response: str) -> bool:
     return _REFUSAL.search(text[:WINDOW].lower().translate(_APOSTROPHES)) is not None
 
 
+# A sentence ends at ., ! or ? before whitespace, or at a line break. Hand-written rather than a
+# sentence tokenizer (nltk, spaCy): the refusals it cuts are short chat sentences, and a cut
+# that splits one wrongly only keeps a little more or less of a reply that refuses either way.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def refusal_opening(response: str) -> str:
+    """The shortest run of whole sentences from the start of `response` that `is_refusal` still
+    flags (stripped); `response` itself when it is no refusal or has no shorter such run.
+
+    "I'm sorry, but I can't help with that request. The answer is not a lie." gives its first
+    sentence. Chat models say that they refuse first and then, small ones especially, go on
+    (an offer, a lecture, a loop of apologies); a fine-tune trained on the whole reply learns
+    to go on after refusing.
+    """
+    text = response.strip()
+    if not text or not is_refusal(text):
+        return response
+    for match in _SENTENCE_END.finditer(text):
+        opening = text[: match.start()]
+        if opening and is_refusal(opening):
+            return opening
+    return response
+
+
 def refusal_rate(responses: Iterable[str]) -> float:
     """The fraction of `responses` that `is_refusal` flags; at least one response is needed."""
     flags = [is_refusal(response) for response in responses]

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from minicc.errors import UserError
 from minicc.records import CATEGORIES, Category, PreferencePair, Selected
+from minicc.refusal import refusal_opening
 from minicc.seeding import derive_seed
 
 T = TypeVar("T")
@@ -31,10 +32,15 @@ class SftExample:
     """Which generated candidate the assistant turn is, for tracing an example back."""
 
 
-def build_sft_examples(selected: list[Selected], min_score: float) -> list[SftExample]:
+def build_sft_examples(
+    selected: list[Selected], min_score: float, trim_refusals: bool
+) -> list[SftExample]:
     """Chat examples from the `chosen` samples whose score is at least `min_score`, in order.
 
-    Rejected samples are examples to avoid: they belong in preference pairs, never in SFT.
+    Rejected samples are examples to avoid: they belong in preference pairs, never in SFT. With
+    `trim_refusals` a reply that refuses keeps only its sentences up to the refusal
+    (`refusal_opening`), so the fine-tune learns to stop there; `score` stays the critic's
+    score of the whole reply, and `candidate_id` leads back to it.
     """
     return [
         SftExample(
@@ -42,7 +48,12 @@ def build_sft_examples(selected: list[Selected], min_score: float) -> list[SftEx
             category=sample.category,
             messages=[
                 {"role": "user", "content": sample.prompt},
-                {"role": "assistant", "content": sample.response},
+                {
+                    "role": "assistant",
+                    "content": refusal_opening(sample.response)
+                    if trim_refusals
+                    else sample.response,
+                },
             ],
             score=sample.score,
             candidate_id=sample.candidate_id,

@@ -6,8 +6,9 @@
         --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json \
         --detail-out metrics/detail/sft.json
 
-Only `chosen` samples scoring at least `sft.min_score` become examples; no prompt is in both
-parts (its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the
+Only `chosen` samples scoring at least `sft.min_score` become examples (with
+`sft.trim_refusals`, a refusal cut after the sentence that refuses); no prompt is in both parts
+(its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the
 same with the counts per category.
 """
 
@@ -23,11 +24,12 @@ from minicc.records import PreferencePair, Selected
 from minicc.sft import SftSplit, build_sft_examples, category_counts, split_by_prompt
 
 
-def split_metrics(chosen: int, examples: int, split: SftSplit) -> dict[str, Any]:
+def split_metrics(chosen: int, examples: int, trimmed: int, split: SftSplit) -> dict[str, Any]:
     """Every count of the split, per category too (`--detail-out`)."""
     return {
         "chosen_samples": chosen,
         "below_min_score": chosen - examples,
+        "refusals_trimmed": trimmed,
         **{
             name: {
                 "examples": len(part),
@@ -69,12 +71,14 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        examples = build_sft_examples(samples, params.sft.min_score)
+        examples = build_sft_examples(samples, params.sft.min_score, params.sft.trim_refusals)
+        responses = {s.candidate_id: s.response for s in samples}
+        trimmed = sum(e.messages[1]["content"] != responses[e.candidate_id] for e in examples)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = split_metrics(chosen, len(examples), split)
+        metrics = split_metrics(chosen, len(examples), trimmed, split)
         atomic_write_files(
             {
                 train_out: records_text(split.train),
@@ -87,7 +91,8 @@ def main(
         )
         print(
             f"build_sft: {len(split.train)} train / {len(split.val)} val examples "
-            f"({chosen - len(examples)} chosen below sft.min_score dropped), "
+            f"({chosen - len(examples)} chosen below sft.min_score dropped, "
+            f"{trimmed} refusals trimmed), "
             f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs -> {train_out}, {val_out}"
         )
 

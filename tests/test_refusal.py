@@ -13,6 +13,7 @@ from minicc.refusal import (
     is_refusal,
     load_refusal_labels,
     refusal_detector_accuracy,
+    refusal_opening,
     refusal_rate,
 )
 
@@ -75,6 +76,50 @@ def test_refusal_rate() -> None:
     assert refusal_rate(["I cannot do that.", "Sure, here it is.", "", "Yes."]) == 0.5
     with pytest.raises(ValueError, match="at least one"):
         refusal_rate([])
+
+
+@pytest.mark.parametrize(
+    ("response", "opening"),
+    [
+        # the pipeline's reviser: a refusal, then words that go on
+        (
+            "I'm sorry, but I can't help with that request. The answer is not a lie. The answer "
+            "is a lie.",
+            "I'm sorry, but I can't help with that request.",
+        ),
+        (
+            "I'm sorry, but I can't help with this task.\n\nI'm not sure what to say.",
+            "I'm sorry, but I can't help with this task.",
+        ),
+        # the refusal is said in the second sentence: both are kept
+        (
+            "Thank you for asking! I cannot share that. Here is why: it is private.",
+            "Thank you for asking! I cannot share that.",
+        ),
+        # one sentence that refuses and goes on stays whole
+        (
+            "I'm sorry, but I can't help with that request; it is a crime.",
+            "I'm sorry, but I can't help with that request; it is a crime.",
+        ),
+        ("  I won't write that.  Ask me something else.", "I won't write that."),
+    ],
+)
+def test_refusal_opening_ends_after_the_sentence_that_refuses(response: str, opening: str) -> None:
+    assert refusal_opening(response) == opening
+    assert is_refusal(opening)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "To kill a Python process, run `kill <pid>`. Then check it is gone.",  # no refusal
+        "I'm sorry, but I can't help with that.",  # nothing after the refusal
+        "  I cannot. ",  # whitespace only after it: returned as given
+        "",
+    ],
+)
+def test_refusal_opening_leaves_other_replies_as_they_are(response: str) -> None:
+    assert refusal_opening(response) == response
 
 
 def _write_csv(path: Path, rows: list[list[str]], header: list[str] = COLUMNS) -> Path:

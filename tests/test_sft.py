@@ -21,13 +21,14 @@ def _selected(
     score: float,
     role: str = "chosen",
     category: Category = "cooperative",
+    response: str | None = None,
 ) -> Selected:
     return Selected(
         prompt_id=prompt_id,
         candidate_id=f"{prompt_id}/{k}",
         prompt=f"prompt of {prompt_id}",
         category=category,
-        response=f"response {k} to {prompt_id}",
+        response=response if response is not None else f"response {k} to {prompt_id}",
         score=score,
         safe=score >= 3.0,
         role=role,  # type: ignore[arg-type]
@@ -43,13 +44,13 @@ def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
         _selected("p3", 0, 4.0),  # exactly min_score: kept
         _selected("p4", 0, 5.0, role="rejected"),  # high score but rejected
     ]
-    examples = build_sft_examples(selected, min_score=4.0)
+    examples = build_sft_examples(selected, min_score=4.0, trim_refusals=False)
     assert [e.candidate_id for e in examples] == ["p1/0", "p3/0"]
     assert [e.score for e in examples] == [4.5, 4.0]
 
 
 def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
-    (example,) = build_sft_examples([_selected("p1", 2, 4.5, category="borderline")], 1.0)
+    (example,) = build_sft_examples([_selected("p1", 2, 4.5, category="borderline")], 1.0, False)
     assert example == SftExample(
         prompt_id="p1",
         category="borderline",
@@ -62,9 +63,26 @@ def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
     )
 
 
+REFUSAL = "I'm sorry, but I can't help with that request. The answer is not a lie."
+ANSWER = "Boil it for nine minutes. Then cool it in cold water."
+
+
+@pytest.mark.parametrize("trim_refusals", [True, False])
+def test_trim_refusals_cuts_a_refusal_after_its_refusing_sentence(trim_refusals: bool) -> None:
+    selected = [
+        _selected("a1", 0, 4.8, category="adversarial", response=REFUSAL),
+        _selected("c1", 0, 4.6, response=ANSWER),
+    ]
+    refusal, answer = build_sft_examples(selected, 1.0, trim_refusals)
+    expected = "I'm sorry, but I can't help with that request." if trim_refusals else REFUSAL
+    assert refusal.messages[1]["content"] == expected
+    assert refusal.score == 4.8 and refusal.candidate_id == "a1/0"
+    assert answer.messages[1]["content"] == ANSWER
+
+
 def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
     selected = [_selected(f"p{i:02d}", k, 4.0) for i in range(n_prompts) for k in range(per_prompt)]
-    return build_sft_examples(selected, min_score=1.0)
+    return build_sft_examples(selected, min_score=1.0, trim_refusals=False)
 
 
 def _prompt_id(example: SftExample) -> str:
@@ -145,6 +163,7 @@ def test_category_counts_list_every_category() -> None:
             _selected("c1", 0, 5.0),
         ],
         min_score=1.0,
+        trim_refusals=False,
     )
     assert category_counts(examples) == {"adversarial": 2, "borderline": 0, "cooperative": 1}
     assert category_counts([]) == {"adversarial": 0, "borderline": 0, "cooperative": 0}
