@@ -63,6 +63,12 @@ def build_sft_examples(
     ]
 
 
+def trimmed_count(examples: Sequence[SftExample], selected: Sequence[Selected]) -> int:
+    """How many examples train on less than their selected reply (`trim_refusals` cut them)."""
+    responses = {sample.candidate_id: sample.response for sample in selected}
+    return sum(e.messages[1]["content"] != responses[e.candidate_id] for e in examples)
+
+
 def grouped_split(
     items: Sequence[T], key: Callable[[T], str], val_ratio: float, seed: int
 ) -> tuple[list[T], list[T]]:

@@ -21,7 +21,13 @@ from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
 from minicc.records import PreferencePair, Selected
-from minicc.sft import SftSplit, build_sft_examples, category_counts, split_by_prompt
+from minicc.sft import (
+    SftSplit,
+    build_sft_examples,
+    category_counts,
+    split_by_prompt,
+    trimmed_count,
+)
 
 
 def split_metrics(chosen: int, examples: int, trimmed: int, split: SftSplit) -> dict[str, Any]:
@@ -72,8 +78,7 @@ def main(
         params = load_params(params_file)
         samples = read_records(selected, Selected)
         examples = build_sft_examples(samples, params.sft.min_score, params.sft.trim_refusals)
-        responses = {s.candidate_id: s.response for s in samples}
-        trimmed = sum(e.messages[1]["content"] != responses[e.candidate_id] for e in examples)
+        trimmed = trimmed_count(examples, samples)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )

@@ -12,6 +12,7 @@ from minicc.sft import (
     category_counts,
     grouped_split,
     split_by_prompt,
+    trimmed_count,
 )
 
 
@@ -73,11 +74,13 @@ def test_trim_refusals_cuts_a_refusal_after_its_refusing_sentence(trim_refusals:
         _selected("a1", 0, 4.8, category="adversarial", response=REFUSAL),
         _selected("c1", 0, 4.6, response=ANSWER),
     ]
-    refusal, answer = build_sft_examples(selected, 1.0, trim_refusals)
+    examples = build_sft_examples(selected, 1.0, trim_refusals)
+    refusal, answer = examples
     expected = "I'm sorry, but I can't help with that request." if trim_refusals else REFUSAL
     assert refusal.messages[1]["content"] == expected
     assert refusal.score == 4.8 and refusal.candidate_id == "a1/0"
     assert answer.messages[1]["content"] == ANSWER
+    assert trimmed_count(examples, selected) == (1 if trim_refusals else 0)
 
 
 def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
