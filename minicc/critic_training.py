@@ -331,6 +331,7 @@ def train_probe(
     rows: list[LabeledResponse],
     requests: list[LabeledRequest],
     params: CriticProbeParams,
+    *,
     batch_size: int,
     log: ResumeLog,
     seed: int,

@@ -110,10 +110,10 @@ def main(
                 rows,
                 labeled_requests,
                 params.critic_probe,
-                params.critique.batch_size,
-                log,
-                params.critic_seed,
-                training_precision(params.models.dtype),
+                batch_size=params.critique.batch_size,
+                log=log,
+                seed=params.critic_seed,
+                precision=training_precision(params.models.dtype),
             )
             metrics = {"method": method, **metrics}
 
