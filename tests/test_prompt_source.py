@@ -14,6 +14,7 @@ import datasets
 import huggingface_hub
 import pandas as pd
 import pytest
+import yaml
 from conftest import write_params
 from datasets.packaged_modules.parquet.parquet import Parquet
 
@@ -286,7 +287,11 @@ def test_stage_caps_training_prompts_and_writes_nothing_on_bad_input(tmp_path: P
         "--eval-out",
         str(out / "eval.jsonl"),
     ]
-    default = write_params(tmp_path / "params.yaml", {})
+    # A cap of 30 is below every category's count in the pool (the committed default of 60 is
+    # not: the pool holds 56 cooperative prompts), so each category is cut to exactly 30.
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    capped = {**committed["prompts"]["train"], "max_per_category": 30}
+    default = write_params(tmp_path / "params.yaml", {"prompts": {"train": capped}})
     result = subprocess.run(
         [*command, "--params", str(default)], cwd=ROOT, capture_output=True, text=True
     )
