@@ -483,7 +483,7 @@ class PromptSourceParams:
 @dataclass(frozen=True)
 class PromptsParams:
     train: PromptSourceParams
-    """The prompts `generate` answers (the default run caps them at 30 per category)."""
+    """The prompts `generate` answers (params.yaml caps them per category)."""
     eval: PromptSourceParams
     """The held-out prompts `evaluate` answers; must hold harmful and harmless ones."""
 
