@@ -6,12 +6,12 @@ is on new prompts.
 """
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from minicc.errors import UserError
-from minicc.records import CATEGORIES, Category, PreferencePair, Selected
+from minicc.records import CATEGORIES, Category, FinishReason, PreferencePair, Selected
 from minicc.refusal import refusal_opening
 from minicc.seeding import derive_seed
 
@@ -30,43 +30,64 @@ class SftExample:
     """The critic's score of the assistant turn (1-5 scale)."""
     candidate_id: str
     """Which generated candidate the assistant turn is, for tracing an example back."""
+    ends_turn: bool
+    """Whether the assistant turn is a whole reply, so training teaches the end of the turn
+    after it: the model ended it, or `trim_refusals` cut it after a sentence. False for a reply
+    the token budget cut (finish reason `length`) and kept as it is: trained with the end of
+    the turn, it would teach the fine-tune to stop mid-sentence."""
 
 
 def build_sft_examples(
-    selected: list[Selected], min_score: float, trim_refusals: bool
+    selected: list[Selected],
+    min_score: float,
+    trim_refusals: bool,
+    finish_reasons: Mapping[str, FinishReason],
 ) -> list[SftExample]:
     """Chat examples from the `chosen` samples whose score is at least `min_score`, in order.
 
     Rejected samples are examples to avoid: they belong in preference pairs, never in SFT. With
     `trim_refusals` a reply that refuses keeps only its sentences up to the refusal
     (`refusal_opening`), so the fine-tune learns to stop there; `score` stays the critic's
-    score of the whole reply, and `candidate_id` leads back to it.
+    score of the whole reply, and `candidate_id` leads back to it. `finish_reasons` holds how
+    each generated reply (candidate or revision) ended, by `candidate_id`; it decides
+    `ends_turn`.
     """
-    return [
-        SftExample(
-            prompt_id=sample.prompt_id,
-            category=sample.category,
-            messages=[
-                {"role": "user", "content": sample.prompt},
-                {
-                    "role": "assistant",
-                    "content": refusal_opening(sample.response)
-                    if trim_refusals
-                    else sample.response,
-                },
-            ],
-            score=sample.score,
-            candidate_id=sample.candidate_id,
+    examples = []
+    for sample in selected:
+        if sample.role != "chosen" or sample.score < min_score:
+            continue
+        if sample.candidate_id not in finish_reasons:
+            raise UserError(
+                f"selected sample {sample.candidate_id!r} is not among the generated replies "
+                "(candidates and revisions); rerun the pipeline from the select stage"
+            )
+        reply = refusal_opening(sample.response) if trim_refusals else sample.response
+        cut_by_budget = finish_reasons[sample.candidate_id] == "length"
+        examples.append(
+            SftExample(
+                prompt_id=sample.prompt_id,
+                category=sample.category,
+                messages=[
+                    {"role": "user", "content": sample.prompt},
+                    {"role": "assistant", "content": reply},
+                ],
+                score=sample.score,
+                candidate_id=sample.candidate_id,
+                ends_turn=reply != sample.response or not cut_by_budget,
+            )
         )
-        for sample in selected
-        if sample.role == "chosen" and sample.score >= min_score
-    ]
+    return examples
 
 
 def trimmed_count(examples: Sequence[SftExample], selected: Sequence[Selected]) -> int:
     """How many examples train on less than their selected reply (`trim_refusals` cut them)."""
     responses = {sample.candidate_id: sample.response for sample in selected}
     return sum(e.messages[1]["content"] != responses[e.candidate_id] for e in examples)
+
+
+def open_ended_count(examples: Sequence[SftExample]) -> int:
+    """How many examples train without the end of the turn (replies the token budget cut)."""
+    return sum(not example.ends_turn for example in examples)
 
 
 def grouped_split(

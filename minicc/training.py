@@ -1,12 +1,14 @@
 """What TRL trains on: the base model (QLoRA included) and the SFT and DPO data sets.
 
-The data are TRL's plain-text formats, prompt/completion for SFT and prompt/chosen/rejected for
-DPO, as Hugging Face `datasets`. The prompt is `format_request`'s text, so the chat template is
-applied once, here, exactly as generation applies it: TRL applies a chat template only to
-conversational data (lists of messages), never to text. TRL appends the EOS token to each
-completion and tokenizes prompt + completion with the tokenizer's default special tokens;
-`training_prompt` checks that the prompt's tokens are then the very ids generation feeds the
-model. SFT's loss covers the completion (the answer and its EOS) only.
+The prompt is `format_request`'s text, so the chat template is applied once, here, exactly as
+generation applies it: TRL applies a chat template only to conversational data (lists of
+messages), never to text. DPO's data are TRL's plain-text prompt/chosen/rejected format; TRL
+appends the EOS token to each reply and tokenizes prompt + reply with the tokenizer's default
+special tokens, and `training_prompt` checks that the prompt's tokens are then the very ids
+generation feeds the model. SFT's rows are tokenized here the same way, as TRL's prepared
+prompt/completion rows (`input_ids` and `completion_mask`), because TRL would append the EOS to
+every completion, and a reply the token budget cut must train without it (`SftExample.ends_turn`).
+SFT's loss covers the completion (the answer, and its EOS where the turn ends) only.
 """
 
 import importlib.util
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from trl.data_utils import common_prefix_length
 
 from minicc.errors import UserError
 from minicc.models import LoadedModel, load_model, pick_dtype
@@ -107,21 +110,40 @@ class TrainingSet:
     of the completion (and its EOS)."""
 
 
+def _prompt_ids(loaded: LoadedModel, prompt: str, max_seq_len: int, row: str) -> list[int]:
+    """The prompt's tokens; a prompt that leaves no room for an answer is an error."""
+    ids: list[int] = loaded.tokenizer(prompt)["input_ids"]
+    if len(ids) >= max_seq_len:
+        raise UserError(
+            f"{row}: the prompt alone is {len(ids)} tokens, not less than "
+            f"train.max_seq_len={max_seq_len}; raise train.max_seq_len"
+        )
+    return ids
+
+
 def _length_check(
     loaded: LoadedModel, prompt: str, completions: list[str], max_seq_len: int, row: str
 ) -> bool:
-    """Whether the row is truncated; a prompt that leaves no room for an answer is an error."""
-    tokenizer = loaded.tokenizer
-    prompt_tokens = len(tokenizer(prompt)["input_ids"])
-    if prompt_tokens >= max_seq_len:
-        raise UserError(
-            f"{row}: the prompt alone is {prompt_tokens} tokens, not less than "
-            f"train.max_seq_len={max_seq_len}; raise train.max_seq_len"
-        )
-    eos = tokenizer.eos_token
+    """Whether the row is truncated (TRL appends the EOS to each completion)."""
+    _prompt_ids(loaded, prompt, max_seq_len, row)
+    eos = loaded.tokenizer.eos_token
     return any(
-        len(tokenizer(prompt + text + eos)["input_ids"]) > max_seq_len for text in completions
+        len(loaded.tokenizer(prompt + text + eos)["input_ids"]) > max_seq_len
+        for text in completions
     )
+
+
+def _sft_row(loaded: LoadedModel, example: SftExample, max_seq_len: int) -> dict[str, list[int]]:
+    """The row TRL's SFTTrainer makes of prompt/completion text (the same tokenization, the
+    completion from where the two token lists part), with the EOS only where the turn ends."""
+    row = f"SFT example {example.candidate_id!r}"
+    prompt = training_prompt(loaded, example.messages[0]["content"])
+    prompt_ids = _prompt_ids(loaded, prompt, max_seq_len, row)
+    end = loaded.tokenizer.eos_token if example.ends_turn else ""
+    text = prompt + completion_text(loaded, example.messages[1]["content"]) + end
+    ids: list[int] = loaded.tokenizer(text)["input_ids"]
+    start = common_prefix_length(prompt_ids, ids)
+    return {"input_ids": ids, "completion_mask": [0] * start + [1] * (len(ids) - start)}
 
 
 def _require_eos(loaded: LoadedModel) -> None:
@@ -130,9 +152,9 @@ def _require_eos(loaded: LoadedModel) -> None:
 
 
 def sft_dataset(loaded: LoadedModel, examples: list[SftExample], max_seq_len: int) -> TrainingSet:
-    """TRL's prompt/completion data set of the SFT examples."""
+    """TRL's prepared prompt/completion data set of the SFT examples (see the module's doc)."""
     _require_eos(loaded)
-    rows, truncated = [], 0
+    rows = []
     for example in examples:
         roles = [message.get("role") for message in example.messages]
         if roles != ["user", "assistant"]:
@@ -140,11 +162,8 @@ def sft_dataset(loaded: LoadedModel, examples: list[SftExample], max_seq_len: in
                 f"SFT example {example.candidate_id!r}: messages must be a user turn then an "
                 f"assistant turn, got roles {roles}; rebuild it with the build_sft stage"
             )
-        prompt = training_prompt(loaded, example.messages[0]["content"])
-        completion = completion_text(loaded, example.messages[1]["content"])
-        row = f"SFT example {example.candidate_id!r}"
-        truncated += _length_check(loaded, prompt, [completion], max_seq_len, row)
-        rows.append({"prompt": prompt, "completion": completion})
+        rows.append(_sft_row(loaded, example, max_seq_len))
+    truncated = sum(len(row["input_ids"]) > max_seq_len for row in rows)
     return TrainingSet(Dataset.from_list(rows), truncated)
 
 

@@ -1,15 +1,17 @@
 """Turn the selected samples into chat-format SFT data, split by prompt into train and val.
 
     python stages/build_sft.py --selected data/selected.jsonl \
+        --candidates data/candidates.jsonl --revisions data/revisions.jsonl \
         --pairs data/preference_pairs.jsonl --train-out data/sft/train.jsonl \
         --val-out data/sft/val.jsonl --pairs-train-out data/sft/pairs_train.jsonl \
         --pairs-val-out data/sft/pairs_val.jsonl --metrics-out metrics/sft.json \
         --detail-out metrics/detail/sft.json
 
 Only `chosen` samples scoring at least `sft.min_score` become examples (with
-`sft.trim_refusals`, a refusal cut after the sentence that refuses); no prompt is in both parts
-(its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the
-same with the counts per category.
+`sft.trim_refusals`, a refusal cut after the sentence that refuses); a reply the token budget
+cut trains without the end of the turn (`--candidates` and `--revisions` say how each reply
+ended); no prompt is in both parts (its preference pairs follow it). `--metrics-out` holds the
+counts, `--detail-out` the same with the counts per category.
 """
 
 from pathlib import Path
@@ -20,22 +22,33 @@ import typer
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
-from minicc.records import PreferencePair, Selected
+from minicc.records import FinishReason, PreferencePair, Selected, load_candidates
 from minicc.sft import (
     SftSplit,
     build_sft_examples,
     category_counts,
+    open_ended_count,
     split_by_prompt,
     trimmed_count,
 )
 
 
-def split_metrics(chosen: int, examples: int, trimmed: int, split: SftSplit) -> dict[str, Any]:
+def finish_reasons(paths: list[Path]) -> dict[str, FinishReason]:
+    """How each generated reply ended, by candidate id, from candidate and revision files."""
+    return {
+        reply.candidate_id: reply.finish_reason for path in paths for reply in load_candidates(path)
+    }
+
+
+def split_metrics(
+    chosen: int, examples: int, trimmed: int, open_ended: int, split: SftSplit
+) -> dict[str, Any]:
     """Every count of the split, per category too (`--detail-out`)."""
     return {
         "chosen_samples": chosen,
         "below_min_score": chosen - examples,
         "refusals_trimmed": trimmed,
+        "cut_by_token_budget": open_ended,
         **{
             name: {
                 "examples": len(part),
@@ -61,6 +74,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def main(
     selected: Annotated[Path, typer.Option(help="Samples written by the select stage.")],
+    candidates: Annotated[
+        Path, typer.Option(help="Candidates of the generate stage (how each reply ended).")
+    ],
+    revisions: Annotated[Path, typer.Option(help="Revisions of the revise stage (the same).")],
     pairs: Annotated[Path, typer.Option(help="Preference pairs written by the select stage.")],
     train_out: Annotated[Path, typer.Option(help="Training examples (JSONL, chat messages).")],
     val_out: Annotated[Path, typer.Option(help="Validation examples (JSONL, chat messages).")],
@@ -77,13 +94,19 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        examples = build_sft_examples(samples, params.sft.min_score, params.sft.trim_refusals)
+        examples = build_sft_examples(
+            samples,
+            params.sft.min_score,
+            params.sft.trim_refusals,
+            finish_reasons([candidates, revisions]),
+        )
         trimmed = trimmed_count(examples, samples)
+        open_ended = open_ended_count(examples)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = split_metrics(chosen, len(examples), trimmed, split)
+        metrics = split_metrics(chosen, len(examples), trimmed, open_ended, split)
         atomic_write_files(
             {
                 train_out: records_text(split.train),
@@ -97,7 +120,8 @@ def main(
         print(
             f"build_sft: {len(split.train)} train / {len(split.val)} val examples "
             f"({chosen - len(examples)} chosen below sft.min_score dropped, "
-            f"{trimmed} refusals trimmed), "
+            f"{trimmed} refusals trimmed, {open_ended} cut by the token budget train without "
+            "the end of the turn), "
             f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs -> {train_out}, {val_out}"
         )
 

@@ -188,6 +188,7 @@ def sft_example(i: int) -> SftExample:
         ],
         score=4.0,
         candidate_id=f"p{i}/0",
+        ends_turn=True,
     )
 
 

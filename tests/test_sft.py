@@ -5,12 +5,13 @@ import random
 import pytest
 
 from minicc.errors import UserError
-from minicc.records import Category, PreferencePair, Selected
+from minicc.records import Category, FinishReason, PreferencePair, Selected
 from minicc.sft import (
     SftExample,
     build_sft_examples,
     category_counts,
     grouped_split,
+    open_ended_count,
     split_by_prompt,
     trimmed_count,
 )
@@ -37,6 +38,10 @@ def _selected(
     )
 
 
+def _ended(selected: list[Selected], how: FinishReason = "eos") -> dict[str, FinishReason]:
+    return {sample.candidate_id: how for sample in selected}
+
+
 def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
     selected = [
         _selected("p1", 0, 4.5),
@@ -45,13 +50,14 @@ def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
         _selected("p3", 0, 4.0),  # exactly min_score: kept
         _selected("p4", 0, 5.0, role="rejected"),  # high score but rejected
     ]
-    examples = build_sft_examples(selected, min_score=4.0, trim_refusals=False)
+    examples = build_sft_examples(selected, 4.0, False, _ended(selected))
     assert [e.candidate_id for e in examples] == ["p1/0", "p3/0"]
     assert [e.score for e in examples] == [4.5, 4.0]
 
 
 def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
-    (example,) = build_sft_examples([_selected("p1", 2, 4.5, category="borderline")], 1.0, False)
+    selected = [_selected("p1", 2, 4.5, category="borderline")]
+    (example,) = build_sft_examples(selected, 1.0, False, _ended(selected))
     assert example == SftExample(
         prompt_id="p1",
         category="borderline",
@@ -61,6 +67,7 @@ def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
         ],
         score=4.5,
         candidate_id="p1/2",
+        ends_turn=True,
     )
 
 
@@ -74,7 +81,7 @@ def test_trim_refusals_cuts_a_refusal_after_its_refusing_sentence(trim_refusals:
         _selected("a1", 0, 4.8, category="adversarial", response=REFUSAL),
         _selected("c1", 0, 4.6, response=ANSWER),
     ]
-    examples = build_sft_examples(selected, 1.0, trim_refusals)
+    examples = build_sft_examples(selected, 1.0, trim_refusals, _ended(selected))
     refusal, answer = examples
     expected = "I'm sorry, but I can't help with that request." if trim_refusals else REFUSAL
     assert refusal.messages[1]["content"] == expected
@@ -83,9 +90,35 @@ def test_trim_refusals_cuts_a_refusal_after_its_refusing_sentence(trim_refusals:
     assert trimmed_count(examples, selected) == (1 if trim_refusals else 0)
 
 
+@pytest.mark.parametrize(
+    ("response", "how", "trim_refusals", "ends_turn"),
+    [
+        (ANSWER, "eos", False, True),
+        (ANSWER, "stop", False, True),
+        (ANSWER, "length", False, False),  # cut mid-reply: no end of the turn after it
+        (ANSWER, "length", True, False),  # no refusal: nothing trimmed
+        (REFUSAL, "length", True, True),  # trimmed after the refusing sentence: a whole turn
+        (REFUSAL, "length", False, False),
+    ],
+)
+def test_a_reply_the_token_budget_cut_does_not_end_the_turn(
+    response: str, how: FinishReason, trim_refusals: bool, ends_turn: bool
+) -> None:
+    selected = [_selected("a1", 0, 4.8, category="adversarial", response=response)]
+    (example,) = build_sft_examples(selected, 1.0, trim_refusals, _ended(selected, how))
+    assert example.ends_turn is ends_turn
+    assert open_ended_count([example]) == (0 if ends_turn else 1)
+
+
+def test_a_sample_no_reply_file_holds_is_an_error_naming_it() -> None:
+    selected = [_selected("p1", 0, 4.5), _selected("p2", 0, 4.5)]
+    with pytest.raises(UserError, match=r"'p2/0' is not among the generated replies"):
+        build_sft_examples(selected, 1.0, False, _ended(selected[:1]))
+
+
 def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
     selected = [_selected(f"p{i:02d}", k, 4.0) for i in range(n_prompts) for k in range(per_prompt)]
-    return build_sft_examples(selected, min_score=1.0, trim_refusals=False)
+    return build_sft_examples(selected, 1.0, False, _ended(selected))
 
 
 def _prompt_id(example: SftExample) -> str:
@@ -159,15 +192,12 @@ def test_grouped_split_works_on_any_items() -> None:
 
 
 def test_category_counts_list_every_category() -> None:
-    examples = build_sft_examples(
-        [
-            _selected("a1", 0, 5.0, category="adversarial"),
-            _selected("a2", 0, 5.0, category="adversarial"),
-            _selected("c1", 0, 5.0),
-        ],
-        min_score=1.0,
-        trim_refusals=False,
-    )
+    selected = [
+        _selected("a1", 0, 5.0, category="adversarial"),
+        _selected("a2", 0, 5.0, category="adversarial"),
+        _selected("c1", 0, 5.0),
+    ]
+    examples = build_sft_examples(selected, 1.0, False, _ended(selected))
     assert category_counts(examples) == {"adversarial": 2, "borderline": 0, "cooperative": 1}
     assert category_counts([]) == {"adversarial": 0, "borderline": 0, "cooperative": 0}
 

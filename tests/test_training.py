@@ -25,13 +25,14 @@ from minicc.training import (
 IGNORE = -100
 
 
-def example(prompt: str, answer: str, key: str = "p1/0") -> SftExample:
+def example(prompt: str, answer: str, key: str = "p1/0", ends_turn: bool = True) -> SftExample:
     return SftExample(
         prompt_id=key.split("/")[0],
         category="cooperative",
         messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
         score=4.0,
         candidate_id=key,
+        ends_turn=ends_turn,
     )
 
 
@@ -49,20 +50,51 @@ def prepared_row(loaded: LoadedModel, row: SftExample, tmp_path: Path) -> dict[s
 
 
 @pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "base-model"])
+@pytest.mark.parametrize("ends_turn", [True, False], ids=["whole-reply", "cut-by-budget"])
 def test_trl_trains_on_the_generation_prompt_with_loss_on_the_answer_and_eos(
-    chat: bool, make_tiny_model: MakeModel, tmp_path: Path
+    chat: bool, ends_turn: bool, make_tiny_model: MakeModel, tmp_path: Path
 ) -> None:
     loaded = load_model(str(make_tiny_model("llama", chat=chat)), models_params())
     request, answer = "How do I boil an egg?", "Put it in water."
-    row = prepared_row(loaded, example(request, answer), tmp_path)
+    row = prepared_row(loaded, example(request, answer, ends_turn=ends_turn), tmp_path)
     prompt = encode_batch(loaded, [format_request(loaded, request)])["input_ids"][0].tolist()
     tokenizer = loaded.tokenizer
     answer_ids = tokenizer(completion_text(loaded, answer), add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
+    # A reply the token budget cut trains without the EOS: the fine-tune must not learn to end
+    # its turn mid-sentence.
+    end = [tokenizer.eos_token_id] if ends_turn else []
     # The prompt part is token for token what generation feeds the model: the chat template
     # applied once (not again by TRL), and no second BOS.
-    assert row["input_ids"] == prompt + answer_ids + [eos]
-    assert row["labels"] == [IGNORE] * len(prompt) + answer_ids + [eos]
+    assert row["input_ids"] == prompt + answer_ids + end
+    assert row["labels"] == [IGNORE] * len(prompt) + answer_ids + end
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat-template", "base-model"])
+def test_a_whole_reply_is_prepared_as_trl_prepares_its_text(
+    chat: bool, make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """The rows tokenized here are the ones TRL makes of prompt/completion text itself."""
+    loaded = load_model(str(make_tiny_model("llama", chat=chat)), models_params())
+    rows = [example("How do I boil an egg?", "Put it in water."), example("Hi", " Hello there")]
+    ours = sft_dataset(loaded, rows, 128).dataset
+    text = Dataset.from_list(
+        [
+            {
+                "prompt": training_prompt(loaded, row.messages[0]["content"]),
+                "completion": completion_text(loaded, row.messages[1]["content"]),
+            }
+            for row in rows
+        ]
+    )
+    model = add_lora(loaded.model, train_params(), all_linear_modules(loaded.model))
+    prepared = [
+        sft_trainer(model, loaded.tokenizer, data, data, train_params(), phase_dir=tmp_path, seed=0)
+        for data in (ours, text)
+    ]
+    model.unload()
+    ours_rows, trl_rows = (trainer.train_dataset for trainer in prepared)
+    for column in ("input_ids", "labels"):
+        assert ours_rows[column] == trl_rows[column]
 
 
 def test_a_tokenizer_that_adds_a_bos_does_not_get_it_twice(tiny_llama: LoadedModel) -> None:
@@ -90,7 +122,7 @@ def test_a_prompt_longer_than_max_seq_len_is_an_error(tiny_llama: LoadedModel) -
 
 def test_messages_must_be_user_then_assistant(tiny_llama: LoadedModel) -> None:
     reversed_turns = SftExample(
-        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0"
+        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0", True
     )
     with pytest.raises(UserError, match="user turn then an assistant turn"):
         sft_dataset(tiny_llama, [reversed_turns], 64)
