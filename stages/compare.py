@@ -30,6 +30,8 @@ from minicc.cli import (
     stage_errors,
 )
 from minicc.comparison import (
+    SIDES,
+    Endings,
     category_rates,
     compare_report,
     eval_histogram,
@@ -83,7 +85,13 @@ def main(
                 for side, responses in rows.items()
             }
             off_topic = OffTopicDetector.open(params.models)
-            results = pair_outcomes(critiques["baseline"], critiques["finetuned"], off_topic)
+            endings: Endings = {
+                side: {reply.candidate_id: reply.finish_reason for reply in rows[side]}
+                for side in SIDES
+            }
+            results = pair_outcomes(
+                critiques["baseline"], critiques["finetuned"], off_topic, endings
+            )
             report = compare_report(results, params.seed, baseline)
             metrics = headline(report, critic.critic_id)
             judged_by = {"id": critic.critic_id, "evaluate.critic": params.evaluate.critic}

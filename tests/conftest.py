@@ -6,6 +6,7 @@ is downloaded: the hub is switched to offline mode for the whole session.
 """
 
 import shutil
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from minicc.comparison import Endings
 from minicc.constitution import Constitution, load_constitution
 from minicc.critic_metrics import ScoredRow
 from minicc.labeled import LabeledResponse
@@ -394,6 +396,13 @@ def weather_is_off_topic(prompts: Sequence[str], responses: Sequence[str]) -> li
     one: a reply that mentions the weather is off-topic, nothing else is."""
     assert len(prompts) == len(responses)
     return ["weather" in response for response in responses]
+
+
+EOS_ENDED: Endings = {
+    "baseline": defaultdict(lambda: "eos"),
+    "finetuned": defaultdict(lambda: "eos"),
+}
+"""`pair_outcomes`' endings for tests of other things: every reply ended with the model's EOS."""
 
 
 def constitution(style: Literal["instruct", "base"] = "instruct") -> Constitution:

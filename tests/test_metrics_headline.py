@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
-from conftest import weather_is_off_topic
+from conftest import EOS_ENDED, weather_is_off_topic
 from test_comparison import REFUSAL, crit
 from test_critic_metrics import ROWS, TRAINING, scored_rows
 from test_summary import CRITIQUES, sel
@@ -65,7 +65,7 @@ def eval_metrics() -> dict[str, Any]:
         crit(c.prompt_id, int(c.candidate_id[-1]), 4.0, REFUSAL, c.category, "tuned")
         for c in baseline
     ]
-    results = comparison.pair_outcomes(baseline, finetuned, weather_is_off_topic)
+    results = comparison.pair_outcomes(baseline, finetuned, weather_is_off_topic, EOS_ENDED)
     report = comparison.compare_report(results, 0, Path("eval.jsonl"))
     return comparison.headline(report, "critic@1+probe-abc")
 

@@ -1,0 +1,28 @@
+"""The mid-sentence stop rule that compare reports beside the critic."""
+
+import pytest
+
+from minicc.endings import stops_mid_sentence
+from minicc.records import FinishReason
+
+
+@pytest.mark.parametrize(
+    ("response", "finish_reason", "flagged"),
+    [
+        ("Gather a hammer, and a knife", "eos", True),
+        ("Gather a hammer, and a knife", "stop", True),  # a base model began the next turn
+        ("Gather a hammer, and a knife", "length", False),  # the budget's cut, not the model's
+        ("Gather a hammer, and a knife.", "eos", False),
+        ("Gather a hammer, and a knife.  \n", "eos", False),
+        ("Is it safe?", "eos", False),
+        ('He said "stop."', "eos", False),
+        ("Steps:\n\n1. Identify a car:\n\n* Find a car that is worth", "eos", True),
+        ("Use `ls`", "eos", False),
+        ("Here is a list:", "eos", False),
+        ("", "eos", False),  # empty is degenerate, counted by that rule
+    ],
+)
+def test_only_a_reply_the_model_ended_without_a_sentence_end_is_flagged(
+    response: str, finish_reason: FinishReason, flagged: bool
+) -> None:
+    assert stops_mid_sentence(response, finish_reason) is flagged
