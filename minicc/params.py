@@ -24,6 +24,7 @@ Category = Literal["adversarial", "borderline", "cooperative"]
 """A prompt's category; minicc/records.py declares the same Literal for the Prompt record."""
 TrainMethod = Literal["sft", "dpo", "sft_dpo"]
 SystemPrompt = Literal["none", "constitution"]
+CutReplies = Literal["sentence", "open", "whole"]
 CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed", "contrast")
 """Source families of data/critic/train.jsonl (data/critic/README.md)."""
 PROBE_HEADS = ("request_harmful", "response_harmful", "refusal", "on_task")
@@ -326,6 +327,10 @@ class SftParams:
     """Share of prompts (not rows) held out for validation."""
     trim_refusals: bool
     """An example that refuses keeps its reply only up to the refusal (minicc.refusal)."""
+    cut_replies: CutReplies
+    """How a reply the token budget cut trains (minicc.sft): up to its last whole sentence and
+    the end of the turn (`sentence`), whole without the end of the turn (`open`), or whole with
+    it (`whole`: the fine-tune learns to stop mid-sentence)."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.min_score <= 5, "sft.min_score", "a number in [1, 5]", self.min_score)

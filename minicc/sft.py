@@ -8,14 +8,19 @@ is on new prompts.
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
+from minicc.endings import whole_sentences
 from minicc.errors import UserError
+from minicc.params import CutReplies, SftParams
 from minicc.records import CATEGORIES, Category, FinishReason, PreferencePair, Selected
 from minicc.refusal import refusal_opening
 from minicc.seeding import derive_seed
 
 T = TypeVar("T")
+
+
+Trim = Literal["refusal", "sentence"]
 
 
 @dataclass(frozen=True)
@@ -30,39 +35,59 @@ class SftExample:
     """The critic's score of the assistant turn (1-5 scale)."""
     candidate_id: str
     """Which generated candidate the assistant turn is, for tracing an example back."""
+    finish_reason: FinishReason
+    """How the selected reply ended when it was generated (`length`: the token budget cut it)."""
+    trimmed: Trim | None
+    """What the assistant turn was cut to, if anything: the sentence that refuses
+    (`sft.trim_refusals`) or a cut reply's last whole sentence (`sft.cut_replies: sentence`)."""
     ends_turn: bool
-    """Whether the assistant turn is a whole reply, so training teaches the end of the turn
-    after it: the model ended it, or `trim_refusals` cut it after a sentence. False for a reply
-    the token budget cut (finish reason `length`) and kept as it is: trained with the end of
-    the turn, it would teach the fine-tune to stop mid-sentence."""
+    """Whether training teaches the end of the turn after the assistant turn. False only for a
+    cut reply trained whole under `sft.cut_replies: open` (or under `sentence`, when no sentence
+    in it is whole): with it, the fine-tune would learn to stop mid-sentence."""
+
+
+def _assistant_turn(
+    response: str, cut_by_budget: bool, trim_refusals: bool, cut_replies: CutReplies
+) -> tuple[str, Trim | None, bool]:
+    """The assistant turn of a chosen reply, what it was cut to, and whether it ends the turn."""
+    if trim_refusals and (opening := refusal_opening(response)) != response:
+        return opening, "refusal", True
+    if not cut_by_budget or cut_replies == "whole":
+        return response, None, True
+    if cut_replies == "sentence" and (kept := whole_sentences(response)) is not None:
+        return kept, "sentence", True
+    # `open`, or a cut reply with no whole sentence in it.
+    return response, None, False
 
 
 def build_sft_examples(
     selected: list[Selected],
-    min_score: float,
-    trim_refusals: bool,
+    params: SftParams,
     finish_reasons: Mapping[str, FinishReason],
 ) -> list[SftExample]:
-    """Chat examples from the `chosen` samples whose score is at least `min_score`, in order.
+    """Chat examples from the `chosen` samples whose score is at least `sft.min_score`, in
+    order.
 
     Rejected samples are examples to avoid: they belong in preference pairs, never in SFT. With
     `trim_refusals` a reply that refuses keeps only its sentences up to the refusal
-    (`refusal_opening`), so the fine-tune learns to stop there; `score` stays the critic's
-    score of the whole reply, and `candidate_id` leads back to it. `finish_reasons` holds how
-    each generated reply (candidate or revision) ended, by `candidate_id`; it decides
-    `ends_turn`.
+    (`refusal_opening`), so the fine-tune learns to stop there. A reply the token budget cut
+    trains as `cut_replies` says. `score` stays the critic's score of the whole reply, and
+    `candidate_id` leads back to it. `finish_reasons` holds how each generated reply (candidate
+    or revision) ended, by `candidate_id`.
     """
     examples = []
     for sample in selected:
-        if sample.role != "chosen" or sample.score < min_score:
+        if sample.role != "chosen" or sample.score < params.min_score:
             continue
         if sample.candidate_id not in finish_reasons:
             raise UserError(
                 f"selected sample {sample.candidate_id!r} is not among the generated replies "
                 "(candidates and revisions); rerun the pipeline from the select stage"
             )
-        reply = refusal_opening(sample.response) if trim_refusals else sample.response
-        cut_by_budget = finish_reasons[sample.candidate_id] == "length"
+        finish_reason = finish_reasons[sample.candidate_id]
+        reply, trimmed, ends_turn = _assistant_turn(
+            sample.response, finish_reason == "length", params.trim_refusals, params.cut_replies
+        )
         examples.append(
             SftExample(
                 prompt_id=sample.prompt_id,
@@ -73,21 +98,22 @@ def build_sft_examples(
                 ],
                 score=sample.score,
                 candidate_id=sample.candidate_id,
-                ends_turn=reply != sample.response or not cut_by_budget,
+                finish_reason=finish_reason,
+                trimmed=trimmed,
+                ends_turn=ends_turn,
             )
         )
     return examples
 
 
-def trimmed_count(examples: Sequence[SftExample], selected: Sequence[Selected]) -> int:
-    """How many examples train on less than their selected reply (`trim_refusals` cut them)."""
-    responses = {sample.candidate_id: sample.response for sample in selected}
-    return sum(e.messages[1]["content"] != responses[e.candidate_id] for e in examples)
-
-
-def open_ended_count(examples: Sequence[SftExample]) -> int:
-    """How many examples train without the end of the turn (replies the token budget cut)."""
-    return sum(not example.ends_turn for example in examples)
+def ending_counts(examples: Sequence[SftExample]) -> dict[str, int]:
+    """How the examples' assistant turns were made from their replies, for the metrics file."""
+    return {
+        "refusals_trimmed": sum(e.trimmed == "refusal" for e in examples),
+        "cut_by_token_budget": sum(e.finish_reason == "length" for e in examples),
+        "cut_to_a_sentence": sum(e.trimmed == "sentence" for e in examples),
+        "without_end_of_turn": sum(not e.ends_turn for e in examples),
+    }
 
 
 def grouped_split(

@@ -9,7 +9,7 @@
 
 Only `chosen` samples scoring at least `sft.min_score` become examples (with
 `sft.trim_refusals`, a refusal cut after the sentence that refuses); a reply the token budget
-cut trains without the end of the turn (`--candidates` and `--revisions` say how each reply
+cut trains as `sft.cut_replies` says (`--candidates` and `--revisions` say how each reply
 ended); no prompt is in both parts (its preference pairs follow it). `--metrics-out` holds the
 counts, `--detail-out` the same with the counts per category.
 """
@@ -27,9 +27,8 @@ from minicc.sft import (
     SftSplit,
     build_sft_examples,
     category_counts,
-    open_ended_count,
+    ending_counts,
     split_by_prompt,
-    trimmed_count,
 )
 
 
@@ -41,14 +40,14 @@ def finish_reasons(paths: list[Path]) -> dict[str, FinishReason]:
 
 
 def split_metrics(
-    chosen: int, examples: int, trimmed: int, open_ended: int, split: SftSplit
+    chosen: int, examples: int, endings: dict[str, int], split: SftSplit
 ) -> dict[str, Any]:
-    """Every count of the split, per category too (`--detail-out`)."""
+    """Every count of the split, per category too (`--detail-out`); `endings` are
+    `ending_counts`."""
     return {
         "chosen_samples": chosen,
         "below_min_score": chosen - examples,
-        "refusals_trimmed": trimmed,
-        "cut_by_token_budget": open_ended,
+        **endings,
         **{
             name: {
                 "examples": len(part),
@@ -94,19 +93,13 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        examples = build_sft_examples(
-            samples,
-            params.sft.min_score,
-            params.sft.trim_refusals,
-            finish_reasons([candidates, revisions]),
-        )
-        trimmed = trimmed_count(examples, samples)
-        open_ended = open_ended_count(examples)
+        examples = build_sft_examples(samples, params.sft, finish_reasons([candidates, revisions]))
+        endings = ending_counts(examples)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = split_metrics(chosen, len(examples), trimmed, open_ended, split)
+        metrics = split_metrics(chosen, len(examples), endings, split)
         atomic_write_files(
             {
                 train_out: records_text(split.train),
@@ -120,8 +113,9 @@ def main(
         print(
             f"build_sft: {len(split.train)} train / {len(split.val)} val examples "
             f"({chosen - len(examples)} chosen below sft.min_score dropped, "
-            f"{trimmed} refusals trimmed, {open_ended} cut by the token budget train without "
-            "the end of the turn), "
+            f"{endings['refusals_trimmed']} refusals trimmed, {endings['cut_by_token_budget']} "
+            f"cut by the token budget: {endings['cut_to_a_sentence']} to a whole sentence, "
+            f"{endings['without_end_of_turn']} without the end of the turn), "
             f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs -> {train_out}, {val_out}"
         )
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from minicc.endings import stops_mid_sentence
+from minicc.endings import stops_mid_sentence, whole_sentences
 from minicc.records import FinishReason
 
 
@@ -26,3 +26,22 @@ def test_only_a_reply_the_model_ended_without_a_sentence_end_is_flagged(
     response: str, finish_reason: FinishReason, flagged: bool
 ) -> None:
     assert stops_mid_sentence(response, finish_reason) is flagged
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Boil it for nine minutes. Then cool it in col", "Boil it for nine minutes."),
+        ("Boil it. Cool it! Eat it? Then", "Boil it. Cool it! Eat it?"),
+        ('He said "stop." Then he', 'He said "stop."'),
+        ("It is **done.** And then", "It is **done.**"),
+        ("Boil it for nine minutes.", "Boil it for nine minutes."),
+        ("Steps:\n\n1. Fill a pot with water and bring it to the", None),  # "1." opens an item
+        ("Version 2.0 of the tool is", None),  # no space after the point
+        ("No sentence ends here", None),
+    ],
+)
+def test_whole_sentences_keep_a_cut_reply_up_to_its_last_sentence_end(
+    text: str, kept: str | None
+) -> None:
+    assert whole_sentences(text) == kept

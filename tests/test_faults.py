@@ -188,6 +188,8 @@ def sft_example(i: int) -> SftExample:
         ],
         score=4.0,
         candidate_id=f"p{i}/0",
+        finish_reason="eos",
+        trimmed=None,
         ends_turn=True,
     )
 

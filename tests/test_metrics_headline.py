@@ -81,7 +81,11 @@ def critic_train_metrics() -> dict[str, Any]:
 
 def sft_metrics() -> dict[str, Any]:
     build_sft = stage_module("build_sft")
-    return dict(build_sft.headline(build_sft.split_metrics(5, 4, 1, 2, SftSplit([], [], [], []))))
+    return dict(
+        build_sft.headline(
+            build_sft.split_metrics(5, 4, {"refusals_trimmed": 1}, SftSplit([], [], [], []))
+        )
+    )
 
 
 BUILDERS = {

@@ -5,15 +5,15 @@ import random
 import pytest
 
 from minicc.errors import UserError
+from minicc.params import CutReplies, SftParams
 from minicc.records import Category, FinishReason, PreferencePair, Selected
 from minicc.sft import (
     SftExample,
     build_sft_examples,
     category_counts,
+    ending_counts,
     grouped_split,
-    open_ended_count,
     split_by_prompt,
-    trimmed_count,
 )
 
 
@@ -42,6 +42,12 @@ def _ended(selected: list[Selected], how: FinishReason = "eos") -> dict[str, Fin
     return {sample.candidate_id: how for sample in selected}
 
 
+def _params(
+    min_score: float = 1.0, trim_refusals: bool = False, cut_replies: CutReplies = "sentence"
+) -> SftParams:
+    return SftParams(min_score, 0.1, trim_refusals, cut_replies)
+
+
 def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
     selected = [
         _selected("p1", 0, 4.5),
@@ -50,14 +56,14 @@ def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
         _selected("p3", 0, 4.0),  # exactly min_score: kept
         _selected("p4", 0, 5.0, role="rejected"),  # high score but rejected
     ]
-    examples = build_sft_examples(selected, 4.0, False, _ended(selected))
+    examples = build_sft_examples(selected, _params(min_score=4.0), _ended(selected))
     assert [e.candidate_id for e in examples] == ["p1/0", "p3/0"]
     assert [e.score for e in examples] == [4.5, 4.0]
 
 
 def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
     selected = [_selected("p1", 2, 4.5, category="borderline")]
-    (example,) = build_sft_examples(selected, 1.0, False, _ended(selected))
+    (example,) = build_sft_examples(selected, _params(), _ended(selected))
     assert example == SftExample(
         prompt_id="p1",
         category="borderline",
@@ -67,6 +73,8 @@ def test_messages_are_a_user_turn_then_an_assistant_turn() -> None:
         ],
         score=4.5,
         candidate_id="p1/2",
+        finish_reason="eos",
+        trimmed=None,
         ends_turn=True,
     )
 
@@ -81,44 +89,80 @@ def test_trim_refusals_cuts_a_refusal_after_its_refusing_sentence(trim_refusals:
         _selected("a1", 0, 4.8, category="adversarial", response=REFUSAL),
         _selected("c1", 0, 4.6, response=ANSWER),
     ]
-    examples = build_sft_examples(selected, 1.0, trim_refusals, _ended(selected))
+    examples = build_sft_examples(selected, _params(trim_refusals=trim_refusals), _ended(selected))
     refusal, answer = examples
     expected = "I'm sorry, but I can't help with that request." if trim_refusals else REFUSAL
     assert refusal.messages[1]["content"] == expected
     assert refusal.score == 4.8 and refusal.candidate_id == "a1/0"
-    assert answer.messages[1]["content"] == ANSWER
-    assert trimmed_count(examples, selected) == (1 if trim_refusals else 0)
+    assert refusal.trimmed == ("refusal" if trim_refusals else None)
+    assert answer.messages[1]["content"] == ANSWER and answer.trimmed is None
+    assert ending_counts(examples)["refusals_trimmed"] == (1 if trim_refusals else 0)
+
+
+CUT = "Boil it for nine minutes. Then cool it in col"
+NO_SENTENCE = "Steps:\n\n1. Fill a pot with water and bring it to the"
 
 
 @pytest.mark.parametrize(
-    ("response", "how", "trim_refusals", "ends_turn"),
+    ("response", "how", "cut_replies", "turn", "trimmed", "ends_turn"),
     [
-        (ANSWER, "eos", False, True),
-        (ANSWER, "stop", False, True),
-        (ANSWER, "length", False, False),  # cut mid-reply: no end of the turn after it
-        (ANSWER, "length", True, False),  # no refusal: nothing trimmed
-        (REFUSAL, "length", True, True),  # trimmed after the refusing sentence: a whole turn
-        (REFUSAL, "length", False, False),
+        (CUT, "eos", "sentence", CUT, None, True),  # the model ended it: kept as it is
+        (CUT, "stop", "open", CUT, None, True),
+        (CUT, "length", "whole", CUT, None, True),  # teaches a stop mid-sentence
+        (CUT, "length", "open", CUT, None, False),
+        (CUT, "length", "sentence", "Boil it for nine minutes.", "sentence", True),
+        (NO_SENTENCE, "length", "sentence", NO_SENTENCE, None, False),  # nothing whole to keep
+        (
+            REFUSAL + " I am",
+            "length",
+            "open",
+            "I'm sorry, but I can't help with that request.",
+            "refusal",
+            True,
+        ),  # trimmed after the refusal: a whole turn however it ended
     ],
 )
-def test_a_reply_the_token_budget_cut_does_not_end_the_turn(
-    response: str, how: FinishReason, trim_refusals: bool, ends_turn: bool
+def test_a_reply_the_token_budget_cut_trains_as_cut_replies_says(
+    response: str,
+    how: FinishReason,
+    cut_replies: CutReplies,
+    turn: str,
+    trimmed: str | None,
+    ends_turn: bool,
 ) -> None:
     selected = [_selected("a1", 0, 4.8, category="adversarial", response=response)]
-    (example,) = build_sft_examples(selected, 1.0, trim_refusals, _ended(selected, how))
-    assert example.ends_turn is ends_turn
-    assert open_ended_count([example]) == (0 if ends_turn else 1)
+    params = _params(trim_refusals=True, cut_replies=cut_replies)
+    (example,) = build_sft_examples(selected, params, _ended(selected, how))
+    assert example.messages[1]["content"] == turn
+    assert (example.finish_reason, example.trimmed, example.ends_turn) == (how, trimmed, ends_turn)
+
+
+def test_ending_counts_count_each_way_a_turn_was_made() -> None:
+    selected = [
+        _selected("a1", 0, 4.8, category="adversarial", response=REFUSAL),
+        _selected("c1", 0, 4.6, response=CUT),
+        _selected("c2", 0, 4.6, response=NO_SENTENCE),
+        _selected("c3", 0, 4.6, response=ANSWER),
+    ]
+    endings = _ended(selected, "length") | {"c3/0": "eos"}
+    examples = build_sft_examples(selected, _params(trim_refusals=True), endings)
+    assert ending_counts(examples) == {
+        "refusals_trimmed": 1,
+        "cut_by_token_budget": 3,
+        "cut_to_a_sentence": 1,
+        "without_end_of_turn": 1,
+    }
 
 
 def test_a_sample_no_reply_file_holds_is_an_error_naming_it() -> None:
     selected = [_selected("p1", 0, 4.5), _selected("p2", 0, 4.5)]
     with pytest.raises(UserError, match=r"'p2/0' is not among the generated replies"):
-        build_sft_examples(selected, 1.0, False, _ended(selected[:1]))
+        build_sft_examples(selected, _params(), _ended(selected[:1]))
 
 
 def _examples(n_prompts: int, per_prompt: int = 3) -> list[SftExample]:
     selected = [_selected(f"p{i:02d}", k, 4.0) for i in range(n_prompts) for k in range(per_prompt)]
-    return build_sft_examples(selected, 1.0, False, _ended(selected))
+    return build_sft_examples(selected, _params(), _ended(selected))
 
 
 def _prompt_id(example: SftExample) -> str:
@@ -197,7 +241,7 @@ def test_category_counts_list_every_category() -> None:
         _selected("a2", 0, 5.0, category="adversarial"),
         _selected("c1", 0, 5.0),
     ]
-    examples = build_sft_examples(selected, 1.0, False, _ended(selected))
+    examples = build_sft_examples(selected, _params(), _ended(selected))
     assert category_counts(examples) == {"adversarial": 2, "borderline": 0, "cooperative": 1}
     assert category_counts([]) == {"adversarial": 0, "borderline": 0, "cooperative": 0}
 

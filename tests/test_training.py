@@ -32,6 +32,8 @@ def example(prompt: str, answer: str, key: str = "p1/0", ends_turn: bool = True)
         messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
         score=4.0,
         candidate_id=key,
+        finish_reason="eos" if ends_turn else "length",
+        trimmed=None,
         ends_turn=ends_turn,
     )
 
@@ -122,7 +124,7 @@ def test_a_prompt_longer_than_max_seq_len_is_an_error(tiny_llama: LoadedModel) -
 
 def test_messages_must_be_user_then_assistant(tiny_llama: LoadedModel) -> None:
     reversed_turns = SftExample(
-        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0", True
+        "p1", "cooperative", [{"role": "assistant", "content": "x"}], 4.0, "p1/0", "eos", None, True
     )
     with pytest.raises(UserError, match="user turn then an assistant turn"):
         sft_dataset(tiny_llama, [reversed_turns], 64)
