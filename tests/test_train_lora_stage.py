@@ -50,6 +50,9 @@ def sft_rows(ids: range) -> str:
             ],
             "score": 4.0,
             "candidate_id": f"p{i}/0",
+            "finish_reason": "eos",
+            "trimmed": None,
+            "ends_turn": True,
         }
         for i in ids
     ]
