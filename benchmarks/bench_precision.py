@@ -45,6 +45,9 @@ def _examples(candidates: list[Candidate]) -> list[SftExample]:
             ],
             score=5.0,
             candidate_id=c.candidate_id,
+            finish_reason=c.finish_reason,
+            trimmed=None,
+            ends_turn=True,  # the whole reply and its EOS, as both precisions train it
         )
         for c in candidates
     ]

@@ -256,7 +256,8 @@ def request_rows(
         candidates.append(prompt)
     near = near_duplicates([p.prompt for p in candidates], protected, embed)
     left_out = {d.index for d in near}
-    harmless, harmful = [], []
+    harmless: list[LabeledRequest] = []
+    harmful: list[LabeledRequest] = []
     for index, prompt in enumerate(candidates):
         if index in left_out:
             continue

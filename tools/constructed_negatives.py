@@ -205,7 +205,11 @@ def construct(
     rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
     # Comments and offers each draw from a generator of their own, so adding them left every
     # other constructed row as it was.
-    for kind, pools in (("commentary", COMMENTARIES), ("offer", OFFERS)):
+    templated: tuple[tuple[Construction, dict[str, tuple[str, ...]]], ...] = (
+        ("commentary", COMMENTARIES),
+        ("offer", OFFERS),
+    )
+    for kind, pools in templated:
         kind_rng = random.Random(f"{seed}:{split}:{kind}")
         rows += [
             _row(reply, kind, _templated(reply.prompt, pools[split], kind_rng))
