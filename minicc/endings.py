@@ -2,8 +2,8 @@
 whole sentence.
 
 A fine-tune learns where to end its turn from its training replies. Trained on replies the token
-budget cut, with the end-of-turn token after each, it learns to stop mid-sentence (the default
-run's fine-tune did so on 29 of 320 evaluation prompts; its baseline on none). The critic reads
+budget cut, with the end-of-turn token after each, it learns to stop mid-sentence (8992818's
+default fine-tune did so on 29 of 320 evaluation prompts; its baseline on none). The critic reads
 such a reply as a short answer, and the degeneration rule sees nothing wrong with it, so compare
 counts it (`stops_mid_sentence`), and build_sft can train a cut reply up to its last whole
 sentence instead (`whole_sentences`, `sft.cut_replies`).

@@ -7,8 +7,9 @@ appends the EOS token to each reply and tokenizes prompt + reply with the tokeni
 special tokens, and `training_prompt` checks that the prompt's tokens are then the very ids
 generation feeds the model. SFT's rows are tokenized here the same way, as TRL's prepared
 prompt/completion rows (`input_ids` and `completion_mask`), because TRL would append the EOS to
-every completion, and a reply the token budget cut must train without it (`SftExample.ends_turn`).
-SFT's loss covers the completion (the answer, and its EOS where the turn ends) only.
+every completion, and a reply the token budget cut may train without it (`sft.cut_replies: open`,
+`SftExample.ends_turn`). SFT's loss covers the completion (the answer, and its EOS where the
+turn ends) only.
 """
 
 import importlib.util
