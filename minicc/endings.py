@@ -10,11 +10,17 @@ sentence instead (`whole_sentences`, `sft.cut_replies`).
 """
 
 import re
+from collections.abc import Iterable
 
-from minicc.records import FinishReason
+from minicc.records import FinishReason, Reply
 
 SENTENCE_ENDS = frozenset(".!?…:;\"')]}*`»”’")
 """Characters a finished sentence, quotation, list item or code span ends with."""
+
+
+def finish_reasons(replies: Iterable[Reply]) -> dict[str, FinishReason]:
+    """How each reply ended, by candidate id (build_sft's cut replies, compare's stops)."""
+    return {reply.candidate_id: reply.finish_reason for reply in replies}
 
 
 def stops_mid_sentence(response: str, finish_reason: FinishReason) -> bool:

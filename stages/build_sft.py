@@ -20,9 +20,10 @@ from typing import Annotated, Any
 import typer
 
 from minicc.cli import PARAMS_FILE, ParamsFile, stage_errors
+from minicc.endings import finish_reasons
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.params import load_params
-from minicc.records import FinishReason, PreferencePair, Selected, load_candidates
+from minicc.records import PreferencePair, Selected, load_candidates
 from minicc.sft import (
     SftSplit,
     build_sft_examples,
@@ -30,13 +31,6 @@ from minicc.sft import (
     ending_counts,
     split_by_prompt,
 )
-
-
-def finish_reasons(paths: list[Path]) -> dict[str, FinishReason]:
-    """How each generated reply ended, by candidate id, from candidate and revision files."""
-    return {
-        reply.candidate_id: reply.finish_reason for path in paths for reply in load_candidates(path)
-    }
 
 
 def split_metrics(
@@ -93,7 +87,11 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        examples = build_sft_examples(samples, params.sft, finish_reasons([candidates, revisions]))
+        examples = build_sft_examples(
+            samples,
+            params.sft,
+            finish_reasons(load_candidates(candidates) + load_candidates(revisions)),
+        )
         endings = ending_counts(examples)
         split = split_by_prompt(
             examples, read_records(pairs, PreferencePair), params.sft.val_ratio, params.seed

@@ -41,6 +41,7 @@ from minicc.comparison import (
 )
 from minicc.critic import CriticFiles, resumable_critiques
 from minicc.csv_table import csv_text
+from minicc.endings import finish_reasons
 from minicc.eval_critic import eval_critic_setup, open_eval_critic
 from minicc.jsonl import atomic_write_files, json_text, read_records, records_text
 from minicc.off_topic import OffTopicDetector
@@ -85,10 +86,7 @@ def main(
                 for side, responses in rows.items()
             }
             off_topic = OffTopicDetector.open(params.models)
-            endings: Endings = {
-                side: {reply.candidate_id: reply.finish_reason for reply in rows[side]}
-                for side in SIDES
-            }
+            endings: Endings = {side: finish_reasons(rows[side]) for side in SIDES}
             results = pair_outcomes(
                 critiques["baseline"], critiques["finetuned"], off_topic, endings
             )

@@ -2,8 +2,8 @@
 
 import pytest
 
-from minicc.endings import stops_mid_sentence, whole_sentences
-from minicc.records import FinishReason
+from minicc.endings import finish_reasons, stops_mid_sentence, whole_sentences
+from minicc.records import Candidate, FinishReason
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,11 @@ def test_whole_sentences_keep_a_cut_reply_up_to_its_last_sentence_end(
     text: str, kept: str | None
 ) -> None:
     assert whole_sentences(text) == kept
+
+
+def test_finish_reasons_map_each_reply_to_how_it_ended() -> None:
+    made = [
+        Candidate("p1", "p1/0", "Hi?", "cooperative", "Hello.", 2, "eos", "m"),
+        Candidate("p1", "p1/1", "Hi?", "cooperative", "Hello there and", 4, "length", "m"),
+    ]
+    assert finish_reasons(made) == {"p1/0": "eos", "p1/1": "length"}
