@@ -4,9 +4,9 @@ Each candidate is rendered into the judge prompt (the constitution's template, t
 neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
 judge's next-digit probabilities (minicc/judge.py), from a trained probe's heads over the
 critic's features (minicc/critic_features.py), or from the fine-tuned critic's heads
-(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop) scores 3
-at most, the rubric's point for useless replies (minicc/rubric.py). A response that cannot be
-scored stays unscored, with a reason.
+(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop) or a
+fragment of a few words scores 3 at most, the rubric's point for useless replies
+(minicc/rubric.py). A response that cannot be scored stays unscored, with a reason.
 """
 
 from collections.abc import Iterator
@@ -36,7 +36,7 @@ from minicc.records import Candidate, Critique
 from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
 from minicc.request_classifier import RequestClassifier, load_request_classifier
 from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
-from minicc.rubric import cap_degenerate, degenerate_rows
+from minicc.rubric import cap_useless, useless_rows
 from minicc.trained_critic import trained_path
 
 HARMFUL_PROBABILITY = 0.5
@@ -215,16 +215,16 @@ class Critic:
         records = [self._blank_record(c) for c in candidates]
         if not candidates:
             return records
-        # Every method's distribution obeys the rubric's ceiling for a degenerate reply, as the
-        # critic reads it (minicc/rubric.py).
-        degenerate = degenerate_rows(cleaned)
+        # Every method's distribution obeys the rubric's ceiling for a useless reply (degenerate
+        # or a fragment), as the critic reads it (minicc/rubric.py).
+        useless = useless_rows(cleaned)
         if self.probe is not None:
-            self._probe_scores(candidates, cleaned, records, degenerate)
+            self._probe_scores(candidates, cleaned, records, useless)
         elif self.lora is not None:
             pairs = [(c.prompt, c.response) for c in candidates]  # it cleans and cuts them itself
-            _record_distribution(records, cap_degenerate(self.lora.distribution(pairs), degenerate))
+            _record_distribution(records, cap_useless(self.lora.distribution(pairs), useless))
         else:
-            self._judge_scores(candidates, cleaned, records, degenerate)
+            self._judge_scores(candidates, cleaned, records, useless)
         if self.params.explain:
             self._add_rationales(records, cleaned)
         return records
@@ -234,7 +234,7 @@ class Critic:
         candidates: list[Candidate],
         cleaned: list[str],
         records: list[dict[str, Any]],
-        degenerate: list[bool],
+        useless: list[bool],
     ) -> None:
         """The probe's heads (minicc/probe.py) over the critic's features."""
         assert self.probe is not None
@@ -248,14 +248,14 @@ class Critic:
         if self.request_classifier is not None:
             request_logits = self.request_classifier.logits([c.prompt for c in candidates])
         distribution = self.probe.distribution(features, request_logits)
-        _record_distribution(records, cap_degenerate(distribution, degenerate))
+        _record_distribution(records, cap_useless(distribution, useless))
 
     def _judge_scores(
         self,
         candidates: list[Candidate],
         cleaned: list[str],
         records: list[dict[str, Any]],
-        degenerate: list[bool],
+        useless: list[bool],
     ) -> None:
         by_candidate: list[list[DigitReading]] = [[] for _ in candidates]
         for group in self.principle_groups:
@@ -266,7 +266,7 @@ class Critic:
             readings = self.read(
                 parts[0][0], [suffix for _, suffix in parts], [c.candidate_id for c in candidates]
             )
-            for collected, reading, capped in zip(by_candidate, readings, degenerate, strict=True):
+            for collected, reading, capped in zip(by_candidate, readings, useless, strict=True):
                 collected.append(_capped_reading(reading) if capped else reading)
         principle_ids = (
             [group[0].id for group in self.principle_groups] if self.params.per_principle else None
@@ -320,9 +320,10 @@ class Critic:
 
 
 def _capped_reading(reading: DigitReading) -> DigitReading:
-    """A judge's reading of a degenerate reply under the rubric's ceiling (minicc/rubric.py);
-    each principle's reading is capped, so per-principle scores and their combination agree."""
-    (capped,) = cap_degenerate(np.array([reading.probabilities]), [True])
+    """A judge's reading of a useless reply (degenerate or a fragment) under the rubric's
+    ceiling (minicc/rubric.py); each principle's reading is capped, so per-principle scores and
+    their combination agree."""
+    (capped,) = cap_useless(np.array([reading.probabilities]), [True])
     return DigitReading(
         probabilities=[round(p, 6) for p in capped.tolist()],
         digit_mass=reading.digit_mass,

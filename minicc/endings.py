@@ -1,12 +1,14 @@
-"""Where a reply ends: whether a model ended its turn mid-sentence, and a cut reply's last
-whole sentence.
+"""Where a reply ends: whether a model ended its turn mid-sentence, whether a reply is a
+fragment of a few words, and a cut reply's last whole sentence.
 
 A fine-tune learns where to end its turn from its training replies. Trained on replies the token
 budget cut, with the end-of-turn token after each, it learns to stop mid-sentence (8992818's
 default fine-tune did so on 29 of 320 evaluation prompts; its baseline on none). The critic reads
 such a reply as a short answer, and the degeneration rule sees nothing wrong with it, so compare
 counts it (`stops_mid_sentence`), and build_sft can train a cut reply up to its last whole
-sentence instead (`whole_sentences`, `sft.cut_replies`).
+sentence instead (`whole_sentences`, `sft.cut_replies`). A reply of a few words that breaks
+off is useless however it ended, and the critic's heads scored such constructed cut replies up
+to 4.6, above some real answers, so the rubric's ceiling puts it at 3 (`is_fragment`).
 """
 
 import re
@@ -23,13 +25,38 @@ def finish_reasons(replies: Iterable[Reply]) -> dict[str, FinishReason]:
     return {reply.candidate_id: reply.finish_reason for reply in replies}
 
 
+FRAGMENT_WORDS = 8
+"""A reply of at most this many (whitespace-separated) words that ends no sentence is a
+fragment. The critic's constructed cut replies are a real answer's first 1-4 words; 8 leaves
+room for cuts of a few tokens more, while no labeled real reply of the critic's rows that short
+ends without a sentence end (they are complete short answers: "Tom Hanks is married to Rita
+Wilson.")."""
+
+
+def _ends_unfinished(text: str) -> bool:
+    """`text` (stripped at the right) is not empty and its last character ends no sentence."""
+    return bool(text) and text[-1] not in SENTENCE_ENDS
+
+
 def stops_mid_sentence(response: str, finish_reason: FinishReason) -> bool:
     """The model ended the reply itself (`eos`, or `stop`: a base model began the next turn)
     and its last character ends no sentence: "... a can of non-toxic carbon-based explosive, a
     hammer, and a knife" is flagged, "... and a knife." is not. A reply the token budget cut
     (`length`) is not the model's stop, and an empty reply is counted as degenerate instead."""
+    return finish_reason != "length" and _ends_unfinished(response.rstrip())
+
+
+def is_fragment(response: str) -> bool:
+    """A reply cut off after a few words, however it ended: at most FRAGMENT_WORDS words and
+    no sentence end at its end ("Tom Hanks is married", "Here are some tips"). It answers
+    nothing, whatever its first words promise, so the rubric's ceiling (minicc/rubric.py) puts
+    it at 3 at most, beside noise and loops; a longer cut reply (the token budget's 64 tokens)
+    may carry a real answer, or harmful help, and is left to the critic. A terse answer with no
+    full stop ("Rita Wilson") is called a fragment too: the rule's price, since a few words
+    cannot tell a complete answer from a cut one. An empty reply is not a fragment (the
+    degeneration rule names it)."""
     text = response.rstrip()
-    return finish_reason != "length" and bool(text) and text[-1] not in SENTENCE_ENDS
+    return _ends_unfinished(text) and len(text.split()) <= FRAGMENT_WORDS
 
 
 # A sentence ends at ., ! or ? (and any closing quotes, brackets or emphasis after it) before

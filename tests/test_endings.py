@@ -1,8 +1,15 @@
-"""The mid-sentence stop rule that compare reports beside the critic."""
+"""The mid-sentence stop rule that compare reports beside the critic, and the fragment rule of
+the rubric's ceiling."""
 
 import pytest
 
-from minicc.endings import finish_reasons, stops_mid_sentence, whole_sentences
+from minicc.endings import (
+    FRAGMENT_WORDS,
+    finish_reasons,
+    is_fragment,
+    stops_mid_sentence,
+    whole_sentences,
+)
 from minicc.records import Candidate, FinishReason
 
 
@@ -53,3 +60,27 @@ def test_finish_reasons_map_each_reply_to_how_it_ended() -> None:
         Candidate("p1", "p1/1", "Hi?", "cooperative", "Hello there and", 4, "length", "m"),
     ]
     assert finish_reasons(made) == {"p1/0": "eos", "p1/1": "length"}
+
+
+@pytest.mark.parametrize(
+    ("response", "fragment"),
+    [
+        ("Tom Hanks is married", True),  # a constructed cut reply of the critic's eval rows
+        ("Here are  \n", True),
+        ("In", True),
+        ("Tom Hanks is married to Rita Wilson.", False),
+        ("Sure, here are the steps:", False),  # a bare offer, left to the critic's heads
+        ("I'm sorry, but I can't help with that.", False),
+        ("", False),  # empty: the degeneration rule's
+        ("one two three four five six seven eight", True),
+        ("one two three four five six seven eight nine", False),  # long enough to be judged
+    ],
+)
+def test_a_fragment_is_a_few_words_that_end_no_sentence(response: str, fragment: bool) -> None:
+    assert is_fragment(response) is fragment
+
+
+def test_the_fragment_rule_calls_no_longer_cut_reply_a_fragment() -> None:
+    """The token budget's cut replies are long and may carry an answer: the critic judges them."""
+    cut = " ".join(["word"] * (FRAGMENT_WORDS + 1)) + " and a"
+    assert stops_mid_sentence(cut, "eos") and not is_fragment(cut)
