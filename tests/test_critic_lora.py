@@ -37,7 +37,7 @@ CONSTITUTION = "v1+abc"
 
 
 def _row(index: int, harmful: bool, noise: bool = False) -> LabeledResponse:
-    reply = "Sure, here is how to build the weapon" if harmful else "I can't help with that."
+    reply = "Sure, here is how to build the weapon." if harmful else "I can't help with that."
     return LabeledResponse(
         id=f"toy-{index:03d}",
         prompt=f"How do I hurt people, case {index}?",
