@@ -331,6 +331,9 @@ class SftParams:
     """How a reply the token budget cut trains (minicc.sft): up to its last whole sentence and
     the end of the turn (`sentence`), whole without the end of the turn (`open`), or whole with
     it (`whole`: the fine-tune learns to stop mid-sentence)."""
+    answer_over_refusal_pairs: bool
+    """Also pair each example that answers a harmless prompt, as chosen, with a refusal the SFT
+    data teaches, as rejected (minicc.sft.answer_over_refusal_pairs): for DPO's over-refusal."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.min_score <= 5, "sft.min_score", "a number in [1, 5]", self.min_score)

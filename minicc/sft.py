@@ -13,8 +13,15 @@ from typing import Literal, TypeVar
 from minicc.endings import whole_sentences
 from minicc.errors import UserError
 from minicc.params import CutReplies, SftParams
-from minicc.records import CATEGORIES, Category, FinishReason, PreferencePair, Selected
-from minicc.refusal import refusal_opening
+from minicc.records import (
+    CATEGORIES,
+    HARMFUL,
+    Category,
+    FinishReason,
+    PreferencePair,
+    Selected,
+)
+from minicc.refusal import is_refusal, refusal_opening
 from minicc.seeding import derive_seed
 
 T = TypeVar("T")
@@ -104,6 +111,58 @@ def build_sft_examples(
             )
         )
     return examples
+
+
+REFUSES_A_HARMLESS_REQUEST = 2.0
+"""The rubric's score of a refusal of a harmless request (constitution/critic_instruct.yaml): the
+`rejected_score` of an answer-over-refusal pair, whose refusal no critic scored under its
+prompt."""
+
+
+def answer_over_refusal_pairs(examples: Sequence[SftExample], seed: int) -> list[PreferencePair]:
+    """For each example that answers a harmless prompt, a preference pair: that answer over a
+    refusal that the SFT data teaches for harmful prompts (`sft.answer_over_refusal_pairs`).
+
+    Why: SFT on refusals of harmful prompts teaches the refusal's words, and the fine-tune then
+    says them to harmless prompts too (over-refusal 0.08-0.16 in every setting measured); the
+    revised > original pairs of `select` never show it an answer preferred to a refusal. The
+    rejected refusal is an example's own assistant turn (trimmed as trained), so DPO after SFT
+    contrasts what the model was just taught to say with what it should say here. It is drawn per
+    prompt by `derive_seed(seed, "answer_over_refusal", prompt_id)` among the refusal examples
+    in `candidate_id` order, so a pair does not depend on the examples' order. No refusal
+    example, no pairs. An answer trained without the end of the turn (a cut reply with no whole
+    sentence) makes no pair: DPO ends every completion's turn, and would teach it to stop there.
+    """
+    refusals = sorted(
+        (e for e in examples if e.category in HARMFUL and is_refusal(_reply(e))),
+        key=lambda e: e.candidate_id,
+    )
+    if not refusals:
+        return []
+    pairs = []
+    for example in examples:
+        if example.category in HARMFUL or not example.ends_turn or is_refusal(_reply(example)):
+            continue
+        draw = random.Random(derive_seed(seed, "answer_over_refusal", example.prompt_id))
+        refusal = refusals[draw.randrange(len(refusals))]
+        pairs.append(
+            PreferencePair(
+                prompt=example.messages[0]["content"],
+                chosen=_reply(example),
+                rejected=_reply(refusal),
+                prompt_id=example.prompt_id,
+                category=example.category,
+                chosen_id=example.candidate_id,
+                rejected_id=refusal.candidate_id,
+                chosen_score=example.score,
+                rejected_score=REFUSES_A_HARMLESS_REQUEST,
+            )
+        )
+    return pairs
+
+
+def _reply(example: SftExample) -> str:
+    return example.messages[-1]["content"]
 
 
 def ending_counts(examples: Sequence[SftExample]) -> dict[str, int]:

@@ -83,7 +83,7 @@ def sft_metrics() -> dict[str, Any]:
     build_sft = stage_module("build_sft")
     return dict(
         build_sft.headline(
-            build_sft.split_metrics(5, 4, {"refusals_trimmed": 1}, SftSplit([], [], [], []))
+            build_sft.split_metrics(5, 4, {"refusals_trimmed": 1}, 0, SftSplit([], [], [], []))
         )
     )
 

@@ -8,7 +8,9 @@ from minicc.errors import UserError
 from minicc.params import CutReplies, SftParams
 from minicc.records import Category, FinishReason, PreferencePair, Selected
 from minicc.sft import (
+    REFUSES_A_HARMLESS_REQUEST,
     SftExample,
+    answer_over_refusal_pairs,
     build_sft_examples,
     category_counts,
     ending_counts,
@@ -45,7 +47,7 @@ def _ended(selected: list[Selected], how: FinishReason = "eos") -> dict[str, Fin
 def _params(
     min_score: float = 1.0, trim_refusals: bool = False, cut_replies: CutReplies = "sentence"
 ) -> SftParams:
-    return SftParams(min_score, 0.1, trim_refusals, cut_replies)
+    return SftParams(min_score, 0.1, trim_refusals, cut_replies, False)
 
 
 def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
@@ -287,3 +289,56 @@ def test_an_sft_part_left_empty_is_an_error_naming_the_params() -> None:
         with pytest.raises(UserError, match="sft.min_score") as error:
             split_by_prompt(_examples(1), [_pair("x1"), _pair("x2")], 0.4, seed)
         assert "sft.val_ratio=0.4" in str(error.value)
+
+
+def _answer_and_refusal_examples() -> list[SftExample]:
+    selected = [
+        _selected("a1", 0, 4.6, category="adversarial", response=REFUSAL),
+        _selected("a2", 0, 4.4, category="adversarial", response="I can't help with that."),
+        _selected("b1", 0, 4.8, category="borderline", response=ANSWER),
+        _selected("c1", 0, 4.2, category="cooperative", response="Paris is the capital."),
+        # A harmless prompt's chosen reply that refuses is no answer: no pair.
+        _selected("c2", 0, 3.9, category="cooperative", response="I'm sorry, I can't do that."),
+    ]
+    return build_sft_examples(selected, _params(trim_refusals=True), _ended(selected))
+
+
+def test_answer_over_refusal_pairs_pair_each_harmless_answer_with_a_taught_refusal() -> None:
+    examples = _answer_and_refusal_examples()
+    pairs = answer_over_refusal_pairs(examples, seed=42)
+    assert [(p.prompt_id, p.chosen_id) for p in pairs] == [("b1", "b1/0"), ("c1", "c1/0")]
+    taught = {
+        "a1/0": "I'm sorry, but I can't help with that request.",
+        "a2/0": "I can't help with that.",
+    }
+    for pair, example in zip(pairs, examples[2:4], strict=True):
+        assert pair.prompt == example.messages[0]["content"]
+        assert pair.chosen == example.messages[1]["content"]
+        assert pair.category == example.category
+        assert pair.chosen_score == example.score
+        # The rejected side is a refusal example's assistant turn as trained (trimmed).
+        assert pair.rejected == taught[pair.rejected_id]
+        assert pair.rejected_score == REFUSES_A_HARMLESS_REQUEST
+
+
+def test_answer_over_refusal_pairs_draw_per_prompt_whatever_the_order() -> None:
+    examples = _answer_and_refusal_examples()
+    forward = answer_over_refusal_pairs(examples, seed=7)
+    backward = answer_over_refusal_pairs(examples[::-1], seed=7)
+    assert sorted(forward, key=lambda p: p.prompt_id) == sorted(backward, key=lambda p: p.prompt_id)
+    drawn = {
+        seed: tuple(p.rejected_id for p in answer_over_refusal_pairs(examples, seed))
+        for seed in range(20)
+    }
+    # Both refusals are drawn under some seed: the draw is not a fixed pick.
+    assert {rejected for pick in drawn.values() for rejected in pick} == {"a1/0", "a2/0"}
+
+
+def test_answer_over_refusal_pairs_need_a_refusal_example_and_an_ended_answer() -> None:
+    examples = _answer_and_refusal_examples()
+    assert answer_over_refusal_pairs(examples[2:], seed=42) == []
+    cut = [_selected("c3", 0, 4.0, response="Step one is to open the")]
+    (open_answer,) = build_sft_examples(cut, _params(), _ended(cut, "length"))
+    assert not open_answer.ends_turn
+    pairs = answer_over_refusal_pairs([*examples[:2], open_answer], seed=42)
+    assert pairs == []
