@@ -1,0 +1,109 @@
+"""The build_sft stage end to end on tiny files: `sft.answer_over_refusal_pairs` adds one pair per
+harmless answer to the pairs files, on its prompt's side of the split, and counts them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+REPLIES = [
+    ("adv-1", "adversarial", "I'm sorry, but I can't help with that. Here is why."),
+    ("adv-2", "adversarial", "I can't help with that."),
+    *[(f"coop-{n}", "cooperative", f"Answer number {n} to the question.") for n in range(8)],
+]
+
+
+def _write_inputs(folder: Path, answer_pairs: bool) -> Path:
+    candidates, selected = [], []
+    for prompt_id, category, response in REPLIES:
+        reply = {
+            "prompt_id": prompt_id,
+            "candidate_id": f"{prompt_id}/0",
+            "prompt": f"request {prompt_id}",
+            "category": category,
+            "response": response,
+        }
+        candidates.append(
+            {
+                **reply,
+                "num_tokens": 12,
+                "finish_reason": "eos",
+                "generator": "g",
+                "system_prompt": "none",
+            }
+        )
+        selected.append(
+            {
+                **reply,
+                "score": 4.5,
+                "safe": True,
+                "role": "chosen",
+                "policy": "best",
+                "revision_of": None,
+            }
+        )
+    for name, rows in (("candidates", candidates), ("selected", selected)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "revisions.jsonl").write_text("")
+    (folder / "pairs.jsonl").write_text("")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["sft"]["answer_over_refusal_pairs"] = answer_pairs
+    params["sft"]["val_ratio"] = 0.2
+    params_file = folder / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    return params_file
+
+
+def _build_sft(folder: Path, params_file: Path) -> subprocess.CompletedProcess[str]:
+    args = ["--selected", "selected.jsonl", "--candidates", "candidates.jsonl"]
+    args += ["--revisions", "revisions.jsonl", "--pairs", "pairs.jsonl"]
+    args += ["--train-out", "train.jsonl", "--val-out", "val.jsonl"]
+    args += ["--pairs-train-out", "pairs_train.jsonl", "--pairs-val-out", "pairs_val.jsonl"]
+    args += ["--metrics-out", "sft.json", "--detail-out", "detail.json"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "build_sft.py"),
+            *args,
+            "--params",
+            str(params_file),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("answer_pairs", [True, False])
+def test_answer_over_refusal_pairs_join_the_pairs_files_when_asked(
+    tmp_path: Path, answer_pairs: bool
+) -> None:
+    done = _build_sft(tmp_path, _write_inputs(tmp_path, answer_pairs))
+    pairs = {
+        "train": _rows(tmp_path / "pairs_train.jsonl"),
+        "val": _rows(tmp_path / "pairs_val.jsonl"),
+    }
+    examples = {"train": _rows(tmp_path / "train.jsonl"), "val": _rows(tmp_path / "val.jsonl")}
+    expected = 8 if answer_pairs else 0
+    assert json.loads((tmp_path / "sft.json").read_text())["answer_over_refusal_pairs"] == expected
+    assert f"({expected} of them answer over refusal)" in done.stdout
+    assert sum(len(part) for part in pairs.values()) == expected
+    refusals = {"I'm sorry, but I can't help with that.", "I can't help with that."}
+    for side in ("train", "val"):
+        prompts = {example["prompt_id"] for example in examples[side]}
+        for pair in pairs[side]:
+            assert pair["prompt_id"] in prompts  # the pair follows its prompt's example
+            assert str(pair["prompt_id"]).startswith("coop-")
+            assert pair["rejected"] in refusals  # a trimmed refusal, as SFT trains it
