@@ -25,6 +25,7 @@ Category = Literal["adversarial", "borderline", "cooperative"]
 TrainMethod = Literal["sft", "dpo", "sft_dpo"]
 SystemPrompt = Literal["none", "constitution"]
 CutReplies = Literal["sentence", "open", "whole"]
+RefusalPairs = Literal["none", "harmless", "mirrored"]
 CRITIC_SOURCES = ("gptfuzz", "xstest", "jbb", "constructed", "contrast")
 """Source families of data/critic/train.jsonl (data/critic/README.md)."""
 PROBE_HEADS = ("request_harmful", "response_harmful", "refusal", "on_task")
@@ -331,9 +332,10 @@ class SftParams:
     """How a reply the token budget cut trains (minicc.sft): up to its last whole sentence and
     the end of the turn (`sentence`), whole without the end of the turn (`open`), or whole with
     it (`whole`: the fine-tune learns to stop mid-sentence)."""
-    answer_over_refusal_pairs: bool
-    """Also pair each example that answers a harmless prompt, as chosen, with a refusal the SFT
-    data teaches, as rejected (minicc.sft.answer_over_refusal_pairs): for DPO's over-refusal."""
+    refusal_pairs: RefusalPairs
+    """Preference pairs built from the examples for DPO's over-refusal (minicc.sft.refusal_pairs):
+    none; each harmless prompt's answer over a refusal the examples teach (`harmless`); or that,
+    and the refusal over the answer on the refusal's own harmful prompt (`mirrored`)."""
 
     def __post_init__(self) -> None:
         _require(1 <= self.min_score <= 5, "sft.min_score", "a number in [1, 5]", self.min_score)

@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 
 from minicc.endings import whole_sentences
 from minicc.errors import UserError
-from minicc.params import CutReplies, SftParams
+from minicc.params import CutReplies, RefusalPairs, SftParams
 from minicc.records import (
     CATEGORIES,
     HARMFUL,
@@ -117,18 +117,30 @@ REFUSES_A_HARMLESS_REQUEST = 2.0
 """The rubric's score of a refusal of a harmless request (constitution/critic_instruct.yaml): the
 `rejected_score` of an answer-over-refusal pair, whose refusal no critic scored under its
 prompt."""
+OFF_TOPIC = 3.0
+"""The rubric's score of an off-topic reply (harmless but useless): the `rejected_score` of a
+mirrored pair, whose rejected answer was written for another prompt."""
 
 
-def answer_over_refusal_pairs(examples: Sequence[SftExample], seed: int) -> list[PreferencePair]:
-    """For each example that answers a harmless prompt, a preference pair: that answer over a
-    refusal that the SFT data teaches for harmful prompts (`sft.answer_over_refusal_pairs`).
+def refusal_pairs(
+    examples: Sequence[SftExample], seed: int, kind: RefusalPairs
+) -> list[PreferencePair]:
+    """Preference pairs made of the examples' own assistant turns (`sft.refusal_pairs`).
 
-    Why: SFT on refusals of harmful prompts teaches the refusal's words, and the fine-tune then
-    says them to harmless prompts too (over-refusal 0.08-0.16 in every setting measured); the
-    revised > original pairs of `select` never show it an answer preferred to a refusal. The
-    rejected refusal is an example's own assistant turn (trimmed as trained), so DPO after SFT
-    contrasts what the model was just taught to say with what it should say here. It is drawn per
-    prompt by `derive_seed(seed, "answer_over_refusal", prompt_id)` among the refusal examples
+    `harmless`: for each example that answers a harmless prompt, that answer over a refusal the
+    examples teach for harmful prompts. Why: SFT on refusals of harmful prompts teaches the
+    refusal's words, and the fine-tune then says them to harmless prompts too (over-refusal
+    0.08-0.16 in every setting measured), while the revised > original pairs of `select` never
+    show it an answer preferred to a refusal. Measured alone it teaches no refusing at all (the
+    refusal rate on harmful prompts fell from 0.49 to 0.03 at seed 42): the rejected refusal
+    is the same few sentences under every prompt, so DPO learns to avoid them, not to avoid
+    them here. `mirrored` adds, for each such pair, its mirror on the refusal's own harmful
+    prompt: the refusal over that answer. Each drawn text is then chosen under one prompt and
+    rejected under another, so only the prompt tells the two pairs apart.
+
+    The rejected refusal is an example's assistant turn as trained (trimmed), so DPO after SFT
+    contrasts what the model was just taught to say with what it should say; it is drawn per
+    answer by `derive_seed(seed, "answer_over_refusal", prompt_id)` among the refusal examples
     in `candidate_id` order, so a pair does not depend on the examples' order. No refusal
     example, no pairs. An answer trained without the end of the turn (a cut reply with no whole
     sentence) makes no pair: DPO ends every completion's turn, and would teach it to stop there.
@@ -137,7 +149,7 @@ def answer_over_refusal_pairs(examples: Sequence[SftExample], seed: int) -> list
         (e for e in examples if e.category in HARMFUL and is_refusal(_reply(e))),
         key=lambda e: e.candidate_id,
     )
-    if not refusals:
+    if kind == "none" or not refusals:
         return []
     pairs = []
     for example in examples:
@@ -145,20 +157,25 @@ def answer_over_refusal_pairs(examples: Sequence[SftExample], seed: int) -> list
             continue
         draw = random.Random(derive_seed(seed, "answer_over_refusal", example.prompt_id))
         refusal = refusals[draw.randrange(len(refusals))]
-        pairs.append(
-            PreferencePair(
-                prompt=example.messages[0]["content"],
-                chosen=_reply(example),
-                rejected=_reply(refusal),
-                prompt_id=example.prompt_id,
-                category=example.category,
-                chosen_id=example.candidate_id,
-                rejected_id=refusal.candidate_id,
-                chosen_score=example.score,
-                rejected_score=REFUSES_A_HARMLESS_REQUEST,
-            )
-        )
+        pairs.append(_pair_of(example, refusal, rejected_score=REFUSES_A_HARMLESS_REQUEST))
+        if kind == "mirrored":
+            pairs.append(_pair_of(refusal, example, rejected_score=OFF_TOPIC))
     return pairs
+
+
+def _pair_of(chosen: SftExample, rejected: SftExample, rejected_score: float) -> PreferencePair:
+    """`chosen`'s turn over `rejected`'s, under `chosen`'s prompt."""
+    return PreferencePair(
+        prompt=chosen.messages[0]["content"],
+        chosen=_reply(chosen),
+        rejected=_reply(rejected),
+        prompt_id=chosen.prompt_id,
+        category=chosen.category,
+        chosen_id=chosen.candidate_id,
+        rejected_id=rejected.candidate_id,
+        chosen_score=chosen.score,
+        rejected_score=rejected_score,
+    )
 
 
 def _reply(example: SftExample) -> str:

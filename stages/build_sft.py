@@ -10,10 +10,9 @@
 Only `chosen` samples scoring at least `sft.min_score` become examples (with
 `sft.trim_refusals`, a refusal cut after the sentence that refuses); a reply the token budget
 cut trains as `sft.cut_replies` says (`--candidates` and `--revisions` say how each reply
-ended); with `sft.answer_over_refusal_pairs` each answer to a harmless prompt also makes a
-preference pair over a refusal the examples teach (minicc/sft.py); no prompt is in both parts
-(its preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the same with
-the counts per category.
+ended); `sft.refusal_pairs` adds preference pairs of the examples' answers and refusals
+(minicc/sft.py); no prompt is in both parts (its preference pairs follow it). `--metrics-out`
+holds the counts, `--detail-out` the same with the counts per category.
 """
 
 from pathlib import Path
@@ -28,24 +27,24 @@ from minicc.params import load_params
 from minicc.records import PreferencePair, Selected, load_candidates
 from minicc.sft import (
     SftSplit,
-    answer_over_refusal_pairs,
     build_sft_examples,
     category_counts,
     ending_counts,
+    refusal_pairs,
     split_by_prompt,
 )
 
 
 def split_metrics(
-    chosen: int, examples: int, endings: dict[str, int], answer_pairs: int, split: SftSplit
+    chosen: int, examples: int, endings: dict[str, int], built_pairs: int, split: SftSplit
 ) -> dict[str, Any]:
     """Every count of the split, per category too (`--detail-out`); `endings` are
-    `ending_counts`, `answer_pairs` the answer-over-refusal pairs among the split's."""
+    `ending_counts`, `built_pairs` the `sft.refusal_pairs` among the split's pairs."""
     return {
         "chosen_samples": chosen,
         "below_min_score": chosen - examples,
         **endings,
-        "answer_over_refusal_pairs": answer_pairs,
+        "refusal_pairs": built_pairs,
         **{
             name: {
                 "examples": len(part),
@@ -97,19 +96,15 @@ def main(
             finish_reasons(load_candidates(candidates) + load_candidates(revisions)),
         )
         endings = ending_counts(examples)
-        answer_pairs = (
-            answer_over_refusal_pairs(examples, params.seed)
-            if params.sft.answer_over_refusal_pairs
-            else []
-        )
+        built_pairs = refusal_pairs(examples, params.seed, params.sft.refusal_pairs)
         split = split_by_prompt(
             examples,
-            read_records(pairs, PreferencePair) + answer_pairs,
+            read_records(pairs, PreferencePair) + built_pairs,
             params.sft.val_ratio,
             params.seed,
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = split_metrics(chosen, len(examples), endings, len(answer_pairs), split)
+        metrics = split_metrics(chosen, len(examples), endings, len(built_pairs), split)
         atomic_write_files(
             {
                 train_out: records_text(split.train),
@@ -126,8 +121,8 @@ def main(
             f"{endings['refusals_trimmed']} refusals trimmed, {endings['cut_by_token_budget']} "
             f"cut by the token budget: {endings['cut_to_a_sentence']} to a whole sentence, "
             f"{endings['without_end_of_turn']} without the end of the turn), "
-            f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs ({len(answer_pairs)} of them "
-            f"answer over refusal) -> {train_out}, {val_out}"
+            f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs ({len(built_pairs)} of them "
+            f"sft.refusal_pairs {params.sft.refusal_pairs}) -> {train_out}, {val_out}"
         )
 
 

@@ -1,5 +1,5 @@
-"""The build_sft stage end to end on tiny files: `sft.answer_over_refusal_pairs` adds one pair per
-harmless answer to the pairs files, on its prompt's side of the split, and counts them."""
+"""The build_sft stage end to end on tiny files: `sft.refusal_pairs` adds its pairs to the pairs
+files, each on its prompt's side of the split, and counts them."""
 
 import json
 import subprocess
@@ -18,7 +18,7 @@ REPLIES = [
 ]
 
 
-def _write_inputs(folder: Path, answer_pairs: bool) -> Path:
+def _write_inputs(folder: Path, kind: str) -> Path:
     candidates, selected = [], []
     for prompt_id, category, response in REPLIES:
         reply = {
@@ -52,7 +52,7 @@ def _write_inputs(folder: Path, answer_pairs: bool) -> Path:
     (folder / "revisions.jsonl").write_text("")
     (folder / "pairs.jsonl").write_text("")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sft"]["answer_over_refusal_pairs"] = answer_pairs
+    params["sft"]["refusal_pairs"] = kind
     params["sft"]["val_ratio"] = 0.2
     params_file = folder / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -86,24 +86,24 @@ def _rows(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("answer_pairs", [True, False])
-def test_answer_over_refusal_pairs_join_the_pairs_files_when_asked(
-    tmp_path: Path, answer_pairs: bool
+@pytest.mark.parametrize(("kind", "expected"), [("none", 0), ("harmless", 8), ("mirrored", 16)])
+def test_refusal_pairs_join_the_pairs_files_on_their_prompts_side(
+    tmp_path: Path, kind: str, expected: int
 ) -> None:
-    done = _build_sft(tmp_path, _write_inputs(tmp_path, answer_pairs))
+    done = _build_sft(tmp_path, _write_inputs(tmp_path, kind))
     pairs = {
         "train": _rows(tmp_path / "pairs_train.jsonl"),
         "val": _rows(tmp_path / "pairs_val.jsonl"),
     }
     examples = {"train": _rows(tmp_path / "train.jsonl"), "val": _rows(tmp_path / "val.jsonl")}
-    expected = 8 if answer_pairs else 0
-    assert json.loads((tmp_path / "sft.json").read_text())["answer_over_refusal_pairs"] == expected
-    assert f"({expected} of them answer over refusal)" in done.stdout
+    assert json.loads((tmp_path / "sft.json").read_text())["refusal_pairs"] == expected
+    assert f"({expected} of them sft.refusal_pairs {kind})" in done.stdout
     assert sum(len(part) for part in pairs.values()) == expected
     refusals = {"I'm sorry, but I can't help with that.", "I can't help with that."}
     for side in ("train", "val"):
         prompts = {example["prompt_id"] for example in examples[side]}
         for pair in pairs[side]:
             assert pair["prompt_id"] in prompts  # the pair follows its prompt's example
-            assert str(pair["prompt_id"]).startswith("coop-")
-            assert pair["rejected"] in refusals  # a trimmed refusal, as SFT trains it
+            # A trimmed refusal, as SFT trains it, on whichever side its prompt asks for.
+            refused = pair["chosen" if str(pair["prompt_id"]).startswith("adv-") else "rejected"]
+            assert refused in refusals

@@ -248,6 +248,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys(tmp_path: Path) -> None:
         ("train", "scheduler", ["cosine", "linear", "constant"]),
         ("train", "method", ["sft", "dpo", "sft_dpo"]),
         ("sft", "cut_replies", ["sentence", "open", "whole"]),
+        ("sft", "refusal_pairs", ["none", "harmless", "mirrored"]),
     ],
 )
 def test_each_allowed_choice_loads_and_others_are_refused_with_the_list(

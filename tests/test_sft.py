@@ -8,13 +8,14 @@ from minicc.errors import UserError
 from minicc.params import CutReplies, SftParams
 from minicc.records import Category, FinishReason, PreferencePair, Selected
 from minicc.sft import (
+    OFF_TOPIC,
     REFUSES_A_HARMLESS_REQUEST,
     SftExample,
-    answer_over_refusal_pairs,
     build_sft_examples,
     category_counts,
     ending_counts,
     grouped_split,
+    refusal_pairs,
     split_by_prompt,
 )
 
@@ -47,7 +48,7 @@ def _ended(selected: list[Selected], how: FinishReason = "eos") -> dict[str, Fin
 def _params(
     min_score: float = 1.0, trim_refusals: bool = False, cut_replies: CutReplies = "sentence"
 ) -> SftParams:
-    return SftParams(min_score, 0.1, trim_refusals, cut_replies, False)
+    return SftParams(min_score, 0.1, trim_refusals, cut_replies, "none")
 
 
 def test_only_chosen_samples_at_or_above_min_score_become_examples() -> None:
@@ -303,42 +304,65 @@ def _answer_and_refusal_examples() -> list[SftExample]:
     return build_sft_examples(selected, _params(trim_refusals=True), _ended(selected))
 
 
-def test_answer_over_refusal_pairs_pair_each_harmless_answer_with_a_taught_refusal() -> None:
+TAUGHT = {
+    "a1/0": "I'm sorry, but I can't help with that request.",
+    "a2/0": "I can't help with that.",
+}
+
+
+def test_harmless_refusal_pairs_put_each_harmless_answer_over_a_taught_refusal() -> None:
     examples = _answer_and_refusal_examples()
-    pairs = answer_over_refusal_pairs(examples, seed=42)
+    pairs = refusal_pairs(examples, 42, "harmless")
     assert [(p.prompt_id, p.chosen_id) for p in pairs] == [("b1", "b1/0"), ("c1", "c1/0")]
-    taught = {
-        "a1/0": "I'm sorry, but I can't help with that request.",
-        "a2/0": "I can't help with that.",
-    }
     for pair, example in zip(pairs, examples[2:4], strict=True):
         assert pair.prompt == example.messages[0]["content"]
         assert pair.chosen == example.messages[1]["content"]
         assert pair.category == example.category
         assert pair.chosen_score == example.score
         # The rejected side is a refusal example's assistant turn as trained (trimmed).
-        assert pair.rejected == taught[pair.rejected_id]
+        assert pair.rejected == TAUGHT[pair.rejected_id]
         assert pair.rejected_score == REFUSES_A_HARMLESS_REQUEST
 
 
-def test_answer_over_refusal_pairs_draw_per_prompt_whatever_the_order() -> None:
+def test_mirrored_refusal_pairs_add_the_refusal_over_the_answer_under_its_own_prompt() -> None:
     examples = _answer_and_refusal_examples()
-    forward = answer_over_refusal_pairs(examples, seed=7)
-    backward = answer_over_refusal_pairs(examples[::-1], seed=7)
+    harmless = refusal_pairs(examples, 42, "harmless")
+    mirrored = refusal_pairs(examples, 42, "mirrored")
+    assert mirrored[0::2] == harmless
+    by_id = {e.candidate_id: e for e in examples}
+    for answer_pair, mirror in zip(mirrored[0::2], mirrored[1::2], strict=True):
+        refusal = by_id[answer_pair.rejected_id]
+        assert (mirror.chosen_id, mirror.rejected_id) == (
+            refusal.candidate_id,
+            answer_pair.chosen_id,
+        )
+        assert (mirror.prompt_id, mirror.category) == (refusal.prompt_id, "adversarial")
+        assert mirror.prompt == refusal.messages[0]["content"]
+        assert (mirror.chosen, mirror.rejected) == (answer_pair.rejected, answer_pair.chosen)
+        assert (mirror.chosen_score, mirror.rejected_score) == (refusal.score, OFF_TOPIC)
+
+
+def test_no_refusal_pairs_when_none_are_asked_for() -> None:
+    assert refusal_pairs(_answer_and_refusal_examples(), 42, "none") == []
+
+
+def test_refusal_pairs_draw_per_prompt_whatever_the_order() -> None:
+    examples = _answer_and_refusal_examples()
+    forward = refusal_pairs(examples, 7, "harmless")
+    backward = refusal_pairs(examples[::-1], 7, "harmless")
     assert sorted(forward, key=lambda p: p.prompt_id) == sorted(backward, key=lambda p: p.prompt_id)
     drawn = {
-        seed: tuple(p.rejected_id for p in answer_over_refusal_pairs(examples, seed))
+        seed: tuple(p.rejected_id for p in refusal_pairs(examples, seed, "harmless"))
         for seed in range(20)
     }
     # Both refusals are drawn under some seed: the draw is not a fixed pick.
     assert {rejected for pick in drawn.values() for rejected in pick} == {"a1/0", "a2/0"}
 
 
-def test_answer_over_refusal_pairs_need_a_refusal_example_and_an_ended_answer() -> None:
+def test_refusal_pairs_need_a_refusal_example_and_an_ended_answer() -> None:
     examples = _answer_and_refusal_examples()
-    assert answer_over_refusal_pairs(examples[2:], seed=42) == []
+    assert refusal_pairs(examples[2:], 42, "mirrored") == []
     cut = [_selected("c3", 0, 4.0, response="Step one is to open the")]
     (open_answer,) = build_sft_examples(cut, _params(), _ended(cut, "length"))
     assert not open_answer.ends_turn
-    pairs = answer_over_refusal_pairs([*examples[:2], open_answer], seed=42)
-    assert pairs == []
+    assert refusal_pairs([*examples[:2], open_answer], 42, "mirrored") == []
