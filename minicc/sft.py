@@ -136,7 +136,9 @@ def refusal_pairs(
     is the same few sentences under every prompt, so DPO learns to avoid them, not to avoid
     them here. `mirrored` adds, for each such pair, its mirror on the refusal's own harmful
     prompt: the refusal over that answer. Each drawn text is then chosen under one prompt and
-    rejected under another, so only the prompt tells the two pairs apart.
+    rejected under another, so only the prompt tells the two pairs apart. Measured at seed 42
+    (README, results): it lowered refusal of both kinds (harmful 0.49 -> 0.34, needless 0.10 ->
+    0.08), so neither kind is the default.
 
     The rejected refusal is an example's assistant turn as trained (trimmed), so DPO after SFT
     contrasts what the model was just taught to say with what it should say; it is drawn per
