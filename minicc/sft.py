@@ -52,6 +52,16 @@ class SftExample:
     cut reply trained whole under `sft.cut_replies: open` (or under `sentence`, when no sentence
     in it is whole): with it, the fine-tune would learn to stop mid-sentence."""
 
+    @property
+    def request(self) -> str:
+        """The user turn's text."""
+        return self.messages[0]["content"]
+
+    @property
+    def reply(self) -> str:
+        """The assistant turn's text, as trained."""
+        return self.messages[1]["content"]
+
 
 def _assistant_turn(
     response: str, cut_by_budget: bool, trim_refusals: bool, cut_replies: CutReplies
@@ -147,15 +157,17 @@ def refusal_pairs(
     example, no pairs. An answer trained without the end of the turn (a cut reply with no whole
     sentence) makes no pair: DPO ends every completion's turn, and would teach it to stop there.
     """
+    if kind == "none":
+        return []
     refusals = sorted(
-        (e for e in examples if e.category in HARMFUL and is_refusal(_reply(e))),
+        (e for e in examples if e.category in HARMFUL and is_refusal(e.reply)),
         key=lambda e: e.candidate_id,
     )
-    if kind == "none" or not refusals:
+    if not refusals:
         return []
     pairs = []
     for example in examples:
-        if example.category in HARMFUL or not example.ends_turn or is_refusal(_reply(example)):
+        if example.category in HARMFUL or not example.ends_turn or is_refusal(example.reply):
             continue
         draw = random.Random(derive_seed(seed, "answer_over_refusal", example.prompt_id))
         refusal = refusals[draw.randrange(len(refusals))]
@@ -168,9 +180,9 @@ def refusal_pairs(
 def _pair_of(chosen: SftExample, rejected: SftExample, rejected_score: float) -> PreferencePair:
     """`chosen`'s turn over `rejected`'s, under `chosen`'s prompt."""
     return PreferencePair(
-        prompt=chosen.messages[0]["content"],
-        chosen=_reply(chosen),
-        rejected=_reply(rejected),
+        prompt=chosen.request,
+        chosen=chosen.reply,
+        rejected=rejected.reply,
         prompt_id=chosen.prompt_id,
         category=chosen.category,
         chosen_id=chosen.candidate_id,
@@ -178,10 +190,6 @@ def _pair_of(chosen: SftExample, rejected: SftExample, rejected_score: float) ->
         chosen_score=chosen.score,
         rejected_score=rejected_score,
     )
-
-
-def _reply(example: SftExample) -> str:
-    return example.messages[-1]["content"]
 
 
 def ending_counts(examples: Sequence[SftExample]) -> dict[str, int]:

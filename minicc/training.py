@@ -138,10 +138,10 @@ def _sft_row(loaded: LoadedModel, example: SftExample, max_seq_len: int) -> dict
     """The row TRL's SFTTrainer makes of prompt/completion text (the same tokenization, the
     completion from where the two token lists part), with the EOS only where the turn ends."""
     row = f"SFT example {example.candidate_id!r}"
-    prompt = training_prompt(loaded, example.messages[0]["content"])
+    prompt = training_prompt(loaded, example.request)
     prompt_ids = _prompt_ids(loaded, prompt, max_seq_len, row)
     end = loaded.tokenizer.eos_token if example.ends_turn else ""
-    text = prompt + completion_text(loaded, example.messages[1]["content"]) + end
+    text = prompt + completion_text(loaded, example.reply) + end
     ids: list[int] = loaded.tokenizer(text)["input_ids"]
     start = common_prefix_length(prompt_ids, ids)
     return {"input_ids": ids, "completion_mask": [0] * start + [1] * (len(ids) - start)}
