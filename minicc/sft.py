@@ -7,7 +7,7 @@ is on new prompts.
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
 from minicc.endings import whole_sentences
@@ -77,6 +77,17 @@ def _assistant_turn(
     return response, None, False
 
 
+def _finish_reason(
+    finish_reasons: Mapping[str, FinishReason], reply_id: str, what: str
+) -> FinishReason:
+    if reply_id not in finish_reasons:
+        raise UserError(
+            f"{what} {reply_id!r} is not among the generated replies (candidates and "
+            "revisions); rerun the pipeline from the select stage"
+        )
+    return finish_reasons[reply_id]
+
+
 def build_sft_examples(
     selected: list[Selected],
     params: SftParams,
@@ -96,12 +107,7 @@ def build_sft_examples(
     for sample in selected:
         if sample.role != "chosen" or sample.score < params.min_score:
             continue
-        if sample.candidate_id not in finish_reasons:
-            raise UserError(
-                f"selected sample {sample.candidate_id!r} is not among the generated replies "
-                "(candidates and revisions); rerun the pipeline from the select stage"
-            )
-        finish_reason = finish_reasons[sample.candidate_id]
+        finish_reason = _finish_reason(finish_reasons, sample.candidate_id, "selected sample")
         reply, trimmed, ends_turn = _assistant_turn(
             sample.response, finish_reason == "length", params.trim_refusals, params.cut_replies
         )
@@ -121,6 +127,47 @@ def build_sft_examples(
             )
         )
     return examples
+
+
+@dataclass(frozen=True)
+class PairTurns:
+    """Select's preference pairs with their chosen replies made into turns as SFT makes them."""
+
+    pairs: list[PreferencePair]
+    chosen_trimmed: int
+    """Pairs whose chosen reply was cut to its refusal or to its last whole sentence."""
+    dropped: int
+    """Pairs left out: their chosen reply would train without the end of the turn."""
+
+
+def select_pair_turns(
+    pairs: Sequence[PreferencePair],
+    params: SftParams,
+    finish_reasons: Mapping[str, FinishReason],
+) -> PairTurns:
+    """Select's pairs, each chosen reply cut as `build_sft_examples` cuts an SFT example's.
+
+    Why: DPO's trainer appends the end of the turn to every reply, so a chosen reply the token
+    budget cut mid-sentence taught the model to end its turn there, the fault
+    `sft.cut_replies: sentence` removed from SFT; and a chosen refusal that goes on after
+    refusing taught it to go on, the fault of `sft.trim_refusals`. So the chosen reply is
+    trimmed the same way, and a pair whose chosen reply would train without the end of the turn
+    (`cut_replies: open`, or a cut reply with no whole sentence in it) is left out, since DPO
+    cannot train a reply without it. The rejected reply stays as generated: DPO lowers its
+    likelihood, ending included, and lowering the odds of ending a turn mid-sentence teaches
+    nothing wrong. Scores stay the critic's scores of the whole replies.
+    """
+    kept, trimmed = [], 0
+    for pair in pairs:
+        cut = _finish_reason(finish_reasons, pair.chosen_id, "chosen reply of a preference pair")
+        chosen, how, ends_turn = _assistant_turn(
+            pair.chosen, cut == "length", params.trim_refusals, params.cut_replies
+        )
+        if not ends_turn:
+            continue
+        trimmed += how is not None
+        kept.append(replace(pair, chosen=chosen))
+    return PairTurns(kept, trimmed, len(pairs) - len(kept))
 
 
 REFUSES_A_HARMLESS_REQUEST = 2.0

@@ -10,9 +10,11 @@
 Only `chosen` samples scoring at least `sft.min_score` become examples (with
 `sft.trim_refusals`, a refusal cut after the sentence that refuses); a reply the token budget
 cut trains as `sft.cut_replies` says (`--candidates` and `--revisions` say how each reply
-ended); `sft.refusal_pairs` adds preference pairs of the examples' answers and refusals
-(minicc/sft.py); no prompt is in both parts (its preference pairs follow it). `--metrics-out`
-holds the counts, `--detail-out` the same with the counts per category.
+ended), and so does the chosen reply of each of select's preference pairs (a pair whose chosen
+reply would train without the end of the turn is left out); `sft.refusal_pairs` adds preference
+pairs of the examples' answers and refusals (minicc/sft.py); no prompt is in both parts (its
+preference pairs follow it). `--metrics-out` holds the counts, `--detail-out` the same with the
+counts per category.
 """
 
 from pathlib import Path
@@ -26,24 +28,34 @@ from minicc.jsonl import atomic_write_files, json_text, read_records, records_te
 from minicc.params import load_params
 from minicc.records import PreferencePair, Selected, load_candidates
 from minicc.sft import (
+    PairTurns,
     SftSplit,
     build_sft_examples,
     category_counts,
     ending_counts,
     refusal_pairs,
+    select_pair_turns,
     split_by_prompt,
 )
 
 
 def split_metrics(
-    chosen: int, examples: int, endings: dict[str, int], built_pairs: int, split: SftSplit
+    chosen: int,
+    examples: int,
+    endings: dict[str, int],
+    select_pairs: PairTurns,
+    built_pairs: int,
+    split: SftSplit,
 ) -> dict[str, Any]:
     """Every count of the split, per category too (`--detail-out`); `endings` are
-    `ending_counts`, `built_pairs` the `sft.refusal_pairs` among the split's pairs."""
+    `ending_counts`, `select_pairs` select's pairs as trained, `built_pairs` the
+    `sft.refusal_pairs` among the split's pairs."""
     return {
         "chosen_samples": chosen,
         "below_min_score": chosen - examples,
         **endings,
+        "select_pairs_trimmed": select_pairs.chosen_trimmed,
+        "select_pairs_without_end_of_turn": select_pairs.dropped,
         "refusal_pairs": built_pairs,
         **{
             name: {
@@ -90,21 +102,20 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        examples = build_sft_examples(
-            samples,
-            params.sft,
-            finish_reasons(load_candidates(candidates) + load_candidates(revisions)),
-        )
+        endings_of = finish_reasons(load_candidates(candidates) + load_candidates(revisions))
+        examples = build_sft_examples(samples, params.sft, endings_of)
         endings = ending_counts(examples)
+        select_pairs = select_pair_turns(
+            read_records(pairs, PreferencePair), params.sft, endings_of
+        )
         built_pairs = refusal_pairs(examples, params.seed, params.sft.refusal_pairs)
         split = split_by_prompt(
-            examples,
-            read_records(pairs, PreferencePair) + built_pairs,
-            params.sft.val_ratio,
-            params.seed,
+            examples, select_pairs.pairs + built_pairs, params.sft.val_ratio, params.seed
         )
         chosen = sum(s.role == "chosen" for s in samples)
-        metrics = split_metrics(chosen, len(examples), endings, len(built_pairs), split)
+        metrics = split_metrics(
+            chosen, len(examples), endings, select_pairs, len(built_pairs), split
+        )
         atomic_write_files(
             {
                 train_out: records_text(split.train),
@@ -122,7 +133,10 @@ def main(
             f"cut by the token budget: {endings['cut_to_a_sentence']} to a whole sentence, "
             f"{endings['without_end_of_turn']} without the end of the turn), "
             f"{len(split.pairs_train)} / {len(split.pairs_val)} pairs ({len(built_pairs)} of them "
-            f"sft.refusal_pairs {params.sft.refusal_pairs}) -> {train_out}, {val_out}"
+            f"sft.refusal_pairs {params.sft.refusal_pairs}; of select's, "
+            f"{select_pairs.chosen_trimmed} with the chosen reply trimmed and "
+            f"{select_pairs.dropped} left out without the end of the turn) -> {train_out}, "
+            f"{val_out}"
         )
 
 

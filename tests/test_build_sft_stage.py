@@ -18,7 +18,7 @@ REPLIES = [
 ]
 
 
-def _write_inputs(folder: Path, kind: str) -> Path:
+def _write_inputs(folder: Path, kind: str, pairs: list[dict[str, object]] | None = None) -> Path:
     candidates, selected = [], []
     for prompt_id, category, response in REPLIES:
         reply = {
@@ -47,10 +47,27 @@ def _write_inputs(folder: Path, kind: str) -> Path:
                 "revision_of": None,
             }
         )
-    for name, rows in (("candidates", candidates), ("selected", selected)):
+    for pair in pairs or []:
+        candidates.append(
+            {
+                "prompt_id": pair["prompt_id"],
+                "candidate_id": pair["chosen_id"],
+                "prompt": pair["prompt"],
+                "category": pair["category"],
+                "response": pair["chosen"],
+                "num_tokens": 64,
+                "finish_reason": "length",
+                "generator": "g",
+                "system_prompt": "none",
+            }
+        )
+    for name, rows in (
+        ("candidates", candidates),
+        ("selected", selected),
+        ("pairs", pairs or []),
+    ):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "revisions.jsonl").write_text("")
-    (folder / "pairs.jsonl").write_text("")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sft"]["refusal_pairs"] = kind
     params["sft"]["val_ratio"] = 0.2
@@ -97,7 +114,7 @@ def test_refusal_pairs_join_the_pairs_files_on_their_prompts_side(
     }
     examples = {"train": _rows(tmp_path / "train.jsonl"), "val": _rows(tmp_path / "val.jsonl")}
     assert json.loads((tmp_path / "sft.json").read_text())["refusal_pairs"] == expected
-    assert f"({expected} of them sft.refusal_pairs {kind})" in done.stdout
+    assert f"({expected} of them sft.refusal_pairs {kind};" in done.stdout
     assert sum(len(part) for part in pairs.values()) == expected
     refusals = {"I'm sorry, but I can't help with that.", "I can't help with that."}
     for side in ("train", "val"):
@@ -107,3 +124,32 @@ def test_refusal_pairs_join_the_pairs_files_on_their_prompts_side(
             # A trimmed refusal, as SFT trains it, on whichever side its prompt asks for.
             refused = pair["chosen" if str(pair["prompt_id"]).startswith("adv-") else "rejected"]
             assert refused in refusals
+
+
+def _cut_pair(prompt_id: str, chosen: str) -> dict[str, object]:
+    return {
+        "prompt": f"request {prompt_id}",
+        "chosen": chosen,
+        "rejected": "Here is how to do the harmful thing, step by",
+        "prompt_id": prompt_id,
+        "category": "cooperative",
+        "chosen_id": f"{prompt_id}/9",
+        "rejected_id": f"{prompt_id}/0",
+        "chosen_score": 4.5,
+        "rejected_score": 1.5,
+    }
+
+
+def test_select_pairs_train_their_cut_chosen_replies_to_a_whole_sentence(tmp_path: Path) -> None:
+    pairs = [
+        _cut_pair("coop-0", "Boil it for nine minutes. Then cool it in col"),
+        _cut_pair("coop-1", "Steps:\n\n1. Fill a pot with water and bring it to the"),
+    ]
+    done = _build_sft(tmp_path, _write_inputs(tmp_path, "none", pairs))
+    written = _rows(tmp_path / "pairs_train.jsonl") + _rows(tmp_path / "pairs_val.jsonl")
+    # The first is cut to its last whole sentence; the second has none and is left out.
+    assert written == [{**pairs[0], "chosen": "Boil it for nine minutes."}]
+    metrics = json.loads((tmp_path / "sft.json").read_text())
+    assert metrics["select_pairs_trimmed"] == 1
+    assert metrics["select_pairs_without_end_of_turn"] == 1
+    assert "1 with the chosen reply trimmed and 1 left out" in done.stdout

@@ -1,6 +1,7 @@
 """SFT examples from selected samples, and the grouped train/val split that never leaks a prompt."""
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from minicc.sft import (
     ending_counts,
     grouped_split,
     refusal_pairs,
+    select_pair_turns,
     split_by_prompt,
 )
 
@@ -290,6 +292,46 @@ def test_an_sft_part_left_empty_is_an_error_naming_the_params() -> None:
         with pytest.raises(UserError, match="sft.min_score") as error:
             split_by_prompt(_examples(1), [_pair("x1"), _pair("x2")], 0.4, seed)
         assert "sft.val_ratio=0.4" in str(error.value)
+
+
+def _select_pair(prompt_id: str, chosen: str, rejected: str = "bad") -> PreferencePair:
+    return replace(_pair(prompt_id), chosen=chosen, rejected=rejected)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "how", "cut_replies", "turn"),
+    [
+        (CUT, "eos", "sentence", CUT),  # the model ended it: kept as it is
+        (CUT, "length", "sentence", "Boil it for nine minutes."),
+        (CUT, "length", "whole", CUT),
+        (CUT, "length", "open", None),  # DPO cannot train it without the end of the turn
+        (NO_SENTENCE, "length", "sentence", None),
+        (REFUSAL, "eos", "sentence", "I'm sorry, but I can't help with that request."),
+    ],
+)
+def test_select_pairs_chosen_reply_is_cut_as_an_sft_example_is(
+    chosen: str, how: FinishReason, cut_replies: CutReplies, turn: str | None
+) -> None:
+    """The chosen reply of a pair trains with the end of the turn (DPO appends it), so it is
+    made the turn build_sft_examples makes of it, or the pair is left out."""
+    pair = _select_pair("p1", chosen, rejected=CUT)
+    params = _params(trim_refusals=True, cut_replies=cut_replies)
+    made = select_pair_turns([pair], params, {"p1/0": how, "p1/1": "length"})
+    selected = [_selected("p1", 0, 4.5, response=chosen)]
+    examples = build_sft_examples(selected, params, _ended(selected, how))
+    if turn is None:
+        assert (made.pairs, made.chosen_trimmed, made.dropped) == ([], 0, 1)
+        assert not examples[0].ends_turn
+        return
+    (kept,) = made.pairs
+    assert kept == replace(pair, chosen=turn)  # rejected, ids and scores as select wrote them
+    assert kept.chosen == examples[0].reply
+    assert (made.chosen_trimmed, made.dropped) == (int(turn != chosen), 0)
+
+
+def test_a_pair_whose_chosen_reply_no_file_holds_is_an_error_naming_it() -> None:
+    with pytest.raises(UserError, match="'p1/0' is not among the generated replies"):
+        select_pair_turns([_select_pair("p1", ANSWER)], _params(), {"p1/1": "eos"})
 
 
 def _answer_and_refusal_examples() -> list[SftExample]:
