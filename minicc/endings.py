@@ -62,15 +62,20 @@ def is_fragment(response: str) -> bool:
 
 # A sentence ends at ., ! or ? (and any closing quotes, brackets or emphasis after it) before
 # whitespace or the end of the text, unless the mark follows a bare number: "1." opens a list
-# item. Hand-written, like minicc/refusal.py's rule, rather than a sentence tokenizer (nltk,
-# spaCy): only the last end of a short chat reply is needed, and a wrong one keeps a little more
-# or less of the reply.
+# item. Hand-written rather than a sentence tokenizer (nltk, spaCy): the replies it cuts are
+# short chat replies (a cut one's last whole sentence, a refusal's first ones,
+# `minicc.refusal.refusal_opening`), and a wrong end keeps a little more or less of the reply.
 _SENTENCE_END = re.compile(r"(?<![\s\d])[.!?][\"')\]*”’»]*(?=\s|$)")
+
+
+def sentence_ends(text: str) -> list[int]:
+    """The offset just after each sentence end in `text`, in order (the rule above)."""
+    return [match.end() for match in _SENTENCE_END.finditer(text)]
 
 
 def whole_sentences(text: str) -> str | None:
     """`text` up to the end of its last whole sentence (stripped of the space before it), or
     None when no sentence ends in it: "Boil it for nine minutes. Then cool it in col" gives
     "Boil it for nine minutes."."""
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    ends = sentence_ends(text)
     return text[: ends[-1]].strip() if ends else None

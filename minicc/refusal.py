@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict, cast, get_args
 
+from minicc.endings import sentence_ends
 from minicc.errors import UserError
 
 WINDOW = 200
@@ -90,15 +91,16 @@ def is_refusal(response: str) -> bool:
     return _REFUSAL.search(text[:WINDOW].lower().translate(_APOSTROPHES)) is not None
 
 
-# A sentence ends at ., ! or ? before whitespace, or at a line break. Hand-written rather than a
-# sentence tokenizer (nltk, spaCy): the refusals it cuts are short chat sentences, and a cut
-# that splits one wrongly only keeps a little more or less of a reply that refuses either way.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# A refusal's opening may end at a line break too ("I can't help with that\n\nInstead, ..."),
+# which ends no sentence by `sentence_ends`' rule: a cut reply's last whole sentence must not end
+# at one ("Steps:\n\n1. Fill a pot ..." has none).
+_LINE_BREAK = re.compile(r"\s*\n")
 
 
 def refusal_opening(response: str) -> str:
     """The shortest run of whole sentences from the start of `response` that `is_refusal` still
-    flags (stripped); `response` itself when it is no refusal or has no shorter such run.
+    flags (stripped); `response` itself when it is no refusal or has no shorter such run. A
+    sentence ends where a cut reply's does (`minicc.endings.sentence_ends`), or at a line break.
 
     "I'm sorry, but I can't help with that request. The answer is not a lie." gives its first
     sentence. Chat models say that they refuse first and then, small ones especially, go on
@@ -108,9 +110,10 @@ def refusal_opening(response: str) -> str:
     text = response.strip()
     if not text or not is_refusal(text):
         return response
-    for match in _SENTENCE_END.finditer(text):
-        opening = text[: match.start()]
-        if opening and is_refusal(opening):
+    line_breaks = {match.start() for match in _LINE_BREAK.finditer(text)}
+    for end in sorted(set(sentence_ends(text)) | line_breaks):
+        opening = text[:end].rstrip()
+        if end < len(text) and opening and is_refusal(opening):
             return opening
     return response
 

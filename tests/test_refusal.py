@@ -102,6 +102,10 @@ def test_refusal_rate() -> None:
             "I'm sorry, but I can't help with that request; it is a crime.",
         ),
         ("  I won't write that.  Ask me something else.", "I won't write that."),
+        # a sentence ends after its closing quote, as a cut reply's does (minicc/endings.py)
+        ('I won\'t write "that." Ask me something else.', 'I won\'t write "that."'),
+        # a line break ends the opening, though it ends no sentence
+        ("I can't help with that\n\nInstead, try this: 1. Ask.", "I can't help with that"),
     ],
 )
 def test_refusal_opening_ends_after_the_sentence_that_refuses(response: str, opening: str) -> None:
