@@ -150,7 +150,7 @@ def select_pair_turns(
     Why: DPO's trainer appends the end of the turn to every reply, so a chosen reply the token
     budget cut mid-sentence taught the model to end its turn there, the fault
     `sft.cut_replies: sentence` removed from SFT; and a chosen refusal that goes on after
-    refusing taught it to go on, the fault of `sft.trim_refusals`. So the chosen reply is
+    refusing taught it to go on, the fault `sft.trim_refusals` removed. So the chosen reply is
     trimmed the same way, and a pair whose chosen reply would train without the end of the turn
     (`cut_replies: open`, or a cut reply with no whole sentence in it) is left out, since DPO
     cannot train a reply without it. The rejected reply stays as generated: DPO lowers its
