@@ -19,7 +19,7 @@ from test_summary import CRITIQUES, sel
 
 from minicc import comparison, critic_metrics, summary
 from minicc.records import CATEGORIES, Category
-from minicc.sft import SftSplit
+from minicc.sft import PairTurns, SftSplit
 
 MAX_KEYS = 20
 EVERY_CATEGORY = [cast(Category, category) for category in CATEGORIES]
@@ -83,7 +83,9 @@ def sft_metrics() -> dict[str, Any]:
     build_sft = stage_module("build_sft")
     return dict(
         build_sft.headline(
-            build_sft.split_metrics(5, 4, {"refusals_trimmed": 1}, 0, SftSplit([], [], [], []))
+            build_sft.split_metrics(
+                5, 4, {"refusals_trimmed": 1}, PairTurns([], 1, 1), 0, SftSplit([], [], [], [])
+            )
         )
     )
 
