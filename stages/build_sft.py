@@ -102,11 +102,11 @@ def main(
     with stage_errors("build_sft"):
         params = load_params(params_file)
         samples = read_records(selected, Selected)
-        endings_of = finish_reasons(load_candidates(candidates) + load_candidates(revisions))
-        examples = build_sft_examples(samples, params.sft, endings_of)
+        finish_reason_of = finish_reasons(load_candidates(candidates) + load_candidates(revisions))
+        examples = build_sft_examples(samples, params.sft, finish_reason_of)
         endings = ending_counts(examples)
         select_pairs = select_pair_turns(
-            read_records(pairs, PreferencePair), params.sft, endings_of
+            read_records(pairs, PreferencePair), params.sft, finish_reason_of
         )
         built_pairs = refusal_pairs(examples, params.seed, params.sft.refusal_pairs)
         split = split_by_prompt(

@@ -18,6 +18,17 @@ REPLIES = [
 ]
 
 
+def _candidate(reply: dict[str, object], finish_reason: str, num_tokens: int) -> dict[str, object]:
+    """A row of the candidates file: `reply`'s fields and how its generation ended."""
+    return {
+        **reply,
+        "num_tokens": num_tokens,
+        "finish_reason": finish_reason,
+        "generator": "g",
+        "system_prompt": "none",
+    }
+
+
 def _write_inputs(folder: Path, kind: str, pairs: list[dict[str, object]] | None = None) -> Path:
     candidates, selected = [], []
     for prompt_id, category, response in REPLIES:
@@ -28,15 +39,7 @@ def _write_inputs(folder: Path, kind: str, pairs: list[dict[str, object]] | None
             "category": category,
             "response": response,
         }
-        candidates.append(
-            {
-                **reply,
-                "num_tokens": 12,
-                "finish_reason": "eos",
-                "generator": "g",
-                "system_prompt": "none",
-            }
-        )
+        candidates.append(_candidate(reply, "eos", num_tokens=12))
         selected.append(
             {
                 **reply,
@@ -48,19 +51,14 @@ def _write_inputs(folder: Path, kind: str, pairs: list[dict[str, object]] | None
             }
         )
     for pair in pairs or []:
-        candidates.append(
-            {
-                "prompt_id": pair["prompt_id"],
-                "candidate_id": pair["chosen_id"],
-                "prompt": pair["prompt"],
-                "category": pair["category"],
-                "response": pair["chosen"],
-                "num_tokens": 64,
-                "finish_reason": "length",
-                "generator": "g",
-                "system_prompt": "none",
-            }
-        )
+        chosen = {
+            "prompt_id": pair["prompt_id"],
+            "candidate_id": pair["chosen_id"],
+            "prompt": pair["prompt"],
+            "category": pair["category"],
+            "response": pair["chosen"],
+        }
+        candidates.append(_candidate(chosen, "length", num_tokens=64))
     for name, rows in (
         ("candidates", candidates),
         ("selected", selected),
