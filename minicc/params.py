@@ -7,7 +7,7 @@ never silently falls back to a default.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from minicc.errors import UserError
 from minicc.typecheck import build
@@ -472,8 +472,10 @@ class PromptSourceParams:
     """The category of every row when `category_column` is null."""
     source_column: str | None
     """Column holding each row's attribution (`advbench:17`); null: `<source>:<row number>`."""
-    max_per_category: int | None
-    """At most this many prompts per category, drawn by `seed`; null: every prompt."""
+    max_per_category: int | dict[Category, int | None] | None
+    """At most this many prompts per category, drawn by `seed`; null: every prompt. A mapping
+    caps each category on its own (`{adversarial: 60, borderline: 130, cooperative: 60}`; null
+    for one category: all of its prompts) and must name all three."""
 
     def __post_init__(self) -> None:
         _require(
@@ -482,12 +484,27 @@ class PromptSourceParams:
             "set exactly when category_column is null (one category for the whole source)",
             self.category,
         )
-        _require(
-            self.max_per_category is None or self.max_per_category >= 1,
-            "prompts.*.max_per_category",
-            "null or an integer >= 1",
-            self.max_per_category,
-        )
+        caps = self.max_per_category
+        if isinstance(caps, dict):
+            _require(
+                set(caps) == set(get_args(Category)),
+                "prompts.*.max_per_category",
+                "a mapping naming every category (adversarial, borderline, cooperative)",
+                caps,
+            )
+            _require(
+                all(cap is None or cap >= 1 for cap in caps.values()),
+                "prompts.*.max_per_category",
+                "a mapping of each category to null or an integer >= 1",
+                caps,
+            )
+        else:
+            _require(
+                caps is None or caps >= 1,
+                "prompts.*.max_per_category",
+                "null or an integer >= 1 (or a mapping of each category to one)",
+                caps,
+            )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ outside the three) is one error naming the source and the column or row.
 
 import random
 from collections import deque
+from collections.abc import Mapping
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, get_args
@@ -23,7 +24,7 @@ from minicc.text import normalise
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 """The `datasets` builder that reads each kind of local file."""
-CATEGORIES: tuple[str, ...] = get_args(Category)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 _PARQUET_MAGIC = b"PAR1"
 
 
@@ -177,27 +178,33 @@ def _prompt(
     return Prompt(str(identifier), text.strip(), category, str(source))
 
 
-def cap_per_category(prompts: list[Prompt], limit: int | None, seed: int, key: str) -> list[Prompt]:
-    """At most `limit` prompts per category, sorted by category and id.
+def cap_per_category(
+    prompts: list[Prompt], limit: int | Mapping[Category, int | None] | None, seed: int, key: str
+) -> list[Prompt]:
+    """At most `limit` prompts per category (a mapping: each category's own; None: all of
+    them), sorted by category and id.
 
     A category's prompts are shuffled by the seed (and `key`, so train and eval draw apart),
     then taken one source at a time in turn (`advbench`, `gptfuzz`, ...: the part of `source`
-    before the colon), so that the largest source does not crowd out the others.
+    before the colon), so that the largest source does not crowd out the others. A category's
+    draw depends on its own cap only, and a larger cap takes the smaller cap's prompts and more.
     """
-    if limit is None:
-        return sorted(prompts, key=attrgetter("category", "id"))
     kept: list[Prompt] = []
     for category in CATEGORIES:
         rows = [p for p in prompts if p.category == category]
+        cap = limit.get(category) if isinstance(limit, Mapping) else limit
+        if cap is None:
+            kept += rows
+            continue
         random.Random(derive_seed(seed, "prompts", key, category)).shuffle(rows)
         by_source: dict[str, deque[Prompt]] = {}
         for prompt in rows:
             by_source.setdefault(prompt.source.split(":", 1)[0], deque()).append(prompt)
         queues = [by_source[source] for source in sorted(by_source)]
         taken: list[Prompt] = []
-        while len(taken) < limit and any(queues):
+        while len(taken) < cap and any(queues):
             for queue in queues:
-                if queue and len(taken) < limit:
+                if queue and len(taken) < cap:
                     taken.append(queue.popleft())
         kept += taken
     return sorted(kept, key=attrgetter("category", "id"))

@@ -470,6 +470,16 @@ def test_probe_method_cannot_score_per_principle(tmp_path: Path) -> None:
             "prompts.*.category must be set exactly when category_column is null",
         ),
         ({"max_per_category": 0}, "prompts.*.max_per_category must be null or an integer >= 1"),
+        (
+            {"max_per_category": {"adversarial": 60, "borderline": 130}},
+            "prompts.*.max_per_category must be a mapping naming every category",
+        ),
+        (
+            {"max_per_category": {"adversarial": 60, "borderline": 0, "cooperative": None}},
+            "prompts.*.max_per_category must be a mapping of each category to null or an "
+            "integer >= 1",
+        ),
+        ({"max_per_category": {"harmful": 60}}, "prompts.train: key 'max_per_category' must be"),
     ],
 )
 def test_a_prompt_source_is_checked_as_a_section_of_its_own(
@@ -478,6 +488,13 @@ def test_a_prompt_source_is_checked_as_a_section_of_its_own(
     raw = raw_params()
     raw["prompts"]["train"].update(change)
     assert expected in rejected(write(tmp_path, raw))
+
+
+def test_a_cap_per_category_loads_as_a_mapping(tmp_path: Path) -> None:
+    raw = raw_params()
+    caps = {"adversarial": 60, "borderline": 130, "cooperative": None}
+    raw["prompts"]["train"]["max_per_category"] = caps
+    assert load_params(write(tmp_path, raw)).prompts.train.max_per_category == caps
 
 
 def test_a_missing_prompt_source_key_is_named_with_its_section(tmp_path: Path) -> None:

@@ -244,6 +244,27 @@ def test_cap_takes_the_sources_in_turn_and_is_fixed_by_the_seed() -> None:
     assert [p.id for p in capped] == sorted(p.id for p in capped)
 
 
+def test_a_cap_per_category_draws_each_category_by_its_own_cap() -> None:
+    prompts = pool({("a", "adversarial"): 20, ("b", "borderline"): 20, ("c", "cooperative"): 20})
+    one_cap = cap_per_category(prompts, 5, seed=3, key="train")
+    caps = {"adversarial": 5, "borderline": 12, "cooperative": None}
+    capped = cap_per_category(prompts, caps, seed=3, key="train")
+    assert Counter(p.category for p in capped) == {
+        "adversarial": 5,
+        "borderline": 12,
+        "cooperative": 20,
+    }
+
+    # Raising one category's cap keeps the other categories' draws and extends its own, so a
+    # run with more borderline prompts is paired with the run before on every shared prompt.
+    def of(rows: list[Prompt], category: str) -> set[str]:
+        return {p.id for p in rows if p.category == category}
+
+    assert of(capped, "adversarial") == of(one_cap, "adversarial")
+    assert of(capped, "borderline") > of(one_cap, "borderline")
+    assert [p.id for p in capped] == sorted(p.id for p in capped)
+
+
 def test_no_cap_keeps_every_prompt_sorted() -> None:
     prompts = pool({("a", "cooperative"): 3, ("b", "adversarial"): 2})
     assert cap_per_category(prompts, None, seed=0, key="eval") == sorted(
