@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Literal
+from typing import Literal, get_args
 
 from minicc.errors import UserError
 from minicc.params import CriticStyle
@@ -133,6 +133,10 @@ class RevisionGuide:
     exchange: Template
     """Renders a request and a reply ($request, $response) for the reviser to criticise."""
     examples: list[RevisionExample]
+    openings: dict[Fault, str]
+    """The words the reviser's revision starts with, by the fault the critic found in the reply
+    (`openings` in the examples file; a fault not named gets none): written into the reviser's
+    turn before it writes the rest."""
 
 
 def _template(path: Path, raw: dict[str, object], key: str, needed: set[str]) -> Template:
@@ -163,9 +167,12 @@ def load_revision_guide(principles_path: Path, examples_path: Path) -> RevisionG
                     "principle needs one while revise is on (revise.num_revisions > 0)"
                 )
     raw = read_yaml(examples_path)
-    allowed = {"provenance", "exchange", "examples"}
-    if not isinstance(raw, dict) or set(raw) != allowed:
-        raise UserError(f"{examples_path}: expected exactly the keys {', '.join(sorted(allowed))}")
+    required = {"provenance", "exchange", "examples"}
+    if not isinstance(raw, dict) or not required <= set(raw) <= required | {"openings"}:
+        raise UserError(
+            f"{examples_path}: expected the keys {', '.join(sorted(required))} and optionally "
+            "openings"
+        )
     exchange = _template(examples_path, raw, "exchange", {"request", "response"})
     entries = raw["examples"]
     if not isinstance(entries, list) or not entries:
@@ -186,4 +193,24 @@ def load_revision_guide(principles_path: Path, examples_path: Path) -> RevisionG
             if not getattr(example, name).strip():
                 raise UserError(f"{where}: key {name!r} is empty")
         examples.append(example)
-    return RevisionGuide(principles=principles, exchange=exchange, examples=examples)
+    openings = _openings(examples_path, raw.get("openings", {}))
+    return RevisionGuide(
+        principles=principles, exchange=exchange, examples=examples, openings=openings
+    )
+
+
+def _openings(path: Path, raw: object) -> dict[Fault, str]:
+    faults = get_args(Fault)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: key 'openings' must be a mapping of a fault to its words")
+    for fault, words in raw.items():
+        if fault not in faults:
+            raise UserError(
+                f"{path}: openings: unknown fault {fault!r}; allowed: {', '.join(faults)}"
+            )
+        if not isinstance(words, str) or not words.strip() or words != words.strip():
+            raise UserError(
+                f"{path}: openings: {fault!r} must be words without surrounding spaces, "
+                f"got {words!r}"
+            )
+    return dict(raw)

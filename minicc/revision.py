@@ -48,6 +48,20 @@ def clean_output(text: str) -> str:
     return text.strip()
 
 
+def opened(opening: str, text: str) -> str:
+    """A turn started with `opening` and continued with the model's stripped `text`.
+
+    Generation strips the completion, so the space between the two is put back before a word
+    (the model's next token after a whole word starts a new word nearly always) and not before
+    punctuation ("I can't help" + ", sorry." stays one word shorter).
+    """
+    if not opening:
+        return text
+    if not text:
+        return opening
+    return f"{opening} {text}" if text[0].isalnum() else opening + text
+
+
 def revision_targets(critiques: list[Critique], threshold: float) -> list[Critique]:
     """Scored critiques below `threshold`, in file order; unscored ones have no score to judge."""
     return [c for c in critiques if c.scored and c.score is not None and c.score < threshold]
@@ -132,12 +146,29 @@ class _Reviser:
         self.count = RunCount(0, 0)
 
     def answer(
-        self, dialogues: dict[str, list[Turn]], part: str, max_new_tokens: int, round_number: int
+        self,
+        dialogues: dict[str, list[Turn]],
+        part: str,
+        max_new_tokens: int,
+        round_number: int,
+        openings: dict[str, str] | None = None,
     ) -> dict[str, dict[str, Any]]:
-        """Completions of the next assistant turn (labelled `part` for base models), by key."""
+        """Completions of the next assistant turn (labelled `part` for base models), by key.
+
+        A key in `openings` has its turn started with those words; its text is the opening and
+        what the model wrote after it (`num_tokens` counts only the latter).
+        """
+        openings = openings or {}
         suffix = f"#{part.lower()}"
+        # A base model's turn follows "Revision:", so its opening needs the space a chat turn,
+        # which starts on a line of its own, must not get.
+        space = "" if self.loaded.uses_chat_template else " "
         requests = [
-            Request(key + suffix, format_dialogue(self.loaded, turns, part))
+            Request(
+                key + suffix,
+                format_dialogue(self.loaded, turns, part)
+                + (space + openings[key] if key in openings else ""),
+            )
             for key, turns in dialogues.items()
         ]
         params = self.params
@@ -158,7 +189,13 @@ class _Reviser:
             self.count.batches_run + count.batches_run,
             self.count.batches_resumed + count.batches_resumed,
         )
-        return {key: done[key + suffix] for key in dialogues}
+        return {
+            key: {
+                **done[key + suffix],
+                "text": opened(openings.get(key, ""), done[key + suffix]["text"]),
+            }
+            for key in dialogues
+        }
 
 
 def revise(
@@ -196,7 +233,14 @@ def revise(
                 Turn("assistant", said[t.revision_id], "Critique"),
                 _revision_request(t.principle),
             ]
-        done = reviser.answer(dialogues, "Revision", params.revision_max_new_tokens, round_number)
+        openings = {
+            t.revision_id: guide.openings[fault]
+            for t in tasks
+            if (fault := fault_of(t.original)) in guide.openings
+        }
+        done = reviser.answer(
+            dialogues, "Revision", params.revision_max_new_tokens, round_number, openings
+        )
         next_tasks = []
         for task in tasks:
             result = done[task.revision_id]
@@ -238,4 +282,5 @@ def revision_inputs(
         "principles": [asdict(p) for p in guide.principles],
         "exchange": guide.exchange.template,
         "examples": [asdict(e) for e in guide.examples],
+        "openings": guide.openings,
     }

@@ -219,6 +219,15 @@ def test_shipped_revision_guide_loads_with_every_principle_revisable() -> None:
     assert guide.exchange.substitute(request="R?", response="A.").count("R?") == 1
 
 
+def test_openings_load_by_fault(tmp_path: Path) -> None:
+    principles = write(tmp_path, "p.yaml", GOOD_REVISABLE)
+    plain = load_revision_guide(principles, write(tmp_path, "e.yaml", GOOD_EXAMPLES))
+    assert plain.openings == {}
+    with_opening = GOOD_EXAMPLES + "openings:\n  harmful: I won't help with\n"
+    guide = load_revision_guide(principles, write(tmp_path, "e2.yaml", with_opening))
+    assert guide.openings == {"harmful": "I won't help with"}
+
+
 def test_shipped_examples_state_their_provenance() -> None:
     text = EXAMPLES.read_text(encoding="utf-8")
     assert "provenance:" in text and "Bai et al. 2022" in text
@@ -273,8 +282,26 @@ def test_principles_without_revision_texts_still_serve_the_critic(tmp_path: Path
         pytest.param(
             GOOD_REVISABLE,
             GOOD_EXAMPLES.replace("provenance: written for this test\n", ""),
-            "e.yaml: expected exactly the keys examples, exchange, provenance",
+            "e.yaml: expected the keys examples, exchange, provenance and optionally openings",
             id="no-provenance",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES + "openings:\n  rude: I won't\n",
+            "e.yaml: openings: unknown fault 'rude'; allowed: harmful, unhelpful",
+            id="opening-of-unknown-fault",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES + "openings:\n  harmful: 'I won''t '\n",
+            "e.yaml: openings: 'harmful' must be words without surrounding spaces",
+            id="opening-with-a-trailing-space",
+        ),
+        pytest.param(
+            GOOD_REVISABLE,
+            GOOD_EXAMPLES + "openings: I won't\n",
+            "e.yaml: key 'openings' must be a mapping of a fault to its words",
+            id="openings-not-a-mapping",
         ),
         pytest.param(
             GOOD_REVISABLE.replace("Rewrite the reply kindly.", "' '"),

@@ -22,6 +22,7 @@ from minicc.revision import (
     clean_output,
     draw_principle,
     fault_of,
+    opened,
     revise,
     revision_inputs,
     revision_targets,
@@ -201,6 +202,78 @@ def test_chains_follow_rounds_and_an_empty_revision_ends_its_chain(
     assert "It gives the steps." in first and principle.revision_request in first  # type: ignore[operator]
     assert "Insult me." in first, "the few-shot example comes first"
     assert "I won't help with that." in by_key["a/0/rev2.1#critique"], "round 2 revises round 1"
+
+
+def test_an_opening_starts_the_revisions_of_its_fault_only(
+    guide: RevisionGuide, critic_llama: LoadedModel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    texts = {"critique": "It helps.", "revision": "with that request."}
+    seen: list[Request] = []
+    monkeypatch.setattr("minicc.revision.complete_requests", fake_reviser(texts, seen))
+    opened_guide = replace(guide, openings={"harmful": "I can't help"})
+    harmful = critique("a/0", 1.0)  # judged unsafe
+    unhelpful = replace(critique("b/0", 2.0), safe=True)
+    run = revise(
+        critic_llama,
+        opened_guide,
+        [harmful, unhelpful],
+        revise_params(num_revisions=1, rounds=1),
+        5,
+        ResumeLog(tmp_path, "r", 0),
+    )
+    assert {r.original_id: r.response for r in run.revisions} == {
+        "a/0": "I can't help with that request.",
+        "b/0": "with that request.",
+    }
+    prompts = {r.key: r.text for r in seen}
+    # The opening is written into the reviser's turn, after the revision request, not into the
+    # critique; a chat turn starts on its own line, so no space goes before it.
+    assert prompts["a/0/rev1.0#revision"].endswith("assistant\nI can't help")
+    assert not prompts["a/0/rev1.0#critique"].endswith("I can't help")
+    assert not prompts["b/0/rev1.0#revision"].endswith("I can't help")
+    # The opening changes the revisions, so it names the resume log.
+    params = revise_params()
+    assert revision_inputs([harmful], params, 5, "m", guide) != revision_inputs(
+        [harmful], params, 5, "m", opened_guide
+    )
+
+
+def test_a_base_models_opening_follows_its_label_after_a_space(
+    guide: RevisionGuide,
+    make_tiny_model: MakeModel,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    loaded = load_model(str(make_tiny_model("llama", chat=False)), models_params())
+    seen: list[Request] = []
+    texts = {"critique": "It helps.", "revision": "with that."}
+    monkeypatch.setattr("minicc.revision.complete_requests", fake_reviser(texts, seen))
+    opened_guide = replace(guide, openings={"harmful": "I can't help"})
+    run = revise(
+        loaded,
+        opened_guide,
+        [critique("a/0", 1.0)],
+        revise_params(num_revisions=1, rounds=1),
+        5,
+        ResumeLog(tmp_path, "r", 0),
+    )
+    assert [r.response for r in run.revisions] == ["I can't help with that."]
+    assert {r.key: r.text for r in seen}["a/0/rev1.0#revision"].endswith("Revision: I can't help")
+
+
+@pytest.mark.parametrize(
+    ("opening", "text", "joined"),
+    [
+        ("I can't help", "with that.", "I can't help with that."),
+        ("I can't help", ", sorry.", "I can't help, sorry."),
+        ("I can't help", "", "I can't help"),
+        ("", "Sure.", "Sure."),
+    ],
+)
+def test_opened_puts_back_the_space_before_a_word_only(
+    opening: str, text: str, joined: str
+) -> None:
+    assert opened(opening, text) == joined
 
 
 def test_revise_on_a_tiny_model_is_seeded_and_resumes(
