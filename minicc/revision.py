@@ -4,7 +4,8 @@ Each candidate the critic scored below `revise.threshold` is shown to the revise
 few-shot examples of `constitution/revision_examples.yaml`: the request and the reply, a
 "Critique request" from one principle (drawn per revision from the seed among the principles
 that correct the fault the critic found), the reviser's critique,
-then a "Revision request" from the same principle, and the reviser writes the revision. Chat
+then a "Revision request" from the same principle, and the reviser writes the revision (after
+the examples file's opening for the fault, if it names one: "I can't help with"). Chat
 models see this as alternating chat turns, base models as labelled plain-text paragraphs
 (minicc/prompting.py). A round revises the previous round's revision; every round's revision is
 kept, so the critic can say whether another round helped.
@@ -52,8 +53,8 @@ def opened(opening: str, text: str) -> str:
     """A turn started with `opening` and continued with the model's stripped `text`.
 
     Generation strips the completion, so the space between the two is put back before a word
-    (the model's next token after a whole word starts a new word nearly always) and not before
-    punctuation ("I can't help" + ", sorry." stays one word shorter).
+    (after a whole word the model's next token nearly always starts a new one) and not before
+    punctuation: "I can't help" and ", sorry." make "I can't help, sorry.".
     """
     if not opening:
         return text

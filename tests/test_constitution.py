@@ -228,6 +228,15 @@ def test_openings_load_by_fault(tmp_path: Path) -> None:
     assert guide.openings == {"harmful": "I won't help with"}
 
 
+def test_the_shipped_opening_loads_once_its_two_lines_are_uncommented(tmp_path: Path) -> None:
+    # The README tells a user to take the measured opening by uncommenting it.
+    text = EXAMPLES.read_text(encoding="utf-8")
+    uncommented = text.replace("# openings:", "openings:").replace("#   harmful:", "  harmful:")
+    guide = load_revision_guide(PRINCIPLES, write(tmp_path, "e.yaml", uncommented))
+    assert load_revision_guide(PRINCIPLES, EXAMPLES).openings == {}
+    assert guide.openings == {"harmful": "I can't help with"}
+
+
 def test_shipped_examples_state_their_provenance() -> None:
     text = EXAMPLES.read_text(encoding="utf-8")
     assert "provenance:" in text and "Bai et al. 2022" in text
