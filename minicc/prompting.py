@@ -51,16 +51,21 @@ def dialogue_stops(loaded: LoadedModel) -> tuple[str, ...]:
     return () if loaded.uses_chat_template else (BASE_MODEL_DIALOGUE_STOP,)
 
 
-def format_dialogue(loaded: LoadedModel, turns: list[Turn], answer_label: str) -> str:
+def format_dialogue(
+    loaded: LoadedModel, turns: list[Turn], answer_label: str, opening: str = ""
+) -> str:
     """The text a model continues to write the next assistant turn after `turns`.
 
     Chat models get the turns as chat messages; a base model gets them as plain paragraphs,
-    each assistant turn under its label, ending with `answer_label:` to continue.
+    each assistant turn under its label, ending with `answer_label:` to continue. A non-empty
+    `opening` starts the new turn (after the label's space, as in the turns before it).
     """
     if loaded.uses_chat_template:
-        return _chat_text(loaded, [{"role": t.role, "content": t.text} for t in turns])
+        messages = [{"role": t.role, "content": t.text} for t in turns]
+        return _chat_text(loaded, messages) + opening
     paragraphs = [f"{t.label}: {t.text}" if t.role == "assistant" else t.text for t in turns]
-    return "\n\n".join([*paragraphs, f"{answer_label}:"])
+    answer = f"{answer_label}: {opening}" if opening else f"{answer_label}:"
+    return "\n\n".join([*paragraphs, answer])
 
 
 def _chat_text(loaded: LoadedModel, messages: list[dict[str, str]]) -> str:

@@ -161,15 +161,8 @@ class _Reviser:
         """
         openings = openings or {}
         suffix = f"#{part.lower()}"
-        # A base model's turn follows "Revision:", so its opening needs the space a chat turn,
-        # which starts on a line of its own, must not get.
-        space = "" if self.loaded.uses_chat_template else " "
         requests = [
-            Request(
-                key + suffix,
-                format_dialogue(self.loaded, turns, part)
-                + (space + openings[key] if key in openings else ""),
-            )
+            Request(key + suffix, format_dialogue(self.loaded, turns, part, openings.get(key, "")))
             for key, turns in dialogues.items()
         ]
         params = self.params
