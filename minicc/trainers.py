@@ -158,6 +158,13 @@ def sft_trainer(
     )
 
 
+def _dpo_loss_kwargs(sft_weight: float) -> dict[str, Any]:
+    """DPO's sigmoid loss, plus the chosen reply's NLL at `sft_weight` when it is above 0."""
+    if sft_weight == 0:
+        return {}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
+
+
 def run_dpo(
     model: Any,
     tokenizer: Any,
@@ -177,6 +184,7 @@ def run_dpo(
     config = DPOConfig(
         **_config_kwargs(params, phase_dir, params.dpo_epochs, params.dpo_lr, seed),
         beta=params.dpo_beta,
+        **_dpo_loss_kwargs(params.dpo_sft_weight),
     )
     trainer = DPOTrainer(
         model=model,

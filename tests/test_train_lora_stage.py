@@ -203,6 +203,23 @@ def test_the_dpo_phase_takes_its_own_learning_rate(
     assert dpo == pytest.approx([math.log(2)] * len(dpo), abs=1e-4)  # the CSV keeps 4 decimals
 
 
+def test_dpo_sft_weight_adds_the_chosen_replys_nll_at_that_weight(
+    make_tiny_model: MakeModel, tmp_path: Path
+) -> None:
+    """`train.dpo_sft_weight` w adds w times the chosen reply's NLL to DPO's loss (RPO): with the
+    policy held at its reference (a rate too small to move it) each loss is ln 2 + w * NLL, the
+    same NLL at every weight."""
+    model = make_tiny_model("llama")
+    extra = {}
+    for weight in (1.0, 2.0):
+        settings = {"method": "dpo", "batch_size": 4, "dpo_lr": 1e-12, "dpo_sft_weight": weight}
+        adapter, _ = train(tmp_path, model, f"rpo-{weight}", settings, [sys.executable])
+        extra[weight] = [loss - math.log(2) for loss in losses(adapter.parent)]
+    assert len(extra[1.0]) == EXAMPLES // 4
+    assert all(nll > 1.0 for nll in extra[1.0])  # a random model's NLL is about ln(vocab)
+    assert extra[2.0] == pytest.approx([2 * nll for nll in extra[1.0]], rel=1e-3)
+
+
 @pytest.mark.parametrize(
     ("settings", "backward", "phase", "checkpoint_step", "resumed", "steps"),
     [
