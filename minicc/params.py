@@ -379,7 +379,7 @@ class TrainParams:
     """Weight of a negative log-likelihood loss on the chosen reply added to DPO's (RPO, Pang et
     al. 2024; TRL's `sft` loss type); 0 is plain DPO. DPO alone can lower the chosen reply's
     likelihood with the rejected one's: on the opened revisions' pairs it taught a model that
-    answers 292 of 320 eval prompts with nothing (README, "Revisions that open with a refusal")."""
+    answers 292 of 320 eval prompts with nothing (README, "DPO on the opened revisions")."""
     checkpoint_steps: int = 10
     """Optimizer steps between the Trainer's checkpoints, which a killed run resumes from."""
 
