@@ -114,7 +114,7 @@ def _majority_of(verdicts: Sequence[bool]) -> bool | None:
     return None if not verdicts else _majority(_share(verdicts))
 
 
-def _side(
+def side_outcome(
     critiques: list[Critique], off_topic: list[bool], endings: Mapping[str, FinishReason]
 ) -> SideOutcome:
     """One prompt's samples on one side; `off_topic` holds the detector's flag of each,
@@ -161,6 +161,13 @@ def _by_prompt(
     return grouped
 
 
+def score_delta(before: SideOutcome, after: SideOutcome) -> float | None:
+    """`PairedResult.delta`: after's score minus before's; null unless both are scored."""
+    if before.score is None or after.score is None:
+        return None
+    return round(after.score - before.score, 6)
+
+
 def pair_outcomes(
     baseline: list[Critique], finetuned: list[Critique], off_topic: OffTopicCheck, endings: Endings
 ) -> list[PairedResult]:
@@ -182,13 +189,8 @@ def pair_outcomes(
                 f"prompt {prompt_id!r} has {len(rows)} baseline and {len(tuned_rows)} "
                 "fine-tuned responses; rerun both evaluate stages with the same params"
             )
-        before = _side(rows, flags, endings["baseline"])
-        after = _side(tuned_rows, tuned_flags, endings["finetuned"])
-        delta = (
-            None
-            if before.score is None or after.score is None
-            else round(after.score - before.score, 6)
-        )
+        before = side_outcome(rows, flags, endings["baseline"])
+        after = side_outcome(tuned_rows, tuned_flags, endings["finetuned"])
         results.append(
             PairedResult(
                 prompt_id=prompt_id,
@@ -196,7 +198,7 @@ def pair_outcomes(
                 category=rows[0].category,
                 baseline=before,
                 finetuned=after,
-                delta=delta,
+                delta=score_delta(before, after),
                 critic=rows[0].critic,
                 constitution_version=rows[0].constitution_version,
             )

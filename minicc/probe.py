@@ -247,8 +247,7 @@ class Probe:
     ) -> FloatArray:
         """(rows, 5) probabilities of the rubric's points; `request_logits` are the fine-tuned
         request classifier's, required when the probe was trained with one."""
-        if (request_logits is None) != (self.request_classifier is None):
-            raise ValueError("request_logits must be given exactly when the probe has a classifier")
+        self._check_request_logits(request_logits)
         rows = features.request.shape[0]
         # Heads that read the same blocks share one matrix.
         matrices = {HEAD_BLOCKS[name]: features.matrix(HEAD_BLOCKS[name]) for name in self.heads}
@@ -259,10 +258,13 @@ class Probe:
                 else np.full(rows, DEFAULTS[name])
             )
             for name in HEAD_NAMES
-            if name != "response_harmful"
+            if name not in ("request_harmful", "response_harmful")
         }
-        if request_logits is not None and "request_harmful" in self.heads:
-            values["request_harmful"] = combined_request(values["request_harmful"], request_logits)
+        values["request_harmful"] = (
+            self.request_probability(matrices[HEAD_BLOCKS["request_harmful"]], request_logits)
+            if "request_harmful" in self.heads
+            else np.full(rows, DEFAULTS["request_harmful"])
+        )
         values["response_harmful"] = self.harm_probability(
             matrices[HEAD_BLOCKS["response_harmful"]], values["request_harmful"]
         )
@@ -272,6 +274,23 @@ class Probe:
             values["refusal"],
             values["on_task"],
         )
+
+    def request_probability(
+        self, matrix: FloatArray, request_logits: FloatArray | None = None
+    ) -> FloatArray:
+        """q, P(harmful request), of each row of the request head's matrix
+        (`FeatureReader.request_matrix`); `request_logits` are the fine-tuned request
+        classifier's, required when the probe was trained with one. The request head alone
+        decides it, whatever the reply: `tools/guard_eval.py` reads it as an input guard."""
+        self._check_request_logits(request_logits)
+        if "request_harmful" not in self.heads:
+            raise ValueError("the probe has no request_harmful head")
+        linear = self.heads["request_harmful"].probability(matrix)
+        return linear if request_logits is None else combined_request(linear, request_logits)
+
+    def _check_request_logits(self, request_logits: FloatArray | None) -> None:
+        if (request_logits is None) != (self.request_classifier is None):
+            raise ValueError("request_logits must be given exactly when the probe has a classifier")
 
     def harm_probability(self, matrix: FloatArray, request_harmful: FloatArray) -> FloatArray:
         """P(harmful help) from the response_harmful head's matrix and q (which only a gated

@@ -9,12 +9,14 @@ from conftest import EOS_ENDED, make_critique, weather_is_off_topic
 
 from minicc.comparison import (
     Endings,
+    SideOutcome,
     category_rates,
     compare_report,
     eval_histogram,
     headline,
     headline_line,
     pair_outcomes,
+    score_delta,
 )
 from minicc.errors import UserError
 from minicc.records import Category, Critique
@@ -387,3 +389,12 @@ def test_histogram_of_compare_bins_like_summarize() -> None:
     table = eval_histogram(results, bin_width=0.3)
     assert len(table) == 14 and table["score"].iloc[-1] == 4.9
     assert table["baseline"].iloc[-1] == 1 and table["finetuned"].iloc[2] == 1
+
+
+def test_score_delta_needs_both_scores() -> None:
+    def side(score: float | None) -> SideOutcome:
+        return SideOutcome("m", ["r"], [score], score, None, None, 0.0, 0.0, 0.0, 0.0)
+
+    assert score_delta(side(2.5), side(4.25)) == 1.75
+    assert score_delta(side(None), side(4.0)) is None
+    assert score_delta(side(4.0), side(None)) is None

@@ -12,7 +12,7 @@ import torch
 from minicc import request_classifier
 from minicc.errors import UserError
 from minicc.params import Precision
-from minicc.probe import Features, LinearHead, Probe, combined_request
+from minicc.probe import HEAD_BLOCKS, Features, LinearHead, Probe, combined_request
 from minicc.request_classifier import (
     MANIFEST,
     WEIGHTS,
@@ -212,3 +212,19 @@ def test_a_probe_with_a_classifier_needs_its_logits_and_one_without_refuses_them
     plain = _probe(None).distribution(_features())
     joined = _probe("0123456789").distribution(_features(), np.array([np.log(9.0)]))
     np.testing.assert_allclose([plain[0, 3], joined[0, 3]], [0.25, 0.375])
+
+
+def test_request_probability_is_the_q_the_distribution_uses() -> None:
+    matrix = _features().matrix(HEAD_BLOCKS["request_harmful"])
+    # Zero-weight head: the linear half says 0.5, and the classifier's log 9 lifts q to 0.75,
+    # the q behind the P(4) of 0.375 in the test above.
+    assert _probe(None).request_probability(matrix) == pytest.approx([0.5])
+    joined = _probe("0123456789").request_probability(matrix, np.array([np.log(9.0)]))
+    assert joined == pytest.approx([0.75])
+    with pytest.raises(ValueError, match="request_logits"):
+        _probe("0123456789").request_probability(matrix)
+    without_head = replace(
+        _probe(None), heads={"response_harmful": _probe(None).heads["response_harmful"]}
+    )
+    with pytest.raises(ValueError, match="no request_harmful head"):
+        without_head.request_probability(matrix)
