@@ -21,6 +21,7 @@ from conftest import (
     select_params,
     weather_is_off_topic,
 )
+from guard_eval import request_probabilities
 
 from minicc import critic_features
 from minicc.classification import auroc
@@ -898,6 +899,19 @@ def test_a_fully_resumed_critique_reads_no_request(
     assert layers == []
     assert count.batches_run == 0
     assert again == first
+
+
+def test_the_guards_q_is_the_request_heads_on_the_scored_rows_features(
+    probe_critic: Critic, fit_features: Features
+) -> None:
+    """tools/guard_eval.py reads q from the requests alone; it must be the q the probe reads
+    from the (request, reply) rows it scores, whatever the reply."""
+    assert probe_critic.probe is not None
+    scored = probe_critic.probe.heads["request_harmful"].probability(
+        fit_features.matrix(HEAD_BLOCKS["request_harmful"])
+    )
+    alone = request_probabilities(probe_critic, [request for request, _ in FIT_ROWS])
+    assert alone == pytest.approx(scored, abs=1e-5)
 
 
 def test_a_probe_critique_of_no_candidates_is_empty(probe_critic: Critic, tmp_path: Path) -> None:
