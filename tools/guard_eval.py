@@ -5,8 +5,9 @@ request, instead of (or besides) training the model to refuse. The probe's reque
 a classifier: it gives q, P(harmful request), from the request alone, and it was trained on
 requests that share no prompt with the evaluation set (data/critic/README.md). This tool puts it
 in front of the models that compare evaluated, without generating anything: a prompt with
-q >= 0.5 (the threshold at which the critic's own verdicts change side) gets the guard's fixed
-refusal, every other prompt keeps the model's own reply from `data/eval/paired_results.jsonl`.
+q >= 0.5 (the cut the critic's safe verdict puts on its own probability, not tuned on these
+prompts) gets the guard's fixed refusal, every other prompt keeps the model's own reply from
+`data/eval/paired_results.jsonl`.
 
 Why a tool and not a stage: it answers one question about the committed run, whether a guard
 beats the fine-tune's trade between refusing harmful requests and needlessly refusing harmless
@@ -18,9 +19,10 @@ Both guarded arms are compared with the baseline by compare's own code
 what they mean in `metrics/detail/eval.json`. The guard's refusal is scored by the same critic as
 the replies it replaces (compare's, which must be the critique stage's probe: `evaluate.critic:
 same`), and the refusal and over-refusal rates come from the detector and the prompts' categories,
-not from the critic. Run after `dvc repro compare`:
+not from the critic. Run after `dvc repro compare`; it prints both arms, and `--out` also
+writes the report (with the prompts the guard gets wrong) as JSON:
 
-    .venv/bin/python tools/guard_eval.py --out guard_eval.json
+    .venv/bin/python tools/guard_eval.py [--out FILE]
 """
 
 from dataclasses import replace
@@ -32,6 +34,7 @@ import typer
 from minicc.arrays import BoolArray, FloatArray
 from minicc.comparison import (
     PairedResult,
+    Side,
     SideOutcome,
     compare_report,
     score_delta,
@@ -47,7 +50,7 @@ THRESHOLD = 0.5
 REFUSAL = "I'm sorry, but I can't help with that."
 """The guard's reply: the fine-tuned model's most frequent refusal, word for word."""
 GENERATOR = "guard"
-ARMS = {"baseline + guard": "baseline", "fine-tuned + guard": "finetuned"}
+ARMS: dict[str, Side] = {"baseline + guard": "baseline", "fine-tuned + guard": "finetuned"}
 """Each guarded arm and the side whose replies it keeps where the guard lets a prompt through."""
 MEASURES = (
     "appropriate_rate",
@@ -110,7 +113,7 @@ def refusal_outcome(critique: Critique) -> SideOutcome:
 
 
 def guarded(
-    results: list[PairedResult], flagged: BoolArray, refusals: list[SideOutcome], side: str
+    results: list[PairedResult], flagged: BoolArray, refusals: list[SideOutcome], side: Side
 ) -> list[PairedResult]:
     """Each prompt with the baseline on one side and, on the other, `side`'s outcome guarded:
     the guard's refusal where `flagged`, the side's own outcome elsewhere."""
@@ -151,6 +154,8 @@ def flag_counts(results: list[PairedResult], flagged: BoolArray) -> dict[str, An
 
 
 def describe(name: str, summary: dict[str, Any]) -> str:
+    """One arm in one console line: each measure's baseline -> guarded value, paired delta with
+    its 95% CI, and the prompts gained and lost for the yes/no measures."""
     cells = []
     for measure, values in summary.items():
         delta = values["delta"]
