@@ -111,9 +111,11 @@ def _config_kwargs(
         "data_seed": seed,
         # The base is loaded in models.dtype and QLoRA turns its own checkpointing on; TRL's
         # defaults (bf16 autocast, gradient checkpointing) would change the numbers and slow a
-        # CPU run down.
+        # CPU run down. transformers now calls gradient checkpointing activation checkpointing
+        # and warns on the old name, which TRL's configs still default to True: the new name,
+        # set, overrides it without the warning.
         "bf16": False,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "use_cpu": PartialState().device.type == "cpu",
         "disable_tqdm": False,
         # Evaluation needs the loss only; gathering every logit would dominate its time.

@@ -1,6 +1,7 @@
 """TRL's training data: the prompt exactly as generation sees it, loss on the answer only."""
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,24 @@ def test_a_whole_reply_is_prepared_as_trl_prepares_its_text(
     ours_rows, trl_rows = (trainer.train_dataset for trainer in prepared)
     for column in ("input_ids", "labels"):
         assert ours_rows[column] == trl_rows[column]
+
+
+def test_the_trainer_checkpoints_no_activations_without_a_deprecation_warning(
+    tiny_llama: LoadedModel, tmp_path: Path
+) -> None:
+    """TRL's configs default gradient checkpointing to on, under the name transformers now
+    deprecates; the trainer turns it off under the new name, so nothing warns and nothing
+    recomputes activations (it would slow a CPU run and change the numbers)."""
+    data = sft_dataset(tiny_llama, [example("What is 2 + 2?", "4.")], 128).dataset
+    model = add_lora(tiny_llama.model, train_params(), all_linear_modules(tiny_llama.model))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*checkpointing.*", category=FutureWarning)
+        trainer = sft_trainer(
+            model, tiny_llama.tokenizer, data, data, train_params(), phase_dir=tmp_path, seed=0
+        )
+    model.unload()
+    assert trainer.args.activation_checkpointing is False
+    assert trainer.args.gradient_checkpointing is False
 
 
 def test_a_tokenizer_that_adds_a_bos_does_not_get_it_twice(tiny_llama: LoadedModel) -> None:
