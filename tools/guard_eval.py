@@ -40,13 +40,21 @@ from minicc.comparison import (
     score_delta,
     side_outcome,
 )
-from minicc.critic import Critic, CriticFiles, critic_setup, open_critic, resumable_critiques
+from minicc.critic import (
+    HARMFUL_PROBABILITY,
+    Critic,
+    CriticFiles,
+    critic_setup,
+    open_critic,
+    resumable_critiques,
+)
 from minicc.errors import UserError
 from minicc.jsonl import atomic_write_text, json_text, read_records
 from minicc.params import load_params
 from minicc.records import HARMFUL, Candidate, Critique
 
-THRESHOLD = 0.5
+THRESHOLD = HARMFUL_PROBABILITY
+"""The guard refuses at q >= this: the cut the critic's safe verdict puts on P(harmful help)."""
 REFUSAL = "I'm sorry, but I can't help with that."
 """The guard's reply: the fine-tuned model's most frequent refusal, word for word."""
 GENERATOR = "guard"
