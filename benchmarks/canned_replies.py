@@ -57,6 +57,9 @@ CANNED = {
     # worded unlike every constructed cut reply (each a real answer's first words).
     "fragment": "Sure, the first thing you",
 }
+ECHO = "echo"
+"""A canned reply of its own: the request itself, word for word, as a model that parrots its
+prompt writes it (the default run's fine-tuned model did so once, minicc/degeneration.py)."""
 
 
 def main(
@@ -90,7 +93,7 @@ def main(
             generator=f"canned-{name}",
         )
         for p in load_prompts(prompts)
-        for name, reply in CANNED.items()
+        for name, reply in {**CANNED, ECHO: p.prompt}.items()
     ]
     with resumable("canned_replies", [c.candidate_id for c in candidates]) as log:
         scored, _ = critique_candidates(critic, candidates, params.critique.batch_size, log)
@@ -116,7 +119,9 @@ def main(
         for category, rows in sorted(by_category.items()):
             means[kind][category] = round(fmean(c.score or 0.0 for c, _ in rows), 3)
             critic_safe[kind][category] = round(fmean(bool(c.safe) for c, _ in rows), 3)
-            safe = [safe_answer(bool(c.safe), c.response, flag) for c, flag in rows]
+            safe = [
+                safe_answer(bool(c.safe), c.response, flag, request=c.prompt) for c, flag in rows
+            ]
             safe_rates[kind][category] = round(fmean(safe), 3)
             appropriate_rates[kind][category] = round(
                 fmean(

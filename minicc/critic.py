@@ -4,7 +4,8 @@ Each candidate is rendered into the judge prompt (the constitution's template, t
 neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
 judge's next-digit probabilities (minicc/judge.py), from a trained probe's heads over the
 critic's features (minicc/critic_features.py), or from the fine-tuned critic's heads
-(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop) or a
+(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop, an
+echo of the request) or a
 fragment of a few words scores 3 at most, the rubric's point for useless replies
 (minicc/rubric.py). A response that cannot be scored stays unscored, with a reason.
 """
@@ -217,7 +218,9 @@ class Critic:
             return records
         # Every method's distribution obeys the rubric's ceiling for a useless reply (degenerate
         # or a fragment), as the critic reads it (minicc/rubric.py).
-        useless = useless_rows(cleaned)
+        useless = useless_rows(
+            [(c.prompt, text) for c, text in zip(candidates, cleaned, strict=True)]
+        )
         if self.probe is not None:
             self._probe_scores(candidates, cleaned, records, useless)
         elif self.lora is not None:

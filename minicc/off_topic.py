@@ -62,10 +62,10 @@ OffTopicCheck = Callable[[Sequence[str], Sequence[str]], list[bool]]
 """Given requests and replies (aligned), whether each reply is off-topic."""
 
 
-def checked(response: str) -> bool:
+def checked(response: str, *, request: str) -> bool:
     """Whether the rule looks at `response` at all: refusals and degenerate replies are counted
     by their own detectors."""
-    return not is_refusal(response) and not is_degenerate(response)
+    return not is_refusal(response) and not is_degenerate(response, request=request)
 
 
 def generic_replies(prompts: Sequence[str], responses: Sequence[str]) -> set[str]:
@@ -100,7 +100,11 @@ class OffTopicDetector:
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} requests for {len(responses)} replies")
-        looked_at = [i for i, response in enumerate(responses) if checked(response)]
+        looked_at = [
+            i
+            for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True))
+            if checked(response, request=prompt)
+        ]
         flags = [False] * len(responses)
         if looked_at:
             requests = [prompts[i] for i in looked_at]

@@ -17,19 +17,19 @@ original as rejected when the critic scores the revision higher by the policy's 
 CAI recipe.
 
 Only scored critiques take part: an unscored candidate has no score to rank by, and guessing one
-would put unjudged text into the training set. A degenerate reply (empty, noise or a loop by
-`minicc.degeneration.is_degenerate`, the rule evaluation reports a rate of) is never chosen, under
-any policy and as no revised > original pair, however the critic scores it; it may still be
-rejected. The critic is what `select` optimises, so its errors become training data: in the default
-run it gave a looping revision ("I'm not sure where I'm supposed to be, but I'm here to help." over
-and over) 3.59, above its prompt's other candidates, so the loop became an SFT example and the
-chosen side of a preference pair (as did another looping revision). A fixed, model-free rule is a
-guard the critic cannot talk its way past. For the same reason a reply the off-topic detector
+would put unjudged text into the training set. A degenerate reply (empty, noise, a loop or an echo
+of its request by `minicc.degeneration.is_degenerate`, the rule evaluation reports a rate of) is
+never chosen, under any policy and as no revised > original pair, however the critic scores it; it
+may still be rejected. The critic is what `select` optimises, so its errors become training data: in
+the default run it gave a looping revision ("I'm not sure where I'm supposed to be, but I'm here to
+help." over and over) 3.59, above its prompt's other candidates, so the loop became an SFT example
+and the chosen side of a preference pair (as did another looping revision). A fixed, model-free rule
+is a guard the critic cannot talk its way past. For the same reason a reply the off-topic detector
 (`minicc.off_topic`, the rule evaluation reports `off_topic_rate` by) flags is never chosen either:
-in the same run the critic gave "Sure, I can certainly assist you with that. However, I'm afraid
-I'm currently offline ..." 4.59 and a rambling revision ("You can't help, but I'm here to help,
-but I'm not sure I'm sure I'm helping. ...") 4.29, and both became SFT examples. The caller runs
-the detector (it needs an embedding model) and passes the flagged ids.
+in the same run the critic gave "Sure, I can certainly assist you with that. However, I'm afraid I'm
+currently offline ..." 4.59 and a rambling revision ("You can't help, but I'm here to help, but I'm
+not sure I'm sure I'm helping. ...") 4.29, and both became SFT examples. The caller runs the
+detector (it needs an embedding model) and passes the flagged ids.
 
 With `select.refusal_by_category` (the default) a third guard reads the prompt's own label: a chosen
 reply to a harmful prompt (category in `minicc.records.HARMFUL`) must be a refusal in which the
@@ -78,7 +78,9 @@ def off_topic_ids(critiques: list[Critique], off_topic: OffTopicCheck) -> frozen
 def imitable(critique: Critique, off_topic: Collection[str] = frozenset()) -> bool:
     """Whether a reply may be chosen (one to imitate, or the better side of a pair): not
     degenerate and not among the `off_topic` candidate ids."""
-    return not is_degenerate(critique.response) and critique.candidate_id not in off_topic
+    if critique.candidate_id in off_topic:
+        return False
+    return not is_degenerate(critique.response, request=critique.prompt)
 
 
 def fits_category(critique: Critique) -> bool:

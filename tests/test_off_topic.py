@@ -74,10 +74,17 @@ def test_a_paragraph_about_the_weather_is_off_topic_and_a_real_answer_is_not(
 
 def test_refusals_and_degenerate_replies_are_left_to_their_own_detectors() -> None:
     spy = SpyEmbedder()
-    replies = ["I'm sorry, but I can't help with that.", "", "1" * 64, "Boil it for nine minutes."]
-    assert [checked(reply) for reply in replies] == [False, False, False, True]
-    flags = OffTopicDetector(spy)(["How do I boil an egg?"] * 4, replies)
-    assert flags == [False] * 4
+    request = "How do I boil an egg?"
+    replies = [
+        "I'm sorry, but I can't help with that.",
+        "",
+        "1" * 64,
+        "how do I boil an egg",
+        "Boil it for nine minutes.",
+    ]
+    assert [checked(reply, request=request) for reply in replies] == [False] * 4 + [True]
+    flags = OffTopicDetector(spy)([request] * 5, replies)
+    assert flags == [False] * 5
     # Only the one checked reply and its request were embedded, each once.
     assert sorted(spy.texts) == ["Boil it for nine minutes.", "How do I boil an egg?"]
 
@@ -155,7 +162,11 @@ def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
     # of the eval prompts, and generic for all. Margins allow for float32 here against bfloat16
     # there.
     rows = _rows(ROOT / "data/critic/eval.jsonl")
-    real = [r for r in rows if r["label_source"] != "constructed" and checked(r["response"])]
+    real = [
+        r
+        for r in rows
+        if r["label_source"] != "constructed" and checked(r["response"], request=r["prompt"])
+    ]
     constructed = [r for r in rows if r["source"] == "constructed-off_topic"]
     assert len(real) > 500 and len(constructed) > 50
     assert _flagged_share(detector, real) < 0.01

@@ -1007,19 +1007,21 @@ def test_probe_scores_pass_through_selection_and_summary(probe_critic: Critic) -
 def test_a_useless_reply_is_scored_under_the_rubric_ceiling(probe_critic: Critic) -> None:
     """Regression: a loop of refusals to a harmful request read to the heads as a clear refusal,
     near 5, so a fine-tune that looped won the critic's mean score; and replies cut to a few
-    words outscored the answers they were cut from. The probe's distribution of a degenerate
-    reply or a fragment loses its mass above 3 (minicc/rubric.py); other replies keep theirs."""
+    words outscored the answers they were cut from; and a reply that only echoes its request
+    scored near 4. The probe's distribution of a degenerate reply (an echo among them) or a
+    fragment loses its mass above 3 (minicc/rubric.py); other replies keep theirs."""
     probe = probe_critic.probe
     assert probe is not None
     given = [
         candidate("p/0", FIT_ROWS[5][1], prompt=FIT_ROWS[5][0]),
         candidate("p/1", "I'm sorry, but I can't help. " * 6, prompt=FIT_ROWS[5][0]),
         candidate("p/2", " ".join(FIT_ROWS[5][1].split()[:4]).rstrip(".!?"), prompt=FIT_ROWS[5][0]),
+        candidate("p/3", FIT_ROWS[5][0], prompt=FIT_ROWS[5][0]),
     ]
     plain, *capped = probe_critic.critique(given)
     features = probe_critic.probe_features(
         [(c.prompt, c.response) for c in given],
-        ["a", "b", "c"],
+        ["a", "b", "c", "d"],
         layer=probe.layer,
         request_layer=probe.request_layer,
     )

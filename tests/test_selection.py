@@ -331,6 +331,23 @@ def test_best_never_chooses_a_degenerate_reply_however_high_it_scores(degenerate
     assert ids(selected) == [("p/1", "chosen")]
 
 
+def test_no_policy_chooses_an_echo_of_the_request_however_high_it_scores() -> None:
+    """Regression: the default run's fine-tuned model answered a request with the request
+    itself, which the critic scored 3.33 and safe; an echo is degenerate, so never chosen."""
+    request = "Write a short poem about the sea at night."
+    echo = make_critique("p/0", 4.9, prompt=request, response=request)
+    answer = make_critique(
+        "p/1", 3.2, prompt=request, response="The tide hums low beneath a silver moon."
+    )
+    worst = make_critique("p/2", 1.0, prompt=request, response="1111 2222")
+    for policy in ("best", "margin", "diverse"):
+        selected, pairs = select(
+            [echo, answer, worst], select_params(policy, margin=1.0, min_gap=0.5)
+        )
+        assert "p/0" not in {s.candidate_id for s in selected if s.role == "chosen"}, policy
+        assert all(p.chosen_id != "p/0" for p in pairs), policy
+
+
 def test_a_prompt_whose_replies_are_all_degenerate_gives_no_sample() -> None:
     critiques = [crit("p/0", 4.9, LOOP), crit("p/1", 4.0, ""), crit("q/0", 3.0)]
     for policy in ("best", "margin", "diverse"):

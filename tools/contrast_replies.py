@@ -95,7 +95,7 @@ def reply_rows(
             response = reply.response.strip()
             if pair.type in EXCLUDED_TYPES or not response:
                 continue
-            if is_refusal(response) or is_degenerate(response):
+            if is_refusal(response) or is_degenerate(response, request=request):
                 continue
             harmful = side == "harmful"
             rows.append(
