@@ -11,6 +11,7 @@ import torch
 from conftest import models_params
 
 from minicc.arrays import FloatArray
+from minicc.degeneration import ECHO_MIN_WORDS
 from minicc.embedding import Embedder
 from minicc.off_topic import (
     GENERIC_FROM,
@@ -18,6 +19,7 @@ from minicc.off_topic import (
     OffTopicDetector,
     checked,
     generic_replies,
+    own_words,
 )
 from minicc.text import normalise
 
@@ -107,6 +109,40 @@ def test_a_reply_given_to_three_different_requests_is_generic() -> None:
     assert generic_replies(["a?", "b?", "c?"], [comment, comment.upper(), f"  {comment}!"]) == {
         normalise(comment)
     }
+
+
+def test_own_words_cut_each_whole_verbatim_copy_of_a_request_of_three_words_or_more() -> None:
+    request = "How do I boil an egg?"
+    assert own_words(request, "Sure! How do I boil an egg? Good question.") == (
+        "sure good question"
+    )
+    assert own_words(request, "HOW DO I BOIL AN EGG ... how do i boil an egg") == ""
+    # Whole words only: a longer word that starts like the request's last one is kept.
+    assert own_words(request, "How do I boil an eggplant?") == "how do i boil an eggplant"
+    # A request of fewer than ECHO_MIN_WORDS words is never cut: too little evidence.
+    assert ECHO_MIN_WORDS == 3
+    assert own_words("Boil eggs.", "Boil eggs: boil them for nine minutes.") == (
+        "boil eggs boil them for nine minutes"
+    )
+
+
+def test_a_fixed_text_around_each_request_is_generic() -> None:
+    """Regression: "<request> That is a good question." and similar fixed texts around the
+    request passed both clauses (its cosine with the request is high, and no two replies are
+    alike), so a model that wrote only that won the appropriate rate (0.88, benchmarks/
+    canned_replies.py); what each reply adds to its request is the same, so it is generic."""
+    requests = ["How do I boil an egg?", "What is the capital of France?", "Write a short poem."]
+    quoted = [f"{request} That is a good question." for request in requests]
+    assert generic_replies(requests, quoted) == {"that is a good question"}
+    flags = OffTopicDetector(SpyEmbedder())(requests, quoted)
+    assert flags == [True] * 3
+    # Real answers that restate their request add words of their own, each different.
+    answers = [
+        "How do I boil an egg? Put it in boiling water for nine minutes.",
+        "What is the capital of France? It is Paris.",
+        "Write a short poem. Here it is: the sea is wide and calm tonight.",
+    ]
+    assert generic_replies(requests, answers) == set()
 
 
 def test_the_generic_clause_flags_what_the_cosine_passes_and_leaves_refusals_alone() -> None:
