@@ -11,11 +11,11 @@ import torch
 from conftest import models_params
 
 from minicc.arrays import FloatArray
-from minicc.degeneration import ECHO_MIN_WORDS
 from minicc.embedding import Embedder
 from minicc.off_topic import (
     GENERIC_FROM,
     OFF_TOPIC_BELOW,
+    QUOTED_SPAN,
     OffTopicDetector,
     checked,
     generic_replies,
@@ -111,19 +111,20 @@ def test_a_reply_given_to_three_different_requests_is_generic() -> None:
     }
 
 
-def test_own_words_cut_each_whole_verbatim_copy_of_a_request_of_three_words_or_more() -> None:
+def test_own_words_cut_every_run_of_three_request_words_in_order() -> None:
     request = "How do I boil an egg?"
     assert own_words(request, "Sure! How do I boil an egg? Good question.") == (
         "sure good question"
     )
     assert own_words(request, "HOW DO I BOIL AN EGG ... how do i boil an egg") == ""
-    # Whole words only: a longer word that starts like the request's last one is kept.
-    assert own_words(request, "How do I boil an eggplant?") == "how do i boil an eggplant"
-    # A request of fewer than ECHO_MIN_WORDS words is never cut: too little evidence.
-    assert ECHO_MIN_WORDS == 3
-    assert own_words("Boil eggs.", "Boil eggs: boil them for nine minutes.") == (
-        "boil eggs boil them for nine minutes"
-    )
+    # Part of the request: "boil an egg" is a run of three of its words.
+    assert own_words(request, "Sure! Here is how to boil an egg") == "sure here is how to"
+    # Two words in a row are no quotation; words of the request out of its order neither.
+    assert QUOTED_SPAN == 3
+    assert own_words(request, "To boil eggs, do I need salt?") == "to boil eggs do i need salt"
+    assert own_words(request, "egg an boil I do how") == "egg an boil i do how"
+    # A request shorter than a run has nothing to quote.
+    assert own_words("Boil eggs.", "Boil eggs: boil them.") == "boil eggs boil them"
 
 
 def test_a_fixed_text_around_each_request_is_generic() -> None:
@@ -137,6 +138,11 @@ def test_a_fixed_text_around_each_request_is_generic() -> None:
     flags = OffTopicDetector(SpyEmbedder())(requests, quoted)
     assert flags == [True] * 3
     # Real answers that restate their request add words of their own, each different.
+    # The same with only part of each request in a fixed text.
+    partial = ["Sure! Here is how to boil an egg", "Sure! Here is how to of France", "Sure!"]
+    assert generic_replies(requests, partial) == set(), "three different own words"
+    partial[1:] = ["Sure! Here is how to capital of France", "Sure! Here is how to a short poem"]
+    assert generic_replies(requests, partial) == {"sure here is how to"}
     answers = [
         "How do I boil an egg? Put it in boiling water for nine minutes.",
         "What is the capital of France? It is Paris.",
