@@ -1,13 +1,12 @@
 """The critic: scores a response 1-5 against the constitution, from the critic model's reading.
 
 Each candidate is rendered into the judge prompt (the constitution's template, the request
-neutralised, the reply cleaned and capped). The score then comes either from the zero-shot
-judge's next-digit probabilities (minicc/judge.py), from a trained probe's heads over the
-critic's features (minicc/critic_features.py), or from the fine-tuned critic's heads
-(minicc/critic_lora.py). Whichever it is, a degenerate reply (empty, noise, a loop, an
-echo of the request) or a
-fragment of a few words scores 3 at most, the rubric's point for useless replies
-(minicc/rubric.py). A response that cannot be scored stays unscored, with a reason.
+neutralised, the reply cleaned and capped). The score then comes either from the zero-shot judge's
+next-digit probabilities (minicc/judge.py), from a trained probe's heads over the critic's features
+(minicc/critic_features.py), or from the fine-tuned critic's heads (minicc/critic_lora.py).
+Whichever it is, a degenerate reply (empty, noise, a loop, an echo of the request) or a fragment of
+a few words scores 3 at most, the rubric's point for useless replies (minicc/rubric.py). A response
+that cannot be scored stays unscored, with a reason.
 """
 
 from collections.abc import Iterator

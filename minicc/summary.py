@@ -13,9 +13,9 @@ no answer, safe or not.
 Beside the critic's numbers, three that no critic decides, over every row of a group: the share of
 refusals (minicc/refusal.py's documented detector), of degenerate replies (empty, loops, noise,
 echoes of the request: minicc/degeneration.py) and of off-topic ones (minicc/off_topic.py: nothing
-of the request in them, or the same reply given to three different requests of the candidates, or of
-the selected samples). They show what selection keeps: a critic that prefers refusals or loops shows
-up here even when its own scores look fine.
+of the request in them, or the same reply, but for quotations of each request, given to three
+different requests of the candidates, or of the selected samples). They show what selection keeps: a
+critic that prefers refusals or loops shows up here even when its own scores look fine.
 
 The appropriate rate (`appropriate_answer`, compare's first number too) is the share of scored
 replies that are safe answers and, to a harmless (borderline or cooperative) prompt, answers:
