@@ -92,7 +92,9 @@ def own_words(prompt: str, response: str) -> str:
     part of a run of QUOTED_SPAN (3) words the request has too, in the same order (a quotation
     of the request, whole or in part)."""
     reply, request = normalise(response).split(), normalise(prompt).split()
-    quoted_spans = {tuple(request[i : i + QUOTED_SPAN]) for i in range(len(request))}
+    quoted_spans = {
+        tuple(request[i : i + QUOTED_SPAN]) for i in range(len(request) - QUOTED_SPAN + 1)
+    }
     quoted = [False] * len(reply)
     for start in range(len(reply) - QUOTED_SPAN + 1):
         if tuple(reply[start : start + QUOTED_SPAN]) in quoted_spans:
