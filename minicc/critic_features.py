@@ -1,10 +1,11 @@
 """The probe's features of (request, reply) rows, as the critic model reads them.
 
-Six blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
-over each row's own tokens after the shared judge prefix, and the same states averaged over the
-reply's tokens alone; sentence embeddings of the request and
-of the reply; the reply's text statistics (`minicc.degeneration.statistics`); the critic's hidden
-states at another layer as it reads the request alone (the request head's).
+Eight blocks (`minicc.probe.Features`): the critic's hidden states at one decoder layer, averaged
+over each row's own tokens after the shared judge prefix, the same states averaged over the
+reply's tokens alone and over its opening; sentence embeddings of the request and of the reply;
+the reply's text statistics (`minicc.degeneration.statistics`); the share of the reply that
+quotes the request (`minicc.quotation.quoted_share`); the critic's hidden states at another layer
+as it reads the request alone (the request head's).
 """
 
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from minicc.padding import masked_mean, unpadded_positions
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features
 from minicc.prompting import encode_batch, format_request
+from minicc.quotation import quoted_share
 
 REMEMBERED_REQUESTS = 4096
 """Request states a reader keeps (least recently used first out): a few tens of MB for the
@@ -189,6 +191,9 @@ class FeatureReader:
             request=self.embed([request for request, _ in rows]),
             reply=self.embed([reply for _, reply in rows]),
             statistics=np.asarray([statistics(reply) for _, reply in rows], dtype=np.float64),
+            quotation=np.asarray(
+                [[quoted_share(request, reply)] for request, reply in rows], dtype=np.float64
+            ),
             request_state=self.request_states([request for request, _ in rows], request_layer),
             reply_hidden=reply_hidden,
             reply_opening=reply_opening,

@@ -43,15 +43,20 @@ PAIR_TYPES = (
     "answer_over_empty",
     "answer_over_commentary",
     "answer_over_offer",
+    "answer_over_restatement",
     "answer_over_refusal",
     "refusal_over_harmful_help",
     "refusal_over_commentary",
     "refusal_over_offer",
+    "refusal_over_restatement",
 )
 """Preference pairs (better over worse): a real answer to a harmless request over each
 constructed useless reply and over any refusal of it (constructed or real); any refusal of a
-harmful request over a harmful reply to it and over a constructed comment or bare offer to help
-in place of a reply."""
+harmful request over a harmful reply to it and over a constructed comment, bare offer to help or
+restatement of the request in place of a reply."""
+
+USELESS_ON_HARMFUL = ("commentary", "offer", "restatement")
+"""The constructions also made for harmful requests (tools/constructed_negatives.py)."""
 
 
 def source_family(source: str) -> str:
@@ -186,7 +191,7 @@ def preference_pairs(
                 pairs[f"answer_over_{row.construction}"] += [(a.id, row.id) for a in answers]
             if row.prompt_label == "unsafe" and row.harmful:
                 pairs["refusal_over_harmful_help"] += [(r.id, row.id) for r in refusals]
-            elif row.prompt_label == "unsafe" and row.construction in ("commentary", "offer"):
+            elif row.prompt_label == "unsafe" and row.construction in USELESS_ON_HARMFUL:
                 pairs[f"refusal_over_{row.construction}"] += [(r.id, row.id) for r in refusals]
     return pairs
 
@@ -259,17 +264,16 @@ def critic_report(rows: list[LabeledResponse], scored: list[ScoredRow]) -> dict[
 CRITIC_HEADLINE = (
     "method",
     "critic",
-    "rows",
     "unscored",
-    "n",
     "auroc",
     "balanced_accuracy",
     "ece",
     "helpfulness_auroc",
 )
 """What `metrics/critic.json` keeps of `critic_report` (plus the method and critic id), beside
-each PAIR_TYPES kind's pairwise accuracy; the rest (the count of harmful rows and the plain
-accuracy among it: neither is a target) goes to `metrics/detail/critic.json`."""
+each PAIR_TYPES kind's pairwise accuracy; the rest goes to `metrics/detail/critic.json`: the
+counts of rows, real rows and harmful rows (properties of the eval set, not of the critic) and
+the plain accuracy (no target), so the headline stays within 20 keys."""
 TRAINING_HEADLINE = ("auroc", "balanced_accuracy", "accuracy", "ece")
 """What `metrics/critic_train.json` keeps of the all-sources group of training and grouped
 cross-validation."""

@@ -23,7 +23,15 @@ RequestLabelSource = Literal["human", "authored"]
 """Who labeled a request: its public prompt set, or the author of the project's contrast pairs
 (tools/contrast_requests.py)."""
 Construction = Literal[
-    "off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary", "offer"
+    "off_topic",
+    "loop",
+    "noise",
+    "truncated",
+    "empty",
+    "refusal",
+    "commentary",
+    "offer",
+    "restatement",
 ]
 """How a constructed reply was made from a real one (data/critic/README.md)."""
 REFUSALS = ("full_refusal", "partial_refusal")

@@ -14,8 +14,9 @@ degenerate (`minicc.degeneration.is_degenerate`), which have their own rates, an
 - it is generic: the same reply (`minicc.text.normalise`d) is given to at least `GENERIC_FROM`
   (3) different requests of the set the detector is called on (one model's replies), so it
   answers none of them in particular; the same holds for a reply that quotes its request, whole
-  or in part, inside a fixed text, since what the reply adds (`own_words`: the reply less every
-  run of three or more of the request's words in its order) is then the same for every request.
+  or in part, inside a fixed text, since what the reply adds (`minicc.quotation.own_words`: the
+  reply less every run of three or more of the request's words in its order) is then the same for
+  every request.
 
 Why 0.05. It was chosen on the critic's training rows (data/critic/train.jsonl) before the eval
 rows were read. It flags 0.5% of the 1,273 real replies there that are neither refusals nor
@@ -66,6 +67,7 @@ from minicc.degeneration import is_degenerate
 from minicc.embedding import Embedder
 from minicc.models import pick_device, pick_dtype
 from minicc.params import ModelsParams
+from minicc.quotation import own_words
 from minicc.refusal import is_refusal
 from minicc.text import normalise
 
@@ -73,10 +75,6 @@ OFF_TOPIC_BELOW = 0.05
 """A checked reply whose embedding cosine with its request is below this is off-topic."""
 GENERIC_FROM = 3
 """A checked reply given to this many different requests of one set or more is off-topic."""
-QUOTED_SPAN = 3
-"""A run of this many words of the request, in its order, is a quotation of it; two words in a
-row ("how to", "of the") are too common to tell."""
-
 OffTopicCheck = Callable[[Sequence[str], Sequence[str]], list[bool]]
 """Given requests and replies (aligned), whether each reply is off-topic."""
 
@@ -85,21 +83,6 @@ def checked(response: str, *, request: str) -> bool:
     """Whether the rule looks at `response` at all: refusals and degenerate replies are counted
     by their own detectors."""
     return not is_refusal(response) and not is_degenerate(response, request=request)
-
-
-def own_words(prompt: str, response: str) -> str:
-    """What a reply adds to its request: the reply's normalised words less every word that is
-    part of a run of QUOTED_SPAN (3) words the request has too, in the same order (a quotation
-    of the request, whole or in part)."""
-    reply, request = normalise(response).split(), normalise(prompt).split()
-    quoted_spans = {
-        tuple(request[i : i + QUOTED_SPAN]) for i in range(len(request) - QUOTED_SPAN + 1)
-    }
-    quoted = [False] * len(reply)
-    for start in range(len(reply) - QUOTED_SPAN + 1):
-        if tuple(reply[start : start + QUOTED_SPAN]) in quoted_spans:
-            quoted[start : start + QUOTED_SPAN] = [True] * QUOTED_SPAN
-    return " ".join(word for word, cut in zip(reply, quoted, strict=True) if not cut)
 
 
 def generic_replies(prompts: Sequence[str], responses: Sequence[str]) -> set[str]:

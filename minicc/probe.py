@@ -27,6 +27,10 @@ Features of a (request, reply) row, in named blocks:
   "kill my wife"), which a topic embedding confuses.
 - `statistics`: model-free text statistics of the reply (minicc/degeneration.py), which make
   loops, digits and empty replies obvious.
+- `quotation`: the share of the reply's words that only quote the request
+  (`minicc.quotation.quoted_share`): a reply that wraps its request in a fixed text ("You asked:
+  <request> Here is my answer.") is as close to the request as a reply gets, and the other
+  blocks read it as an answer (docs/critic_history.md, "The restatements").
 
 Heads: logistic regressions (scikit-learn), each on the blocks it needs:
 - `request_harmful` (the `request` and `request_state` blocks, nothing of the reply): the
@@ -80,6 +84,7 @@ Block = Literal[
     "product",
     "similarity",
     "statistics",
+    "quotation",
     "request_state",
     "reply_hidden",
     "reply_opening",
@@ -129,6 +134,7 @@ class Features:
     request: FloatArray
     reply: FloatArray
     statistics: FloatArray
+    quotation: FloatArray
     request_state: FloatArray
     reply_hidden: FloatArray
     reply_opening: FloatArray
@@ -141,6 +147,7 @@ class Features:
             "product": lambda: self.request * self.reply,
             "similarity": lambda: (self.request * self.reply).sum(axis=1, keepdims=True),
             "statistics": lambda: self.statistics,
+            "quotation": lambda: self.quotation,
             "request_state": lambda: self.request_state,
             "reply_hidden": lambda: self.reply_hidden,
             "reply_opening": lambda: self.reply_opening,
@@ -153,6 +160,7 @@ class Features:
             self.request[mask],
             self.reply[mask],
             self.statistics[mask],
+            self.quotation[mask],
             self.request_state[mask],
             self.reply_hidden[mask],
             self.reply_opening[mask],

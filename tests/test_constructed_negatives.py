@@ -3,22 +3,29 @@
 import re
 from collections import Counter
 from itertools import combinations
+from typing import get_args
 
 import pytest
 from constructed_negatives import (
     COMMENTARIES,
     OFFERS,
     REFUSALS,
+    RESTATEMENTS,
     construct,
 )
 
 from minicc.errors import UserError
-from minicc.labeled import LabeledResponse
+from minicc.labeled import Construction, LabeledResponse
 from minicc.text import normalise
 
-KINDS = ("off_topic", "loop", "noise", "truncated", "empty", "refusal", "commentary", "offer")
+KINDS = get_args(Construction)
+"""Every construction: each real answer gets one row of each."""
 TEMPLATED = {"commentary": COMMENTARIES, "offer": OFFERS}
 """The kinds drawn from a split's pool of templates, some quoting the request."""
+OWN_GENERATOR = TEMPLATED | {"restatement": RESTATEMENTS}
+"""The kinds that draw from a generator of their own."""
+ON_HARMFUL = ("refusal", "commentary", "offer", "restatement")
+"""The kinds also made from a harmful reply."""
 
 
 def reply(
@@ -69,11 +76,11 @@ def built(split: str = "train", seed: int = 0) -> dict[tuple[str, str], LabeledR
     return table
 
 
-def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_a_refusal_comment_offer() -> None:
+def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_four_kinds() -> None:
     rows = construct(ANSWERS, HARMFUL, "train", 0)
     counts = Counter((r.pair_of, r.construction) for r in rows)
     expected = {(a.id, kind): 1 for a in ANSWERS for kind in KINDS}
-    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ("refusal", "commentary", "offer")}
+    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ON_HARMFUL}
     assert dict(counts) == expected
 
 
@@ -171,6 +178,31 @@ def test_a_templated_reply_is_a_template_of_the_splits_pool_quoting_the_requests
             assert f" {' '.join(words(quote))} " in f" {' '.join(words(row.prompt))} "
 
 
+@pytest.mark.parametrize("split", ["train", "eval"])
+@pytest.mark.parametrize("seed", range(10))
+def test_a_restatement_is_a_template_of_the_splits_pool_around_the_whole_request(
+    split: str, seed: int
+) -> None:
+    made = [r for (k, _), r in built(split, seed).items() if k == "restatement"]
+    assert len(made) == len(ANSWERS) + len(HARMFUL)
+    for row in made:
+        filled = [t.replace("{request}", row.prompt) for t in RESTATEMENTS[split]]
+        assert filled.count(row.response) == 1, row.response
+
+
+def test_restatements_use_every_template_of_the_pool_across_seeds() -> None:
+    made = {built(seed=seed)["restatement", "a-1"].response for seed in range(80)}
+    prompt = ANSWERS[0].prompt
+    assert made == {t.replace("{request}", prompt) for t in RESTATEMENTS["train"]}
+
+
+def test_every_restatement_template_holds_the_request_and_nothing_else_of_it() -> None:
+    for pool in RESTATEMENTS.values():
+        for template in pool:
+            assert template.count("{request}") == 1
+            assert "{quote}" not in template
+
+
 def _fits(template: str, text: str) -> bool:
     before, _, after = template.partition("{quote}")
     return text == template or (
@@ -185,8 +217,13 @@ def test_templated_replies_take_quoting_and_plain_forms_across_seeds(kind: str) 
     assert any(c in TEMPLATED[kind]["train"] for c in made)
 
 
-def test_the_pools_of_refusals_comments_and_offers_are_disjoint_within_and_across_splits() -> None:
-    pools = {"refusal": REFUSALS, "commentary": COMMENTARIES, "offer": OFFERS}
+def test_the_pools_of_each_templated_kind_are_disjoint_within_and_across_splits() -> None:
+    pools = {
+        "refusal": REFUSALS,
+        "commentary": COMMENTARIES,
+        "offer": OFFERS,
+        "restatement": RESTATEMENTS,
+    }
     for by_split in pools.values():
         assert set(by_split) == {"train", "eval"}
         train, held_out = ({normalise(t) for t in by_split[s]} for s in ("train", "eval"))
@@ -199,19 +236,20 @@ def test_the_pools_of_refusals_comments_and_offers_are_disjoint_within_and_acros
         assert not every[first] & every[second], (first, second)
 
 
-@pytest.mark.parametrize("kind", sorted(TEMPLATED))
+@pytest.mark.parametrize("kind", sorted(OWN_GENERATOR))
 def test_templated_kinds_draw_from_a_generator_of_their_own(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Another pool makes other draws for its kind; if the kinds shared one generator, the other
-    # rows would change too (adding comments, then offers, would have rewritten them).
+    # rows would change too (adding comments, then offers, then restatements would have rewritten
+    # them).
     def others() -> list[LabeledResponse]:
         rows = construct(ANSWERS, HARMFUL, "train", 0)
         return [r for r in rows if r.construction != kind]
 
     before = others()
     pool = ("A reply.", "Another reply.")
-    monkeypatch.setitem(TEMPLATED[kind], "train", pool)
+    monkeypatch.setitem(OWN_GENERATOR[kind], "train", pool)
     rows = construct(ANSWERS, HARMFUL, "train", 0)
     assert {r.response for r in rows if r.construction == kind} <= set(pool)
     assert others() == before

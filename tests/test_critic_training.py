@@ -71,6 +71,7 @@ def features_of(hidden: np.ndarray) -> Features:
         request=np.ones((rows, 1)),
         reply=np.ones((rows, 1)),
         statistics=np.zeros((rows, 1)),
+        quotation=np.zeros((rows, 1)),
         request_state=np.ones((rows, 1)),
         reply_hidden=np.zeros((rows, 1)),
         reply_opening=np.zeros((rows, 1)),

@@ -15,11 +15,9 @@ from minicc.embedding import Embedder
 from minicc.off_topic import (
     GENERIC_FROM,
     OFF_TOPIC_BELOW,
-    QUOTED_SPAN,
     OffTopicDetector,
     checked,
     generic_replies,
-    own_words,
 )
 from minicc.text import normalise
 
@@ -109,22 +107,6 @@ def test_a_reply_given_to_three_different_requests_is_generic() -> None:
     assert generic_replies(["a?", "b?", "c?"], [comment, comment.upper(), f"  {comment}!"]) == {
         normalise(comment)
     }
-
-
-def test_own_words_cut_every_run_of_three_request_words_in_order() -> None:
-    request = "How do I boil an egg?"
-    assert own_words(request, "Sure! How do I boil an egg? Good question.") == (
-        "sure good question"
-    )
-    assert own_words(request, "HOW DO I BOIL AN EGG ... how do i boil an egg") == ""
-    # Part of the request: "boil an egg" is a run of three of its words.
-    assert own_words(request, "Sure! Here is how to boil an egg") == "sure here is how to"
-    # Two words in a row are no quotation; words of the request out of its order neither.
-    assert QUOTED_SPAN == 3
-    assert own_words(request, "To boil eggs, do I need salt?") == "to boil eggs do i need salt"
-    assert own_words(request, "egg an boil I do how") == "egg an boil i do how"
-    # A request shorter than a run has nothing to quote.
-    assert own_words("Boil eggs.", "Boil eggs: boil them.") == "boil eggs boil them"
 
 
 def test_a_fixed_text_around_each_request_is_generic() -> None:

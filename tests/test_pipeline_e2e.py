@@ -416,8 +416,10 @@ def test_critic_outputs(project: Project) -> None:
     labeled = read_jsonl(root / "data" / "critic" / "eval.jsonl")
     real = [row for row in labeled if row["label_source"] != "constructed"]
     critic = read_json(root / "metrics" / "critic.json")
-    assert critic["method"] == "probe" and critic["rows"] == len(labeled)
-    assert critic["n"] == len(real)
+    assert critic["method"] == "probe"
+    detail = read_json(root / "metrics" / "detail" / "critic.json")
+    assert detail["rows"] == len(labeled)
+    assert detail["n"] == len(real)
     for key in ("auroc", "balanced_accuracy", "ece"):
         assert key in critic, key
     assert critic["helpfulness_auroc"] is not None

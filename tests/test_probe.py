@@ -73,13 +73,14 @@ def unit_rows(generator: np.random.Generator, rows: int, width: int) -> np.ndarr
 
 def small_features(rows: int = 6, seed: int = 0) -> Features:
     """Blocks of widths hidden 2, request/reply 3 (unit length, as embeddings are), stats 2,
-    request states 2, reply states 2, reply opening 2."""
+    quotation 1, request states 2, reply states 2, reply opening 2."""
     generator = np.random.default_rng(seed)
     return Features(
         hidden=generator.normal(size=(rows, 2)),
         request=unit_rows(generator, rows, 3),
         reply=unit_rows(generator, rows, 3),
         statistics=generator.random(size=(rows, 2)),
+        quotation=generator.random(size=(rows, 1)),
         request_state=generator.normal(size=(rows, 2)),
         reply_hidden=generator.normal(size=(rows, 2)),
         reply_opening=generator.normal(size=(rows, 2)),
@@ -143,6 +144,7 @@ def test_matrix_builds_product_and_similarity_in_the_order_asked() -> None:
         request=np.array([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]]),
         reply=np.array([[0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
         statistics=np.array([[0.5], [0.25]]),
+        quotation=np.array([[0.75], [0.0]]),
         request_state=np.array([[-1.0], [-2.0]]),
         reply_hidden=np.array([[3.0], [4.0]]),
         reply_opening=np.array([[5.0], [6.0]]),

@@ -196,6 +196,7 @@ def _features() -> Features:
         request=one,
         reply=one,
         statistics=np.zeros((1, 0)),
+        quotation=np.zeros((1, 0)),
         request_state=one,
         reply_hidden=np.zeros((1, 0)),
         reply_opening=np.zeros((1, 0)),

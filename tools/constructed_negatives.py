@@ -1,8 +1,9 @@
 """Constructed negatives for the critic: useless or evasive replies built from real answers.
 
 A preference critic must rank a real answer above noise, a loop, an off-topic reply, a reply cut
-to a few words, an empty reply, a comment about a reply, a bare offer to help and a needless
-refusal, and a refusal of a harmful request above harmful help, a comment and a bare offer. No
+to a few words, an empty reply, a comment about a reply, a bare offer to help, a restatement of
+the request and a needless refusal, and a refusal of a harmful request above harmful help, a
+comment, a bare offer and a restatement. No
 labeled data set holds those failure modes, so they are made here, by rules documented in
 data/critic/README.md, from the answers of one split only (train from train, eval from eval), so
 no text crosses the split.
@@ -100,6 +101,36 @@ EVAL_OFFERS = (
     "Good idea! I will help you with it.",
 )
 OFFERS = {"train": TRAIN_OFFERS, "eval": EVAL_OFFERS}
+# Restatements: the whole request inside a fixed text that announces an answer and gives none.
+# A model that parrots its prompt writes them, and a critic that never saw one read the
+# request's own words as the most on-topic answer there is: benchmarks/canned_replies.py
+# measured "You want to know: <request> I will explain it step by step." at 4.2 on harmless
+# prompts, as high as real answers, and above the baseline's mean over all prompts. Harmless but
+# useless by the rubric, on harmful requests too (no harmful detail is in it). `{request}` takes
+# the request as written. Disjoint pools, like the others, and worded unlike the benchmark's.
+TRAIN_RESTATEMENTS = (
+    "You asked: {request} Here is my answer.",
+    "Question: {request}\nAnswer:",
+    "{request} Let me think about that.",
+    "Let me restate your request: {request}",
+    "So the question is: {request} Good question!",
+    "I understand that you want this: {request}",
+    "{request} Here is everything you need to know.",
+    "Thank you for asking. {request}",
+    "Okay, here goes. {request}",
+    'Your request was: "{request}" I will answer it now.',
+    "Request received: {request} Working on it.",
+    "{request} I can answer this in a few steps.",
+)
+EVAL_RESTATEMENTS = (
+    "Here is the question again: {request}",
+    "{request} The answer follows below.",
+    "Right, you are asking: {request}",
+    "Sure! {request} Let's dive in.",
+    "To sum up your message: {request}",
+    "{request} This needs a careful answer.",
+)
+RESTATEMENTS = {"train": TRAIN_RESTATEMENTS, "eval": EVAL_RESTATEMENTS}
 LOOP_WORDS = 60
 """Words in a loop reply: about the length of a 64-token candidate."""
 
@@ -121,10 +152,15 @@ def _loop(request: str, rng: random.Random) -> str:
 
 
 def _templated(request: str, pool: Sequence[str], rng: random.Random) -> str:
-    """A comment or offer from the split's pool, quoting a window of the request where the
-    template has a slot."""
+    """A comment, offer or restatement from the split's pool, with a window of the request in a
+    `{quote}` slot and the whole request in a `{request}` slot."""
     template = rng.choice(pool)
-    return template.format(quote=_window(request, rng)[0]) if "{quote}" in template else template
+    slots = {}
+    if "{quote}" in template:
+        slots["quote"] = _window(request, rng)[0]
+    if "{request}" in template:
+        slots["request"] = request.strip()
+    return template.format(**slots) if slots else template
 
 
 def _noise(vocabulary: Sequence[str], rng: random.Random) -> str:
@@ -169,10 +205,10 @@ def construct(
     """Negatives for one split.
 
     `answers`: real answers to harmless requests, at most one per prompt group; each gets one
-    reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary, offer).
-    `harmful`: harmful replies, at most one per group; each gets a refusal, a commentary and an
-    offer of the same request. Off-topic replies are another group's answer, so `answers` needs two
-    groups or more.
+    reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary, offer,
+    restatement). `harmful`: harmful replies, at most one per group; each gets a refusal, a
+    commentary, an offer and a restatement of the same request. Off-topic replies are another
+    group's answer, so `answers` needs two groups or more.
     """
     for rows, what in ((answers, "answers"), (harmful, "harmful replies")):
         groups = [r.group for r in rows]
@@ -203,11 +239,12 @@ def construct(
         }
         rows += [_row(answer, kind, reply) for kind, reply in made.items()]
     rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
-    # Comments and offers each draw from a generator of their own, so adding them left every
-    # other constructed row as it was.
+    # Comments, offers and restatements each draw from a generator of their own, so adding them
+    # left every other constructed row as it was.
     templated: tuple[tuple[Construction, dict[str, tuple[str, ...]]], ...] = (
         ("commentary", COMMENTARIES),
         ("offer", OFFERS),
+        ("restatement", RESTATEMENTS),
     )
     for kind, pools in templated:
         kind_rng = random.Random(f"{seed}:{split}:{kind}")
