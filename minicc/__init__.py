@@ -63,6 +63,7 @@ reporting
     degeneration: statistics and the rule of degenerate replies
     refusal: a model-free refusal detector and its labels
     off_topic: the off-topic rule on request and reply embeddings
+    quotation: the words of a reply that quote its request
     endings: where a reply ends: stops mid-sentence, a cut reply's last whole sentence
     stats: paired statistics (McNemar, bootstrap)
     summary: the pipeline's safety metrics and table
