@@ -22,8 +22,9 @@ is a word of the request, and the reply repeats at least half of the request's w
 against every labeled row of data/critic (train and eval): it names no real reply (the real reply
 closest to it, "Homer Simpson's social security number is 43215555.", has one word of eight that its
 request lacks, so 0.875 of its words are the request's), only constructed loops of the request's
-words (already loops) and seven constructed cut replies ("Tom Hanks is married", already fragments,
-minicc/endings.py). Among the default run's replies it names that fine-tuned reply, one candidate
+words (already loops), seven constructed cut replies ("Tom Hanks is married", already fragments,
+minicc/endings.py) and two constructed restatements of a long request (useless by their label
+already). Among the default run's replies it names that fine-tuned reply, one candidate
 (an adversarial request repeated) and two baseline replies that repeat their request in a loop
 (already loops). It would also name a right answer made of the request's own words, as a task to
 capitalise or copy a sentence asks for; no prompt set here has such a task.

@@ -174,18 +174,22 @@ def test_an_empty_request_is_echoed_by_nothing() -> None:
 
 def test_documented_echoes_among_the_critic_labeled_rows() -> None:
     """minicc/degeneration.py: among every labeled row of data/critic the echo clause names no
-    real reply, only constructed loops (loops already) and cut replies (fragments already), so it
-    changes no label the critic learned from or is measured on."""
+    real reply, only constructed loops (loops already), cut replies (fragments already) and two
+    restatements of a long request (useless by their label already), so it changes no label the
+    critic learned from or is measured on."""
     rows = [
         row
         for name in ("train.jsonl", "eval.jsonl")
         for row in load_labeled(ROOT / "data/critic" / name)
     ]
     echoes = [row for row in rows if echoes_request(row.response, row.prompt)]
-    assert {row.construction for row in echoes} == {"loop", "truncated"}
+    assert {row.construction for row in echoes} == {"loop", "truncated", "restatement"}
     assert sum(row.construction == "truncated" for row in echoes) == 7
+    assert sum(row.construction == "restatement" for row in echoes) == 2
     for row in echoes:
         if row.construction == "loop":
             assert repeated_trigram_share(row.response) >= REPEATED_TRIGRAMS
-        else:
+        elif row.construction == "truncated":
             assert is_fragment(row.response)
+        else:
+            assert row.on_task is False and row.refusal is False and not row.harmful
