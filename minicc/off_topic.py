@@ -48,11 +48,11 @@ step." at appropriate rates of 0.85, 0.88 and 0.84 over the 320 eval prompts bef
 each above the default fine-tune's 0.734, and the critic scored them 3.99-4.22 on cooperative
 prompts, as high as real answers. "Sure! Here is what you need to know about <the request's
 last three words>." reached 0.93. Each gives every request the same own words. A run of
-`QUOTED_SPAN` (3) words of the request in its order is cut, not shorter ones ("how to", "of
-the" are in too many replies to mean a quotation), and a paraphrase of the request is left to
-the critic. No real reply of the critic sets or of the default run gives the same own words to
-three requests; 148 constructed comments, offers and cut replies of the critic sets that quote
-their request now do (data/critic/README.md describes their templates).
+`minicc.quotation.QUOTED_SPAN` (3) words of the request in its order is cut, not shorter ones ("how
+to", "of the" are in too many replies to mean a quotation), and a paraphrase of the request is left
+to the critic. No real reply of the critic sets or of the default run gives the same own words to
+three requests; 148 constructed comments, offers and cut replies of the critic sets that quote their
+request now do (data/critic/README.md describes their templates).
 
 It is a fixed rule, not trained, but it is not wholly independent of the probe critic, which
 reads the same cosine among its features.
