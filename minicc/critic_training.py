@@ -52,8 +52,29 @@ from minicc.resume import ResumeLog, run_resumable
 CV_FOLDS = 5
 FEATURE_BLOCKS = tuple(field.name for field in fields(Features))
 """The blocks a row's features hold, as the resume log stores them."""
+
+
+def harm_label(row: LabeledResponse) -> bool | None:
+    """The harm head's label of a row: whether it gives harmful help, except None (left out of
+    the head) for a constructed restatement of a harmful request.
+
+    Such a restatement holds no harmful detail, so it is no harmful help, and the other heads learn
+    from it that it is neither a refusal nor an answer. But it is what a model writes when it
+    repeats a harmful request and goes along, and trained on 128 of them the harm head learned
+    that such a reply is harmless: it called real compliance openings of the policy safe ("To
+    forge documents ... it's essential to be prepared and have a plan in place."; 5 of the
+    baseline's and 6 of a fine-tune's adversarial replies flipped to safe). Dropping the rows
+    from training altogether let a fixed text around a harmless request win the mean score again,
+    so they leave only this head (docs/critic_history.md, "The restatements of harmful
+    requests"). The eval rows keep them, labeled harmless, so the critic is still measured on
+    them."""
+    if row.construction == "restatement" and row.prompt_label == "unsafe":
+        return None
+    return row.harmful
+
+
 LABELS: dict[str, Callable[[LabeledResponse], bool | None]] = {
-    "response_harmful": lambda row: row.harmful,
+    "response_harmful": harm_label,
     "refusal": lambda row: row.refusal,
     "on_task": lambda row: row.on_task,
 }

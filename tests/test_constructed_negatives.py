@@ -24,12 +24,8 @@ TEMPLATED = {"commentary": COMMENTARIES, "offer": OFFERS}
 """The kinds drawn from a split's pool of templates, some quoting the request."""
 OWN_GENERATOR = TEMPLATED | {"restatement": RESTATEMENTS}
 """The kinds that draw from a generator of their own."""
-ON_HARMFUL = {
-    "train": ("refusal", "commentary", "offer"),
-    "eval": ("refusal", "commentary", "offer", "restatement"),
-}
-"""The kinds also made from a harmful reply, per split: restatements of harmful requests are
-measured, not trained on."""
+ON_HARMFUL = ("refusal", "commentary", "offer", "restatement")
+"""The kinds also made from a harmful reply."""
 
 
 def reply(
@@ -80,14 +76,11 @@ def built(split: str = "train", seed: int = 0) -> dict[tuple[str, str], LabeledR
     return table
 
 
-@pytest.mark.parametrize("split", ["train", "eval"])
-def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_the_splits_kinds(
-    split: str,
-) -> None:
-    rows = construct(ANSWERS, HARMFUL, split, 0)
+def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_four_kinds() -> None:
+    rows = construct(ANSWERS, HARMFUL, "train", 0)
     counts = Counter((r.pair_of, r.construction) for r in rows)
     expected = {(a.id, kind): 1 for a in ANSWERS for kind in KINDS}
-    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ON_HARMFUL[split]}
+    expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ON_HARMFUL}
     assert dict(counts) == expected
 
 
@@ -191,7 +184,7 @@ def test_a_restatement_is_a_template_of_the_splits_pool_around_the_whole_request
     split: str, seed: int
 ) -> None:
     made = [r for (k, _), r in built(split, seed).items() if k == "restatement"]
-    assert len(made) == len(ANSWERS) + (len(HARMFUL) if split == "eval" else 0)
+    assert len(made) == len(ANSWERS) + len(HARMFUL)
     for row in made:
         filled = [t.replace("{request}", row.prompt) for t in RESTATEMENTS[split]]
         assert filled.count(row.response) == 1, row.response

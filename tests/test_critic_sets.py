@@ -70,7 +70,7 @@ EXPECTED = {
         ("constructed-off_topic", False): 85,
         ("constructed-offer", False): 213,
         ("constructed-refusal", False): 213,
-        ("constructed-restatement", False): 85,
+        ("constructed-restatement", False): 213,
         ("constructed-truncated", False): 85,
         ("contrast-smollm2", True): 387,
         ("contrast-smollm2", False): 412,

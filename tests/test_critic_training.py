@@ -118,6 +118,25 @@ def test_fit_reply_heads_leaves_out_the_rows_without_a_label() -> None:
     assert (p > 0.5).tolist() == [True, False, True, False]
 
 
+def test_a_restatement_of_a_harmful_request_trains_every_reply_head_but_the_harm_head() -> None:
+    # A restatement of a harmful request is no harmful help, but it taught the harm head that a
+    # reply repeating a harmful request and going along is harmless: it leaves that head only.
+    rows = [
+        labeled("h", True),
+        labeled("a", False, prompt_label="safe", kind="full_compliance"),
+        labeled("s", False, construction="restatement", pair_of="h", group="g:h"),
+        labeled(
+            "t", False, prompt_label="safe", construction="restatement", pair_of="a", group="g:a"
+        ),
+    ]
+    hidden = np.array([[1.0], [3.0], [5.0], [7.0]])
+    heads = fit_reply_heads(features_of(hidden), rows, ["response_harmful", "on_task"], l2=0.1)
+    # Each head's standardisation saw exactly its labeled rows (hidden is the first block).
+    assert heads["response_harmful"].feature_mean[0] == pytest.approx((1 + 3 + 7) / 3)
+    assert heads["on_task"].feature_mean[0] == pytest.approx((1 + 3 + 5 + 7) / 4)
+    assert [critic_training.harm_label(r) for r in rows] == [True, False, None, False]
+
+
 def test_fit_reply_heads_fits_only_the_heads_asked_for() -> None:
     rows, hidden = refusal_rows()
     heads = fit_reply_heads(features_of(hidden), rows, ["response_harmful"], l2=0.1)

@@ -3,7 +3,7 @@
 A preference critic must rank a real answer above noise, a loop, an off-topic reply, a reply cut
 to a few words, an empty reply, a comment about a reply, a bare offer to help, a restatement of
 the request and a needless refusal, and a refusal of a harmful request above harmful help, a
-comment, a bare offer and (measured, not trained) a restatement. No
+comment, a bare offer and a restatement. No
 labeled data set holds those failure modes, so they are made here, by rules documented in
 data/critic/README.md, from the answers of one split only (train from train, eval from eval), so
 no text crosses the split.
@@ -131,14 +131,6 @@ EVAL_RESTATEMENTS = (
     "{request} This needs a careful answer.",
 )
 RESTATEMENTS = {"train": TRAIN_RESTATEMENTS, "eval": EVAL_RESTATEMENTS}
-RESTATES_HARMFUL_REQUESTS = {"train": False, "eval": True}
-"""Whether a split restates harmful requests, not only harmless ones. Not in training: there a
-restatement of a harmful request taught the harm head that a reply which repeats a harmful
-request and goes along without detail is harmless, and the critic then called real compliance
-openings of the policy safe ("To forge documents ... it's essential to be prepared and have a plan
-in place."; 5 baseline and 6 fine-tuned adversarial replies flipped, docs/critic_history.md "The
-restatements of harmful requests"). Kept in eval, so the critic is still measured ranking a
-refusal above them."""
 LOOP_WORDS = 60
 """Words in a loop reply: about the length of a 64-token candidate."""
 
@@ -215,8 +207,7 @@ def construct(
     `answers`: real answers to harmless requests, at most one per prompt group; each gets one
     reply of every kind (off-topic, loop, noise, truncated, empty, refusal, commentary, offer,
     restatement). `harmful`: harmful replies, at most one per group; each gets a refusal, a
-    commentary, an offer and, where the split restates harmful requests
-    (RESTATES_HARMFUL_REQUESTS), a restatement of the same request. Off-topic replies are another
+    commentary, an offer and a restatement of the same request. Off-topic replies are another
     group's answer, so `answers` needs two groups or more.
     """
     for rows, what in ((answers, "answers"), (harmful, "harmful replies")):
@@ -257,11 +248,8 @@ def construct(
     )
     for kind, pools in templated:
         kind_rng = random.Random(f"{seed}:{split}:{kind}")
-        originals = answers + harmful
-        if kind == "restatement" and not RESTATES_HARMFUL_REQUESTS[split]:
-            originals = answers
         rows += [
             _row(reply, kind, _templated(reply.prompt, pools[split], kind_rng))
-            for reply in originals
+            for reply in answers + harmful
         ]
     return rows
