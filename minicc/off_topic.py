@@ -88,10 +88,16 @@ def checked(response: str, *, request: str) -> bool:
 def generic_replies(prompts: Sequence[str], responses: Sequence[str]) -> set[str]:
     """The replies' own words (`own_words`) that are the same for GENERIC_FROM or more different
     (normalised) requests."""
+    owned = [own_words(p, r) for p, r in zip(prompts, responses, strict=True)]
+    return _shared_by_requests(prompts, owned)
+
+
+def _shared_by_requests(prompts: Sequence[str], owned: Sequence[str]) -> set[str]:
+    """`generic_replies` from the replies' own words, computed once by the caller."""
     requests: dict[str, set[str]] = defaultdict(set)
-    for prompt, response in zip(prompts, responses, strict=True):
-        requests[own_words(prompt, response)].add(normalise(prompt))
-    return {reply for reply, asked in requests.items() if len(asked) >= GENERIC_FROM}
+    for prompt, words in zip(prompts, owned, strict=True):
+        requests[words].add(normalise(prompt))
+    return {words for words, asked in requests.items() if len(asked) >= GENERIC_FROM}
 
 
 class OffTopicDetector:
@@ -127,10 +133,9 @@ class OffTopicDetector:
         if looked_at:
             requests = [prompts[i] for i in looked_at]
             replies = [responses[i] for i in looked_at]
-            generic = generic_replies(requests, replies)
+            owned = [own_words(p, r) for p, r in zip(requests, replies, strict=True)]
+            generic = _shared_by_requests(requests, owned)
             cosines = self.cosines(requests, replies)
-            for i, cosine in zip(looked_at, cosines, strict=True):
-                flags[i] = (
-                    cosine < OFF_TOPIC_BELOW or own_words(prompts[i], responses[i]) in generic
-                )
+            for i, cosine, words in zip(looked_at, cosines, owned, strict=True):
+                flags[i] = cosine < OFF_TOPIC_BELOW or words in generic
         return flags
