@@ -85,15 +85,10 @@ def checked(response: str, *, request: str) -> bool:
     return not is_refusal(response) and not is_degenerate(response, request=request)
 
 
-def generic_replies(prompts: Sequence[str], responses: Sequence[str]) -> set[str]:
-    """The replies' own words (`own_words`) that are the same for GENERIC_FROM or more different
-    (normalised) requests."""
-    owned = [own_words(p, r) for p, r in zip(prompts, responses, strict=True)]
-    return _shared_by_requests(prompts, owned)
-
-
-def _shared_by_requests(prompts: Sequence[str], owned: Sequence[str]) -> set[str]:
-    """`generic_replies` from the replies' own words, computed once by the caller."""
+def generic_replies(prompts: Sequence[str], owned: Sequence[str]) -> set[str]:
+    """Of the replies' own words (`owned`, each reply's `own_words` against its request), those
+    that are the same for GENERIC_FROM or more different (normalised) requests. The caller
+    computes the own words, since it tests each reply's against this set too."""
     requests: dict[str, set[str]] = defaultdict(set)
     for prompt, words in zip(prompts, owned, strict=True):
         requests[words].add(normalise(prompt))
@@ -134,7 +129,7 @@ class OffTopicDetector:
             requests = [prompts[i] for i in looked_at]
             replies = [responses[i] for i in looked_at]
             owned = [own_words(p, r) for p, r in zip(requests, replies, strict=True)]
-            generic = _shared_by_requests(requests, owned)
+            generic = generic_replies(requests, owned)
             cosines = self.cosines(requests, replies)
             for i, cosine, words in zip(looked_at, cosines, owned, strict=True):
                 flags[i] = cosine < OFF_TOPIC_BELOW or words in generic

@@ -19,6 +19,7 @@ from minicc.off_topic import (
     checked,
     generic_replies,
 )
+from minicc.quotation import own_words
 from minicc.text import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,22 +90,29 @@ def test_refusals_and_degenerate_replies_are_left_to_their_own_detectors() -> No
     assert sorted(spy.texts) == ["Boil it for nine minutes.", "How do I boil an egg?"]
 
 
+def generic(prompts: Sequence[str], replies: Sequence[str]) -> set[str]:
+    """`generic_replies` of whole replies, as the detector calls it."""
+    return generic_replies(
+        prompts, [own_words(p, r) for p, r in zip(prompts, replies, strict=True)]
+    )
+
+
 def test_a_reply_given_to_three_different_requests_is_generic() -> None:
     comment = "My reply follows all of the principles."
     assert GENERIC_FROM == 3
-    assert generic_replies(["a?", "b?", "c?"], [comment] * 3) == {normalise(comment)}
-    assert generic_replies(["a?", "b?"], [comment] * 2) == set()
+    assert generic(["a?", "b?", "c?"], [comment] * 3) == {normalise(comment)}
+    assert generic(["a?", "b?"], [comment] * 2) == set()
     # Four samples for one request, even all alike, are not generic: one request is answered.
-    assert generic_replies(["a?"] * 4, [comment] * 4) == set()
+    assert generic(["a?"] * 4, [comment] * 4) == set()
     # Case, punctuation and spacing do not make a request or a reply another one.
     assert (
-        generic_replies(
+        generic(
             ["A?", "a", "b?", "c?"],
             [comment, "my reply follows ALL of the principles", "Other.", "Other!"],
         )
         == set()
     )
-    assert generic_replies(["a?", "b?", "c?"], [comment, comment.upper(), f"  {comment}!"]) == {
+    assert generic(["a?", "b?", "c?"], [comment, comment.upper(), f"  {comment}!"]) == {
         normalise(comment)
     }
 
@@ -116,21 +124,21 @@ def test_a_fixed_text_around_each_request_is_generic() -> None:
     canned_replies.py); what each reply adds to its request is the same, so it is generic."""
     requests = ["How do I boil an egg?", "What is the capital of France?", "Write a short poem."]
     quoted = [f"{request} That is a good question." for request in requests]
-    assert generic_replies(requests, quoted) == {"that is a good question"}
+    assert generic(requests, quoted) == {"that is a good question"}
     flags = OffTopicDetector(SpyEmbedder())(requests, quoted)
     assert flags == [True] * 3
     # Real answers that restate their request add words of their own, each different.
     # The same with only part of each request in a fixed text.
     partial = ["Sure! Here is how to boil an egg", "Sure! Here is how to of France", "Sure!"]
-    assert generic_replies(requests, partial) == set(), "three different own words"
+    assert generic(requests, partial) == set(), "three different own words"
     partial[1:] = ["Sure! Here is how to capital of France", "Sure! Here is how to a short poem"]
-    assert generic_replies(requests, partial) == {"sure here is how to"}
+    assert generic(requests, partial) == {"sure here is how to"}
     answers = [
         "How do I boil an egg? Put it in boiling water for nine minutes.",
         "What is the capital of France? It is Paris.",
         "Write a short poem. Here it is: the sea is wide and calm tonight.",
     ]
-    assert generic_replies(requests, answers) == set()
+    assert generic(requests, answers) == set()
 
 
 def test_the_generic_clause_flags_what_the_cosine_passes_and_leaves_refusals_alone() -> None:
@@ -194,7 +202,7 @@ def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
     constructed = [r for r in rows if r["source"] == "constructed-off_topic"]
     assert len(real) > 500 and len(constructed) > 50
     assert _flagged_share(detector, real) < 0.01
-    assert generic_replies([r["prompt"] for r in real], [r["response"] for r in real]) == set()
+    assert generic([r["prompt"] for r in real], [r["response"] for r in real]) == set()
     assert _flagged_share(detector, constructed) > 0.5
     prompts = [r["prompt"] for r in _rows(ROOT / "data/prompt_pool/eval.jsonl")]
     cosines = detector.cosines(prompts, [WEATHER] * len(prompts))
