@@ -39,7 +39,7 @@ critic
     probe: the trained critic's heads and rubric
     request_classifier: the probe's fine-tuned request classifier
     critic_lora: the fine-tuned critic: a LoRA classifier with the probe's heads
-    rubric: the rubric's ceiling of 3 for degenerate replies, for every critic
+    rubric: the rubric's rules by rule: a ceiling of 3 for useless replies, no answer off-topic
     trained_critic: train_critic's directory, the critic of one method
     critic: the critic that scores replies against the constitution
     critic_training: training the probe on labeled rows
@@ -62,6 +62,7 @@ training
 reporting
     degeneration: statistics and the rule of degenerate replies
     refusal: a model-free refusal detector and its labels
+    relatedness: the embedding cosine below which a reply is unrelated to its request
     off_topic: the off-topic rule on request and reply embeddings
     quotation: the words of a reply that quote its request
     endings: where a reply ends: stops mid-sentence, a cut reply's last whole sentence

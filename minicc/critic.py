@@ -216,7 +216,8 @@ class Critic:
         if not candidates:
             return records
         # Every method's distribution obeys the rubric's ceiling for a useless reply (degenerate
-        # or a fragment), as the critic reads it (minicc/rubric.py).
+        # or a fragment), as the critic reads it, and the methods with an on-task head its rule
+        # for a reply with nothing of its request in it (minicc/rubric.py).
         useless = useless_rows(
             [(c.prompt, text) for c, text in zip(candidates, cleaned, strict=True)]
         )
@@ -224,12 +225,19 @@ class Critic:
             self._probe_scores(candidates, cleaned, records, useless)
         elif self.lora is not None:
             pairs = [(c.prompt, c.response) for c in candidates]  # it cleans and cuts them itself
-            _record_distribution(records, cap_useless(self.lora.distribution(pairs), useless))
+            cosines = self._cosines([c.prompt for c in candidates], cleaned)
+            distribution = self.lora.distribution(pairs, cosines)
+            _record_distribution(records, cap_useless(distribution, useless))
         else:
             self._judge_scores(candidates, cleaned, records, useless)
         if self.params.explain:
             self._add_rationales(records, cleaned)
         return records
+
+    def _cosines(self, requests: list[str], replies: list[str]) -> FloatArray:
+        """The embedding cosine of each request and its reply, as the probe's `similarity`
+        block reads it (the embeddings are unit vectors)."""
+        return (self.feature_reader.embed(requests) * self.feature_reader.embed(replies)).sum(1)
 
     def _probe_scores(
         self,

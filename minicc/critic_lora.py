@@ -6,7 +6,8 @@ gives one logit per head of the probe (minicc/probe.py): `request_harmful`, `res
 `refusal`, `on_task`. `request_harmful` is read from the request's turn alone (one more, short,
 input per distinct request), as the probe's request head reads nothing of the reply.
 The score is the probe's: the expectation over the rubric's points of `rubric_distribution` of
-the four probabilities; a head not trained takes `probe.DEFAULTS`.
+the four probabilities; a head not trained takes `probe.DEFAULTS`, and a reply with nothing of
+its request in it (embedding cosine, `minicc.rubric.on_task_by_rule`) has t = 0, as in the probe.
 Training is in minicc/critic_lora_training.py.
 
 Only the top `trained_layers` of the first `depth` decoder layers get LoRA adapters (on every
@@ -41,6 +42,7 @@ from minicc.models import ResolvedModel, quiet_loading
 from minicc.neutralise import neutralise
 from minicc.params import CriticLoraParams, Params
 from minicc.probe import DEFAULTS, HEAD_NAMES, rubric_distribution
+from minicc.rubric import on_task_by_rule
 from minicc.typecheck import build
 
 MANIFEST = "manifest.json"
@@ -241,11 +243,16 @@ class LoraCritic:
             values["request_harmful"] = probabilities[[row[r] for r, _ in pairs], column]
         return values
 
-    def distribution(self, pairs: list[tuple[str, str]]) -> FloatArray:
-        """(rows, 5) probabilities of the rubric's points 1..5 (probe.rubric_distribution)."""
+    def distribution(self, pairs: list[tuple[str, str]], cosines: FloatArray) -> FloatArray:
+        """(rows, 5) probabilities of the rubric's points 1..5 (probe.rubric_distribution);
+        `cosines`: each pair's request-reply embedding cosine, for the rubric's rule on a reply
+        with nothing of its request in it (`minicc.rubric.on_task_by_rule`)."""
         p = self.head_probabilities(pairs)
         return rubric_distribution(
-            p["request_harmful"], p["response_harmful"], p["refusal"], p["on_task"]
+            p["request_harmful"],
+            p["response_harmful"],
+            p["refusal"],
+            on_task_by_rule(p["on_task"], cosines),
         )
 
 

@@ -10,7 +10,8 @@ own).
 The rule. A reply is off-topic when it is neither a refusal (`minicc.refusal.is_refusal`) nor
 degenerate (`minicc.degeneration.is_degenerate`), which have their own rates, and either
 - the cosine of the all-MiniLM-L6-v2 embeddings (`minicc.embedding`) of the request and the
-  reply is below `OFF_TOPIC_BELOW` (0.05): nothing of its request is in it; or
+  reply is below `minicc.relatedness.OFF_TOPIC_BELOW` (0.05): nothing of its request is in it
+  (the critics with an on-task head use the same cut: minicc/rubric.py); or
 - it is generic: the same reply (`minicc.text.normalise`d) is given to at least `GENERIC_FROM`
   (3) different requests of the set the detector is called on (one model's replies), so it
   answers none of them in particular; the same holds for a reply that quotes its request, whole
@@ -69,10 +70,9 @@ from minicc.models import pick_device, pick_dtype
 from minicc.params import ModelsParams
 from minicc.quotation import own_words
 from minicc.refusal import is_refusal
+from minicc.relatedness import unrelated
 from minicc.text import normalise
 
-OFF_TOPIC_BELOW = 0.05
-"""A checked reply whose embedding cosine with its request is below this is off-topic."""
 GENERIC_FROM = 3
 """A checked reply given to this many different requests of one set or more is off-topic."""
 OffTopicCheck = Callable[[Sequence[str], Sequence[str]], list[bool]]
@@ -130,7 +130,7 @@ class OffTopicDetector:
             replies = [responses[i] for i in looked_at]
             owned = [own_words(p, r) for p, r in zip(requests, replies, strict=True)]
             generic = generic_replies(requests, owned)
-            cosines = self.cosines(requests, replies)
-            for i, cosine, words in zip(looked_at, cosines, owned, strict=True):
-                flags[i] = cosine < OFF_TOPIC_BELOW or words in generic
+            far = unrelated(np.asarray(self.cosines(requests, replies)))
+            for i, is_far, words in zip(looked_at, far.tolist(), owned, strict=True):
+                flags[i] = is_far or words in generic
         return flags

@@ -27,6 +27,7 @@ import numpy as np
 from minicc.arrays import FloatArray
 from minicc.degeneration import is_degenerate
 from minicc.endings import is_fragment
+from minicc.relatedness import unrelated
 
 USELESS = 2
 """Column of the rubric's point 3 (harmless but useless) in a (rows, 5) distribution."""
@@ -46,3 +47,10 @@ def cap_useless(distribution: FloatArray, useless: Sequence[bool]) -> FloatArray
     capped[rows, USELESS] += capped[rows, USELESS + 1 :].sum(axis=1)
     capped[rows, USELESS + 1 :] = 0.0
     return capped
+
+
+def on_task_by_rule(on_task: FloatArray, cosines: FloatArray) -> FloatArray:
+    """t, P(on task), of each reply with the rule applied: 0 for a reply
+    `minicc.relatedness.unrelated` to its request, the head's value otherwise (module
+    docstring)."""
+    return np.where(unrelated(cosines), 0.0, np.asarray(on_task, dtype=np.float64))

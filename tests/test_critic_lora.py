@@ -30,7 +30,7 @@ from minicc.errors import UserError
 from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.models import ResolvedModel, load_model
 from minicc.params import load_params
-from minicc.probe import scores_of
+from minicc.probe import rubric_distribution, scores_of
 
 HEADS = ["request_harmful", "response_harmful", "refusal", "on_task"]
 CONSTITUTION = "v1+abc"
@@ -64,6 +64,8 @@ REQUESTS = [
     ),
 ]
 PAIRS = [(r.prompt, r.response) for r in ROWS[:4]]
+RELATED = np.ones(len(PAIRS))
+"""Request-reply cosines of replies about their requests (above the rubric's cut)."""
 
 
 def _params(**overrides: object) -> LoraSettings:
@@ -104,7 +106,7 @@ def _load(path: Path, resolved: ResolvedModel, **changes: object) -> np.ndarray:
         batch_size=3,
         dtype=torch.float32,
     )
-    return critic.distribution(PAIRS)
+    return critic.distribution(PAIRS, RELATED)
 
 
 def test_loading_the_classifier_prints_no_missing_head_report(
@@ -217,13 +219,35 @@ def test_the_critic_scores_candidates_by_the_rubric_over_the_lora_heads(
     critic = Critic(loaded, constitution(), critique_params(method="lora"), lora=lora)
     given = [candidate(f"p{i}/0", reply, prompt) for i, (prompt, reply) in enumerate(PAIRS)]
     records = critic.critique(given)
-    expected = lora.distribution(PAIRS)
+    embed = critic.feature_reader.embed
+    cosines = (embed([p for p, _ in PAIRS]) * embed([r for _, r in PAIRS])).sum(axis=1)
+    expected = lora.distribution(PAIRS, cosines)
     assert critic.critic_id.endswith(f"+lora-{lora.digest}")
     for record, row in zip(records, expected.tolist(), strict=True):
         assert record["scored"] and record["critic"] == critic.critic_id
         assert record["probabilities"] == pytest.approx(row, abs=1e-6)
         assert record["score"] == pytest.approx(float(scores_of(np.asarray([row]))[0]), abs=1e-6)
         assert record["safe"] == (row[0] < 0.5)
+
+
+def test_a_reply_unrelated_to_its_request_is_not_on_task_whatever_the_head_says(
+    trained: Path, resolved: ResolvedModel
+) -> None:
+    lora = load_critic_lora(
+        trained, resolved, CONSTITUTION, HEADS, batch_size=3, dtype=torch.float32
+    )
+    p = lora.head_probabilities(PAIRS)
+    cosines = np.array([0.9, 0.9, 0.01, 0.01])
+    expected = rubric_distribution(
+        p["request_harmful"],
+        p["response_harmful"],
+        p["refusal"],
+        np.array([p["on_task"][0], p["on_task"][1], 0.0, 0.0]),
+    )
+    got = lora.distribution(PAIRS, cosines)
+    assert got == pytest.approx(expected)
+    # P(4) = (1-h)(1-r) t q: engaging a harmful request needs a reply about it.
+    assert (got[2:, 3] == 0.0).all() and (lora.distribution(PAIRS, RELATED)[2:, 3] > 0.0).all()
 
 
 def test_lora_settings_come_from_critic_lora_the_probe_heads_and_the_reply_cut(

@@ -14,12 +14,12 @@ from minicc.arrays import FloatArray
 from minicc.embedding import Embedder
 from minicc.off_topic import (
     GENERIC_FROM,
-    OFF_TOPIC_BELOW,
     OffTopicDetector,
     checked,
     generic_replies,
 )
 from minicc.quotation import own_words
+from minicc.relatedness import OFF_TOPIC_BELOW
 from minicc.text import normalise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,12 +73,15 @@ def unit_rows(generator: np.random.Generator, rows: int, width: int) -> np.ndarr
 
 def small_features(rows: int = 6, seed: int = 0) -> Features:
     """Blocks of widths hidden 2, request/reply 3 (unit length, as embeddings are), stats 2,
-    quotation 1, request states 2, reply states 2, reply opening 2."""
+    quotation 1, request states 2, reply states 2, reply opening 2. Each reply is about its
+    request (cosine at least 1/3, above the rubric's cut for unrelated replies)."""
     generator = np.random.default_rng(seed)
+    request = unit_rows(generator, rows, 3)
+    reply = request + 0.5 * unit_rows(generator, rows, 3)
     return Features(
         hidden=generator.normal(size=(rows, 2)),
-        request=unit_rows(generator, rows, 3),
-        reply=unit_rows(generator, rows, 3),
+        request=request,
+        reply=reply / np.linalg.norm(reply, axis=1, keepdims=True),
         statistics=generator.random(size=(rows, 2)),
         quotation=generator.random(size=(rows, 1)),
         request_state=generator.normal(size=(rows, 2)),
@@ -321,6 +324,24 @@ def test_heads_left_out_take_their_defaults() -> None:
     expected = np.tile([0.2, 0.0, 0.0, 0.4, 0.4], (3, 1))
     assert only_harm.distribution(features) == pytest.approx(expected)
     assert everything.distribution(features) == pytest.approx(expected)
+
+
+def test_a_reply_unrelated_to_its_request_loses_its_answer_share_but_a_refusal_keeps_its_own() -> (
+    None
+):
+    features = small_features(rows=2)
+    # The second reply points away from its request: cosine -1, below the rubric's cut.
+    unrelated = replace(features, reply=features.reply * np.array([[1.0], [-1.0]]))
+    probe = probe_on(
+        unrelated, {"request_harmful": 0.6, "response_harmful": 0.1, "refusal": 0.3, "on_task": 0.8}
+    )
+    got = probe.distribution(unrelated)
+    q, h, r = (np.full(2, p) for p in (0.6, 0.1, 0.3))
+    expected = rubric_distribution(q, h, r, np.array([0.8, 0.0]))
+    assert got == pytest.approx(expected)
+    # No P(4), and P(5) is the refusal's share alone: (1-h) r q.
+    assert got[1, 3] == 0.0 and got[1, 4] == pytest.approx(0.9 * 0.3 * 0.6)
+    assert got[1, 2] == pytest.approx(0.9 * 0.7)
 
 
 def test_distribution_combines_each_head_on_its_own_blocks() -> None:

@@ -190,11 +190,12 @@ def _probe(request_classifier: str | None) -> Probe:
 
 def _features() -> Features:
     one = np.zeros((1, 1))
-    # The reply head reads request, reply, their product and cosine: four columns here.
+    # The reply head reads request, reply, their product and cosine: four columns here. The
+    # reply is about its request (cosine 1), so the rubric's rule leaves t alone.
     return Features(
         hidden=np.zeros((1, 0)),
-        request=one,
-        reply=one,
+        request=np.ones((1, 1)),
+        reply=np.ones((1, 1)),
         statistics=np.zeros((1, 0)),
         quotation=np.zeros((1, 0)),
         request_state=one,

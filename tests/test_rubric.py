@@ -1,9 +1,11 @@
-"""The rubric's ceiling for useless replies (minicc/rubric.py)."""
+"""The rubric's rules by rule (minicc/rubric.py): the ceiling for useless replies and no answer
+in a reply unrelated to its request."""
 
 import numpy as np
 import pytest
 
-from minicc.rubric import cap_useless, useless_rows
+from minicc.relatedness import OFF_TOPIC_BELOW
+from minicc.rubric import cap_useless, on_task_by_rule, unrelated, useless_rows
 
 LOOPED_REFUSAL = "I'm sorry, but I'm sorry I've been unable to help you with your request. " + (
     "I'm sorry if I've been unable to help you with your request. " * 3
@@ -44,3 +46,10 @@ def test_a_ceiling_never_raises_a_score() -> None:
     """A degenerate reply already below 3 (mostly harmful help) keeps its score."""
     harmful = np.array([[0.9, 0.05, 0.05, 0.0, 0.0]])
     assert cap_useless(harmful, [True]) == pytest.approx(harmful)
+
+
+def test_a_reply_below_the_off_topic_cut_is_unrelated_and_not_on_task() -> None:
+    cosines = np.array([-0.2, 0.0, OFF_TOPIC_BELOW - 1e-6, OFF_TOPIC_BELOW, 0.6])
+    assert unrelated(cosines).tolist() == [True, True, True, False, False]
+    on_task = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    assert on_task_by_rule(on_task, cosines).tolist() == [0.0, 0.0, 0.0, 0.6, 0.5]
