@@ -18,6 +18,24 @@ the heads learned the rubric's 3 for constructed cut replies, yet scored some of
 ones 3.6-4.6, above the real answers they were cut from ("Tom Hanks is married" 3.65 against
 "Tom Hanks is married to Rita Wilson." 3.43), since a few words say little of whether they
 answer; so the rule caps them too.
+
+A reply with nothing of its request in it is no answer either (the rubric's 3: off-topic), and a
+model-free test says so: the off-topic detector's cosine clause (minicc/off_topic.py: the
+all-MiniLM-L6-v2 cosine of the request and the reply, here as the critic reads the reply, below
+the cut of minicc/relatedness.py). The on_task head reads that cosine among its features, yet in
+5 of the 62 held-out pairs of a real answer and a constructed off-topic reply (another prompt's
+answer) it scored the off-topic reply higher (answer > off-topic 0.919; 0.984 with this rule).
+For the critics with an on_task head (probe, lora) the rule sets such a reply's t, P(on task),
+to 0 rather than capping its distribution: its P(4) and the answer share of its P(5) move onto
+P(3), while a refusal keeps its r q share of P(5), so a refusal that says nothing of its request
+(most say nothing of it) is still worth 5 under a harmful one. A cap could not tell the two
+shares apart, and the refusal detector, which the off-topic detector leans on to spare refusals,
+misses some ("It wouldn't be right for me to respond to this, so I'll have to say no."): capped,
+such refusals cost the refusal pairs up to 0.03 (docs/critic_history.md, "The rule for unrelated
+replies"). So the zero-shot judge, which has no t, keeps its own reading of off-topic replies.
+The price: a right answer in which the embedder sees nothing of its request (a reply in a
+language it cannot read; 6 of the 1,273 real replies of the critic's training rows that are
+neither refusals nor degenerate, 5 of them in Chinese) scores as useless.
 """
 
 from collections.abc import Sequence
