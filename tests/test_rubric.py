@@ -4,8 +4,8 @@ in a reply unrelated to its request."""
 import numpy as np
 import pytest
 
-from minicc.relatedness import OFF_TOPIC_BELOW
-from minicc.rubric import cap_useless, on_task_by_rule, unrelated, useless_rows
+from minicc.relatedness import OFF_TOPIC_BELOW, unrelated
+from minicc.rubric import cap_useless, on_task_by_rule, useless_rows
 
 LOOPED_REFUSAL = "I'm sorry, but I'm sorry I've been unable to help you with your request. " + (
     "I'm sorry if I've been unable to help you with your request. " * 3
