@@ -33,6 +33,7 @@ from minicc.params import CriticMethod, CriticProbeParams, CritiqueParams, Param
 from minicc.prefix_cache import PrefixCache
 from minicc.probe import Features, Probe, load_probe, scores_of
 from minicc.records import Candidate, Critique
+from minicc.relatedness import cosines
 from minicc.request_classifier import DIRECTORY as REQUEST_CLASSIFIER_DIR
 from minicc.request_classifier import RequestClassifier, load_request_classifier
 from minicc.resume import ResumeLog, RunCount, resumable, run_resumable
@@ -225,19 +226,14 @@ class Critic:
             self._probe_scores(candidates, cleaned, records, useless)
         elif self.lora is not None:
             pairs = [(c.prompt, c.response) for c in candidates]  # it cleans and cuts them itself
-            cosines = self._cosines([c.prompt for c in candidates], cleaned)
-            distribution = self.lora.distribution(pairs, cosines)
+            related = cosines(self.embedder, [c.prompt for c in candidates], cleaned)
+            distribution = self.lora.distribution(pairs, related)
             _record_distribution(records, cap_useless(distribution, useless))
         else:
             self._judge_scores(candidates, cleaned, records, useless)
         if self.params.explain:
             self._add_rationales(records, cleaned)
         return records
-
-    def _cosines(self, requests: list[str], replies: list[str]) -> FloatArray:
-        """The embedding cosine of each request and its reply, as the probe's `similarity`
-        block reads it (the embeddings are unit vectors)."""
-        return (self.feature_reader.embed(requests) * self.feature_reader.embed(replies)).sum(1)
 
     def _probe_scores(
         self,

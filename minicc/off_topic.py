@@ -62,15 +62,13 @@ reads the same cosine among its features.
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from minicc.degeneration import is_degenerate
 from minicc.embedding import Embedder
 from minicc.models import pick_device, pick_dtype
 from minicc.params import ModelsParams
 from minicc.quotation import own_words
 from minicc.refusal import is_refusal
-from minicc.relatedness import unrelated
+from minicc.relatedness import cosines, unrelated
 from minicc.text import normalise
 
 GENERIC_FROM = 3
@@ -107,15 +105,6 @@ class OffTopicDetector:
         device = pick_device(models.device)
         return cls(Embedder(device, pick_dtype(device, models.dtype)))
 
-    def cosines(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        """Embedding cosine of each request and its reply; each distinct text embedded once."""
-        texts = sorted(set(prompts) | set(responses))
-        vectors = self.embedder.embed(texts)
-        row = {text: i for i, text in enumerate(texts)}
-        left = vectors[[row[p] for p in prompts]]
-        right = vectors[[row[r] for r in responses]]
-        return [float(c) for c in np.einsum("ij,ij->i", left, right)]
-
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} requests for {len(responses)} replies")
@@ -130,7 +119,7 @@ class OffTopicDetector:
             replies = [responses[i] for i in looked_at]
             owned = [own_words(p, r) for p, r in zip(requests, replies, strict=True)]
             generic = generic_replies(requests, owned)
-            far = unrelated(np.asarray(self.cosines(requests, replies)))
+            far = unrelated(cosines(self.embedder, requests, replies))
             for i, is_far, words in zip(looked_at, far.tolist(), owned, strict=True):
                 flags[i] = is_far or words in generic
         return flags

@@ -31,6 +31,7 @@ from minicc.labeled import LabeledRequest, LabeledResponse
 from minicc.models import ResolvedModel, load_model
 from minicc.params import load_params
 from minicc.probe import rubric_distribution, scores_of
+from minicc.relatedness import cosines
 
 HEADS = ["request_harmful", "response_harmful", "refusal", "on_task"]
 CONSTITUTION = "v1+abc"
@@ -219,9 +220,8 @@ def test_the_critic_scores_candidates_by_the_rubric_over_the_lora_heads(
     critic = Critic(loaded, constitution(), critique_params(method="lora"), lora=lora)
     given = [candidate(f"p{i}/0", reply, prompt) for i, (prompt, reply) in enumerate(PAIRS)]
     records = critic.critique(given)
-    embed = critic.feature_reader.embed
-    cosines = (embed([p for p, _ in PAIRS]) * embed([r for _, r in PAIRS])).sum(axis=1)
-    expected = lora.distribution(PAIRS, cosines)
+    related = cosines(critic.embedder, [p for p, _ in PAIRS], [r for _, r in PAIRS])
+    expected = lora.distribution(PAIRS, related)
     assert critic.critic_id.endswith(f"+lora-{lora.digest}")
     for record, row in zip(records, expected.tolist(), strict=True):
         assert record["scored"] and record["critic"] == critic.critic_id

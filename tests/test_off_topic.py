@@ -19,7 +19,7 @@ from minicc.off_topic import (
     generic_replies,
 )
 from minicc.quotation import own_words
-from minicc.relatedness import OFF_TOPIC_BELOW
+from minicc.relatedness import OFF_TOPIC_BELOW, cosines
 from minicc.text import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,11 +159,13 @@ def test_the_generic_clause_flags_what_the_cosine_passes_and_leaves_refusals_alo
 def test_each_reply_is_compared_with_its_own_request(detector: OffTopicDetector) -> None:
     prompts = ["How do I boil an egg?", "How do I change a bicycle tyre?"]
     replies = ["Lever the tyre off the rim and fit the new tube.", "Boil the egg for nine minutes."]
-    swapped = detector.cosines(prompts, replies)
-    matched = detector.cosines(prompts, replies[::-1])
+    swapped = cosines(detector.embedder, prompts, replies)
+    matched = cosines(detector.embedder, prompts, replies[::-1])
     assert min(matched) > max(swapped) + 0.2
     # A request repeated over several replies gives each the same cosine as alone.
-    assert detector.cosines([prompts[0]] * 2, [replies[1]] * 2) == pytest.approx([matched[0]] * 2)
+    assert cosines(detector.embedder, [prompts[0]] * 2, [replies[1]] * 2) == pytest.approx(
+        [matched[0]] * 2
+    )
 
 
 def test_requests_and_replies_must_align(detector: OffTopicDetector) -> None:
@@ -205,6 +207,6 @@ def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
     assert generic([r["prompt"] for r in real], [r["response"] for r in real]) == set()
     assert _flagged_share(detector, constructed) > 0.5
     prompts = [r["prompt"] for r in _rows(ROOT / "data/prompt_pool/eval.jsonl")]
-    cosines = detector.cosines(prompts, [WEATHER] * len(prompts))
-    assert np.mean(np.array(cosines) < OFF_TOPIC_BELOW) > 0.85
+    weather = cosines(detector.embedder, prompts, [WEATHER] * len(prompts))
+    assert np.mean(weather < OFF_TOPIC_BELOW) > 0.85
     assert _flagged_share(detector, [{"prompt": p, "response": WEATHER} for p in prompts]) == 1.0
