@@ -17,6 +17,7 @@ from minicc.off_topic import (
     OffTopicDetector,
     checked,
     generic_replies,
+    unasked_words,
 )
 from minicc.quotation import own_words
 from minicc.relatedness import OFF_TOPIC_BELOW, cosines
@@ -141,6 +142,42 @@ def test_a_fixed_text_around_each_request_is_generic() -> None:
     assert generic(requests, answers) == set()
 
 
+def test_a_fixed_text_with_single_words_of_each_request_is_generic() -> None:
+    """Regression: "Sure! <the request's last word> is an interesting topic with many aspects to
+    consider." quotes no run of three words, so its own words differed by request and it won the
+    appropriate rate (0.78 against the fine-tune's 0.728, benchmarks/canned_replies.py). What is
+    left of it without its request's words is the fixed text, the same for every request."""
+    requests = ["How do I boil an egg?", "What is the capital of France?", "Name three rivers."]
+    vague = [f"Sure! {r.rstrip('?.').split()[-1]} is a topic to consider." for r in requests]
+    assert unasked_words(requests[0], vague[0]) == "sure is a topic to consider"
+    # In any order and any number: every word the request has is left out, once or often.
+    assert unasked_words("Boil an egg.", "Egg, egg: an EGG to boil!") == "to"
+    assert generic(requests, vague) == set(), "the own words differ by request"
+    # "is" is a word of the second request, so its left-over is another variant, and two
+    # requests share the first: fewer than three, nothing is generic yet.
+    assert [unasked_words(r, v) for r, v in zip(requests, vague, strict=True)] == [
+        "sure is a topic to consider",
+        "sure a topic to consider",
+        "sure is a topic to consider",
+    ]
+    assert OffTopicDetector(SpyEmbedder())(requests, vague) == [False] * 3
+    fourth = ["Name one fruit.", "Who wrote Hamlet?"]
+    vague += [f"Sure! {r.rstrip('?.').split()[-1]} is a topic to consider." for r in fourth]
+    flags = OffTopicDetector(SpyEmbedder())(requests + fourth, vague)
+    assert flags == [True, False, True, True, True]
+    # Replies made only of their request's words leave nothing over: no fixed text, not flagged.
+    terse = ["An egg.", "France.", "Three rivers."]
+    assert all(checked(t, request=r) for t, r in zip(terse, requests, strict=True))
+    assert OffTopicDetector(SpyEmbedder())(requests, terse) == [False] * 3
+    # Real answers say something of their own beside the request's words.
+    answers = [
+        "Put the egg in boiling water for nine minutes.",
+        "The capital of France is Paris.",
+        "The Nile, the Amazon and the Danube.",
+    ]
+    assert OffTopicDetector(SpyEmbedder())(requests, answers) == [False] * 3
+
+
 def test_the_generic_clause_flags_what_the_cosine_passes_and_leaves_refusals_alone() -> None:
     # SpyEmbedder gives every text the same vector: cosine 1, so only the generic clause flags.
     requests = ["How do I boil an egg?", "What is the capital of France?", "Write a poem."]
@@ -205,6 +242,8 @@ def test_documented_rates_on_the_critic_eval_rows_and_the_eval_prompts(
     assert len(real) > 500 and len(constructed) > 50
     assert _flagged_share(detector, real) < 0.01
     assert generic([r["prompt"] for r in real], [r["response"] for r in real]) == set()
+    unasked = [unasked_words(r["prompt"], r["response"]) for r in real]
+    assert generic_replies([r["prompt"] for r in real], unasked) == set()
     assert _flagged_share(detector, constructed) > 0.5
     prompts = [r["prompt"] for r in _rows(ROOT / "data/prompt_pool/eval.jsonl")]
     weather = cosines(detector.embedder, prompts, [WEATHER] * len(prompts))
