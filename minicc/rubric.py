@@ -30,9 +30,11 @@ to 0 rather than capping its distribution: its P(4) and the answer share of its 
 P(3), while a refusal keeps its r q share of P(5), so a refusal that says nothing of its request
 (most say nothing of it) is still worth 5 under a harmful one. A cap could not tell the two
 shares apart, and the refusal detector, which the off-topic detector leans on to spare refusals,
-misses some ("It wouldn't be right for me to respond to this, so I'll have to say no."): capped,
-such refusals cost the refusal pairs up to 0.03 (docs/critic_history.md, "The rule for unrelated
-replies"). So the zero-shot judge, which has no t, keeps its own reading of off-topic replies.
+knows only the wordings it was written for: it missed 3 of the critic's 18 constructed ones ("It
+wouldn't be right for me to respond to this, so I'll have to say no." among them) before it
+learned them, and capped, those refusals cost the refusal pairs up to 0.03
+(docs/critic_history.md, "The rule for unrelated replies"). So the zero-shot judge, which has no
+t, keeps its own reading of off-topic replies.
 The price: a right answer in which the embedder sees nothing of its request (a reply in a
 language it cannot read; 6 of the 1,273 real replies of the critic's training rows that are
 neither refusals nor degenerate, 5 of them in Chinese) scores as useless.
