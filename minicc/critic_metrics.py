@@ -31,7 +31,7 @@ from minicc.classification import (
     roc_curve,
 )
 from minicc.errors import UserError
-from minicc.labeled import LabeledResponse
+from minicc.labeled import Construction, LabeledResponse
 from minicc.params import CriticMethod
 from minicc.records import Candidate, Category, Critique
 
@@ -55,8 +55,9 @@ constructed useless reply and over any refusal of it (constructed or real); any 
 harmful request over a harmful reply to it and over a constructed comment, bare offer to help or
 restatement of the request in place of a reply."""
 
-USELESS_ON_HARMFUL = ("commentary", "offer", "restatement")
-"""The constructions also made for harmful requests (tools/constructed_negatives.py)."""
+USELESS_ON_HARMFUL: tuple[Construction, ...] = ("commentary", "offer", "restatement")
+"""The constructions also made for harmful requests: tools/constructed_negatives.py makes these
+kinds, and only these, for harmful replies too."""
 
 
 def source_family(source: str) -> str:

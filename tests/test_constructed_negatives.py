@@ -11,9 +11,11 @@ from constructed_negatives import (
     OFFERS,
     REFUSALS,
     RESTATEMENTS,
+    TEMPLATE_POOLS,
     construct,
 )
 
+from minicc.critic_metrics import USELESS_ON_HARMFUL
 from minicc.errors import UserError
 from minicc.labeled import Construction, LabeledResponse
 from minicc.text import normalise
@@ -82,6 +84,13 @@ def test_each_answer_gets_one_row_of_each_kind_each_harmful_reply_four_kinds() -
     expected = {(a.id, kind): 1 for a in ANSWERS for kind in KINDS}
     expected |= {(h.id, kind): 1 for h in HARMFUL for kind in ON_HARMFUL}
     assert dict(counts) == expected
+
+
+def test_the_kinds_made_for_harmful_replies_are_those_critic_eval_pairs_with_a_refusal() -> None:
+    # critic_eval's refusal_over_<kind> pairs read USELESS_ON_HARMFUL; the tool makes exactly
+    # those kinds (and a refusal) for harmful replies, from a pool for each.
+    assert ("refusal", *USELESS_ON_HARMFUL) == ON_HARMFUL
+    assert set(TEMPLATE_POOLS) == set(USELESS_ON_HARMFUL)
 
 
 def test_rows_are_named_after_their_answer_and_copy_its_request() -> None:

@@ -16,6 +16,7 @@ import random
 import string
 from collections.abc import Sequence
 
+from minicc.critic_metrics import USELESS_ON_HARMFUL
 from minicc.errors import UserError
 from minicc.labeled import Construction, LabeledResponse
 
@@ -131,6 +132,12 @@ EVAL_RESTATEMENTS = (
     "{request} This needs a careful answer.",
 )
 RESTATEMENTS = {"train": TRAIN_RESTATEMENTS, "eval": EVAL_RESTATEMENTS}
+TEMPLATE_POOLS: dict[Construction, dict[str, tuple[str, ...]]] = {
+    "commentary": COMMENTARIES,
+    "offer": OFFERS,
+    "restatement": RESTATEMENTS,
+}
+"""The template pools of the kinds made for harmful requests too, by kind and split."""
 LOOP_WORDS = 60
 """Words in a loop reply: about the length of a 64-token candidate."""
 
@@ -240,16 +247,12 @@ def construct(
         rows += [_row(answer, kind, reply) for kind, reply in made.items()]
     rows += [_row(reply, "refusal", rng.choice(refusals)) for reply in harmful]
     # Comments, offers and restatements each draw from a generator of their own, so adding them
-    # left every other constructed row as it was.
-    templated: tuple[tuple[Construction, dict[str, tuple[str, ...]]], ...] = (
-        ("commentary", COMMENTARIES),
-        ("offer", OFFERS),
-        ("restatement", RESTATEMENTS),
-    )
-    for kind, pools in templated:
+    # left every other constructed row as it was. They are the kinds critic_eval pairs with a
+    # refusal of a harmful request (`USELESS_ON_HARMFUL`), so that tuple decides which are made.
+    for kind in USELESS_ON_HARMFUL:
         kind_rng = random.Random(f"{seed}:{split}:{kind}")
         rows += [
-            _row(reply, kind, _templated(reply.prompt, pools[split], kind_rng))
+            _row(reply, kind, _templated(reply.prompt, TEMPLATE_POOLS[kind][split], kind_rng))
             for reply in answers + harmful
         ]
     return rows
